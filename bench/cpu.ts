@@ -1,0 +1,111 @@
+/**
+ * vCPU throughput: MIPS for `sieve` (compute) and `memstress` (one store per page, the worst
+ * case for dirty logging), each with dirty logging idle and with the host harvesting the log
+ * every few milliseconds as a pre-copy migration would; plus the CPU an idle guest costs.
+ * Prints one JSON object per line: { name, unit, value, ... }.
+ *
+ *   npx tsx bench/cpu.ts            (FERRY_BENCH_QUICK=1 for a short smoke run)
+ */
+import { loadProgram } from '../src/vm/programs.ts';
+import { Vm } from '../src/vm/vm.ts';
+
+const quick = process.env.FERRY_BENCH_QUICK === '1';
+
+function emit(rec: Record<string, unknown>): void {
+  process.stdout.write(`${JSON.stringify(rec)}\n`);
+}
+
+interface Run {
+  mips: number;
+  instret: number;
+  seconds: number;
+  syncs: number;
+  dirtyPages: number;
+}
+
+/** Runs a guest in a worker VM to its instruction limit, optionally harvesting the dirty log. */
+async function measure(program: string, args: string[], insns: number, harvestEveryMs: number): Promise<Run> {
+  const { elf } = loadProgram(program);
+  const vm = Vm.create({ elf, memory: 256 << 20, icount: true, insnLimit: insns, args });
+  try {
+    // Let the worker come up before the clock starts.
+    await vm.step(1);
+    let syncs = 0;
+    let dirtyPages = 0;
+    let harvesting = harvestEveryMs > 0;
+    const harvester = (async () => {
+      if (!harvesting) return;
+      await vm.syncDirty();
+      while (harvesting) {
+        await new Promise((r) => setTimeout(r, harvestEveryMs));
+        if (!harvesting) break;
+        const pages = await vm.syncDirty();
+        syncs++;
+        dirtyPages += pages.length;
+      }
+    })();
+    const t0 = performance.now();
+    vm.start();
+    await vm.waitHalted();
+    const seconds = (performance.now() - t0) / 1000;
+    harvesting = false;
+    await harvester;
+    const instret = vm.instret();
+    return { mips: instret / seconds / 1e6, instret, seconds, syncs, dirtyPages };
+  } finally {
+    await vm.destroy();
+  }
+}
+
+function best(runs: Run[]): Run {
+  return runs.reduce((a, b) => (b.mips > a.mips ? b : a));
+}
+
+async function idleCpuPercent(): Promise<number> {
+  const { elf } = loadProgram('counter');
+  const vm = Vm.create({ elf, args: ['period_ms=1000'] });
+  try {
+    vm.start();
+    await new Promise<void>((resolve) => vm.once('console', () => resolve()));
+    const c0 = process.cpuUsage();
+    const t0 = performance.now();
+    await new Promise((r) => setTimeout(r, quick ? 1000 : 3000));
+    const c = process.cpuUsage(c0);
+    return ((c.user + c.system) / 1000 / (performance.now() - t0)) * 100;
+  } finally {
+    await vm.destroy();
+  }
+}
+
+async function main(): Promise<void> {
+  const reps = quick ? 1 : 3;
+  const sieveInsns = quick ? 60_000_000 : 400_000_000;
+  const memInsns = quick ? 40_000_000 : 200_000_000;
+  const cases: [string, string, string[], number][] = [
+    ['sieve', 'sieve', ['n=4000000', 'reps=100'], sieveInsns],
+    ['memstress-64MiB', 'memstress', ['ws_mib=64'], memInsns],
+  ];
+  for (const [name, prog, args, insns] of cases) {
+    const off: Run[] = [];
+    const on: Run[] = [];
+    for (let i = 0; i < reps; i++) {
+      off.push(await measure(prog, args, insns, 0));
+      on.push(await measure(prog, args, insns, 5));
+    }
+    const a = best(off);
+    const b = best(on);
+    emit({ name: `${name}.mips`, unit: 'MIPS', value: round(a.mips), instret: a.instret, seconds: round(a.seconds) });
+    emit({
+      name: `${name}.mips-dirty-logging`, unit: 'MIPS', value: round(b.mips),
+      syncs: b.syncs, dirtyPagesPerSync: b.syncs ? Math.round(b.dirtyPages / b.syncs) : 0,
+    });
+    emit({ name: `${name}.dirty-logging-overhead`, unit: '%', value: round(((a.mips - b.mips) / a.mips) * 100) });
+  }
+  emit({ name: 'idle-counter.cpu', unit: '% of one core', value: round(await idleCpuPercent()) });
+}
+
+function round(v: number): number {
+  return Math.round(v * 100) / 100;
+}
+
+await main();

@@ -1,0 +1,50 @@
+#!/usr/bin/env node
+import { Command, CommanderError, Option } from 'commander';
+import { FerryError, UsageError } from './errors.ts';
+import { collect } from './cli/parse.ts';
+import { runCommand, type RunOptions } from './cli/run.ts';
+import { builtPrograms } from './vm/programs.ts';
+
+/** Exit codes (DESIGN §7): 0 success, 1 operation failed, 2 bad usage. */
+const EXIT_FAILED = 1;
+const EXIT_USAGE = 2;
+
+function buildProgram(): Command {
+  const program = new Command('ferry')
+    .description('Run RV32IM guest VMs in worker threads and move them live between hosts.')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+
+  program
+    .command('run')
+    .description('Boot a guest locally (no host): UART on stdio, exit code from the guest')
+    .argument('<program>', `a built guest (${builtPrograms().join(', ') || 'none built'}) or a path to an RV32 ELF`)
+    .option('--memory <size>', 'guest RAM, e.g. 64M or 1G (4 KiB multiple, 1M..2G)', '128M')
+    .option('--icount', 'deterministic mode: guest time derives from retired instructions')
+    .option('--insn-limit <n>', 'halt after exactly N retired instructions')
+    .option('--digest', 'print "digest: <sha256>" of RAM + CPU + devices as the last line')
+    .addOption(new Option('--arg <key=value>', 'boot argument passed to the guest (repeatable)').default([]).argParser(collect))
+    .action(async (prog: string, opts: RunOptions) => {
+      process.exitCode = await runCommand(prog, opts);
+    });
+
+  return program;
+}
+
+async function main(argv: string[]): Promise<void> {
+  try {
+    await buildProgram().parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // --help and --version exit 0; commander has already printed its message.
+      process.exitCode = err.exitCode === 0 ? 0 : EXIT_USAGE;
+      return;
+    }
+    const usage = err instanceof UsageError;
+    const msg = err instanceof FerryError || err instanceof Error ? err.message : String(err);
+    process.stderr.write(`ferry: ${msg}\n`);
+    process.exitCode = usage ? EXIT_USAGE : EXIT_FAILED;
+  }
+}
+
+await main(process.argv);

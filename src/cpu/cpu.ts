@@ -1,0 +1,742 @@
+import { FerryError } from '../errors.ts';
+import type { Bus } from '../devices/device.ts';
+import type { Clint } from '../devices/clint.ts';
+import type { MachineClock } from '../devices/clock.ts';
+import type { GuestMemory } from '../memory/guest-memory.ts';
+import { PAGE_EVER_WRITTEN, PAGE_PRESENT, PAGE_SHIFT } from '../memory/layout.ts';
+import { decode, writesRd, type InsnName } from './isa.ts';
+import {
+  Cause, Csr, INTERRUPT, IRQ_MSI, IRQ_MTI, MIE_WRITABLE, MIP_MSIP, MIP_MTIP, MISA, MSTATUS_MIE, MSTATUS_MPIE,
+  MSTATUS_MPP, MSTATUS_MPP_SHIFT, MSTATUS_TW, MSTATUS_WRITABLE, PRIV_M, PRIV_U,
+  S_MCAUSE, S_MCOUNTEREN, S_MEPC, S_MIE, S_MSCRATCH, S_MSTATUS, S_MTVAL, S_MTVEC, S_PC, S_PRIV, X_SINK,
+  readInstret, writeInstret,
+} from './state.ts';
+
+/**
+ * Executor ops. Declared here, in the executor's own file, because esbuild (tsx) inlines a
+ * const enum only inside the file that declares it; the switch below must see number
+ * literals or V8 turns it into a chain of comparisons instead of a jump table.
+ */
+export const enum Op {
+  Undecoded = 0,
+  Illegal, Lui, Auipc, Jal, Jalr,
+  Beq, Bne, Blt, Bge, Bltu, Bgeu,
+  Lb, Lh, Lw, Lbu, Lhu, Sb, Sh, Sw,
+  Addi, Slti, Sltiu, Xori, Ori, Andi, Slli, Srli, Srai,
+  Add, Sub, Sll, Slt, Sltu, Xor, Srl, Sra, Or, And,
+  Fence, FenceI, Ecall, Ebreak, Mret, Wfi,
+  Csrrw, Csrrs, Csrrc, Csrrwi, Csrrsi, Csrrci,
+  Mul, Mulh, Mulhsu, Mulhu, Div, Divu, Rem, Remu,
+  /** A jal or taken branch whose offset is not a multiple of 4: traps when taken. */
+  MisalignedJump,
+}
+
+/** Why `run` returned. */
+export const enum StepExit {
+  /** The instruction budget is used up (or an event asks the caller to look around). */
+  Budget = 0,
+  /** The guest executed `wfi` with nothing pending: sleep until a deadline or a request. */
+  Wfi = 1,
+  /** The guest powered off (finisher or HTIF); see `exitCode`. */
+  Halt = 2,
+}
+
+const RAM_XOR = -0x8000_0000; // addr ^ RAM_XOR = addr - 0x8000_0000 for RAM addresses
+const CODE_WORDS = 2048; // two Int32 per instruction slot: packed fields, immediate
+const EMPTY_CODE: Int32Array = new Int32Array(CODE_WORDS);
+const MAX_CODE_PAGES = 8192;
+
+const OP_OF: Record<InsnName, Op> = {
+  lui: Op.Lui, auipc: Op.Auipc, jal: Op.Jal, jalr: Op.Jalr,
+  beq: Op.Beq, bne: Op.Bne, blt: Op.Blt, bge: Op.Bge, bltu: Op.Bltu, bgeu: Op.Bgeu,
+  lb: Op.Lb, lh: Op.Lh, lw: Op.Lw, lbu: Op.Lbu, lhu: Op.Lhu, sb: Op.Sb, sh: Op.Sh, sw: Op.Sw,
+  addi: Op.Addi, slti: Op.Slti, sltiu: Op.Sltiu, xori: Op.Xori, ori: Op.Ori, andi: Op.Andi,
+  slli: Op.Slli, srli: Op.Srli, srai: Op.Srai,
+  add: Op.Add, sub: Op.Sub, sll: Op.Sll, slt: Op.Slt, sltu: Op.Sltu, xor: Op.Xor, srl: Op.Srl, sra: Op.Sra, or: Op.Or, and: Op.And,
+  fence: Op.Fence, 'fence.i': Op.FenceI, ecall: Op.Ecall, ebreak: Op.Ebreak, mret: Op.Mret, wfi: Op.Wfi,
+  csrrw: Op.Csrrw, csrrs: Op.Csrrs, csrrc: Op.Csrrc, csrrwi: Op.Csrrwi, csrrsi: Op.Csrrsi, csrrci: Op.Csrrci,
+  mul: Op.Mul, mulh: Op.Mulh, mulhsu: Op.Mulhsu, mulhu: Op.Mulhu, div: Op.Div, divu: Op.Divu, rem: Op.Rem, remu: Op.Remu,
+};
+
+/** Packs a decoded instruction into two words: op | rd << 8 | rs1 << 14 | rs2 << 19 (rd 32 = sink), and imm. */
+export function pack(insn: number): [number, number] {
+  const d = decode(insn);
+  if (d.row === undefined) return [Op.Illegal, d.imm];
+  let op = OP_OF[d.row.name];
+  if ((d.row.format === 'B' || d.row.format === 'J') && (d.imm & 3) !== 0) op = Op.MisalignedJump;
+  const rd = writesRd(d.row.format) && d.rd === 0 ? X_SINK : d.rd;
+  return [op | (rd << 8) | (d.rs1 << 14) | (d.rs2 << 19), d.imm];
+}
+
+function mulhu(a: number, b: number): number {
+  const a0 = a & 0xffff, a1 = a >>> 16, b0 = b & 0xffff, b1 = b >>> 16;
+  const p00 = a0 * b0, p01 = a0 * b1, p10 = a1 * b0, p11 = a1 * b1;
+  const mid = (p00 >>> 16) + (p01 & 0xffff) + (p10 & 0xffff);
+  return (p11 + (p01 >>> 16) + (p10 >>> 16) + (mid >>> 16)) | 0;
+}
+
+export interface CpuOptions {
+  memory: GuestMemory;
+  state: Int32Array;
+  bus: Bus;
+  clint: Clint;
+  clock: MachineClock;
+  /** RAM offset of the HTIF `tohost` word, or -1. */
+  tohost: number;
+  /** Called (vCPU thread) when the guest touches a page that is not present; must return once it is. */
+  missingPage?: (page: number) => void;
+}
+
+/**
+ * The RV32IM + Zicsr hart. `run(budget)` executes up to `budget` steps (retired instructions
+ * plus traps taken) and returns why it stopped. Traps are values applied in one place
+ * (`trap`); exceptions are thrown only for host bugs.
+ */
+export class Cpu {
+  readonly s: Int32Array;
+  readonly clock: MachineClock;
+  exitCode = 0;
+  exitReason = '';
+  /** Retired instructions before the current `exec` call. */
+  private retired: number;
+  /** Retired instructions within the current `exec` call, valid whenever a slow path runs. */
+  private cur = 0;
+  private halted = false;
+  private waiting = false;
+  private loadValue = 0;
+
+  private readonly mem: GuestMemory;
+  private readonly ramSize: number;
+  private readonly ram8: Uint8Array;
+  private readonly ram8s: Int8Array;
+  private readonly ram16: Uint16Array;
+  private readonly ram16s: Int16Array;
+  private readonly ram32: Int32Array;
+  /** Per page: readable without a slow path (known present). vCPU-private. */
+  private readonly rok: Uint8Array;
+  /**
+   * Per page: writable without a slow path — present, ever-written, marked in the active
+   * dirty log, holding no decoded code and not the tohost word. A private write TLB the
+   * size of RAM: the hot path touches no shared page-state word.
+   */
+  private readonly wok: Uint8Array;
+  private activeDirty: Uint8Array;
+  private readonly code: (Int32Array | undefined)[];
+  private codePages = 0;
+  private readonly bus: Bus;
+  private readonly clint: Clint;
+  private readonly tohost: number;
+  private readonly missingPage: (page: number) => void;
+
+  constructor(o: CpuOptions) {
+    this.s = o.state;
+    this.mem = o.memory;
+    this.clock = o.clock;
+    this.bus = o.bus;
+    this.clint = o.clint;
+    this.tohost = o.tohost;
+    this.missingPage = o.missingPage ?? ((page) => {
+      throw new FerryError('EPAGE', `guest page ${page} is not present and no pager is attached`);
+    });
+    const buf = o.memory.buffers.ram;
+    this.ramSize = buf.byteLength;
+    this.ram8 = new Uint8Array(buf);
+    this.ram8s = new Int8Array(buf);
+    this.ram16 = new Uint16Array(buf);
+    this.ram16s = new Int16Array(buf);
+    this.ram32 = new Int32Array(buf);
+    this.rok = new Uint8Array(o.memory.pages);
+    this.wok = new Uint8Array(o.memory.pages);
+    for (let p = 0; p < o.memory.pages; p++) {
+      if (Atomics.load(o.memory.pageState, p) & PAGE_PRESENT) this.rok[p] = 1;
+    }
+    this.activeDirty = o.memory.dirtyLogs[0];
+    this.code = new Array<Int32Array | undefined>(o.memory.pages);
+    this.retired = readInstret(this.s);
+  }
+
+  /** Retired instructions, exact at any slow-path call and between runs. */
+  instret(): number {
+    return this.retired + this.cur;
+  }
+
+  get pc(): number {
+    return this.s[S_PC]! >>> 0;
+  }
+
+  /**
+   * Switches dirty logging to `log` (a slice-boundary action, DESIGN §3). Every page must
+   * take the slow path again so its next write is recorded in the new log.
+   */
+  setDirtyLog(log: Uint8Array): void {
+    this.activeDirty = log;
+    this.wok.fill(0);
+  }
+
+  /** A page became present (post-copy fill); lets the fast paths use it. */
+  pagePresent(page: number): void {
+    this.rok[page] = 1;
+  }
+
+  run(budget: number): StepExit {
+    let remaining = budget;
+    this.waiting = false;
+    while (remaining > 0 && !this.halted) {
+      const irq = this.pendingInterrupt();
+      if (irq >= 0) {
+        this.s[S_PC] = this.trap(INTERRUPT | irq, 0, this.s[S_PC]!);
+      }
+      let limit = remaining;
+      if (this.clock.mode === 'icount' && this.timerArmed()) {
+        const until = this.clint.mtimecmp - this.clock.now();
+        if (until > 0 && until < limit) limit = until;
+      }
+      remaining -= this.exec(limit);
+      if (this.waiting) break;
+    }
+    writeInstret(this.s, this.retired);
+    return this.halted ? StepExit.Halt : this.waiting ? StepExit.Wfi : StepExit.Budget;
+  }
+
+  /** Machine interrupt pending and enabled now, highest priority first; -1 if none. */
+  private pendingInterrupt(): number {
+    const s = this.s;
+    if (s[S_PRIV] === PRIV_M && (s[S_MSTATUS]! & MSTATUS_MIE) === 0) return -1;
+    const pending = this.mip() & s[S_MIE]!;
+    if (pending === 0) return -1;
+    if (pending & MIP_MSIP) return IRQ_MSI;
+    return IRQ_MTI;
+  }
+
+  private timerArmed(): boolean {
+    const s = this.s;
+    return (s[S_MIE]! & MIP_MTIP) !== 0 && (s[S_PRIV] !== PRIV_M || (s[S_MSTATUS]! & MSTATUS_MIE) !== 0);
+  }
+
+  private mip(): number {
+    return (this.clint.msip ? MIP_MSIP : 0) | (this.clint.timerPending() ? MIP_MTIP : 0);
+  }
+
+  /** Takes a trap into M-mode; returns the handler's pc. */
+  private trap(cause: number, tval: number, pc: number): number {
+    const s = this.s;
+    s[S_MEPC] = pc;
+    s[S_MCAUSE] = cause;
+    s[S_MTVAL] = tval;
+    const st = s[S_MSTATUS]!;
+    s[S_MSTATUS] = (st & ~(MSTATUS_MPIE | MSTATUS_MIE | MSTATUS_MPP))
+      | ((st & MSTATUS_MIE) ? MSTATUS_MPIE : 0)
+      | (s[S_PRIV]! << MSTATUS_MPP_SHIFT);
+    s[S_PRIV] = PRIV_M;
+    const tvec = s[S_MTVEC]!;
+    if ((tvec & 3) === 1 && cause < 0) return ((tvec & ~3) + 4 * (cause & 0x7fff_ffff)) | 0;
+    return tvec & ~3;
+  }
+
+  /**
+   * The hot loop. Executes at most `limit` steps and returns how many it took. Anything that
+   * may change which interrupt is pending ends the loop after its instruction.
+   */
+  private exec(limit: number): number {
+    const s = this.s;
+    const ram8 = this.ram8, ram8s = this.ram8s, ram16 = this.ram16, ram16s = this.ram16s, ram32 = this.ram32;
+    const rok = this.rok, wok = this.wok;
+    const ramSize = this.ramSize;
+    let pc = s[S_PC]! | 0;
+    let n = 0;
+    let steps = 0;
+    let pageBase = 1; // never equal to an aligned pc's page: forces the first fetch
+    let code = EMPTY_CODE;
+    this.cur = 0;
+    while (steps < limit) {
+      steps++;
+      let k = (pc - pageBase) | 0;
+      if (k >>> 0 > 4092) {
+        this.cur = n;
+        const c = this.fetchPage(pc);
+        if (c === undefined) {
+          pc = this.trap(Cause.InsnAccess, pc, pc);
+          pageBase = 1;
+          continue;
+        }
+        code = c;
+        pageBase = pc & -4096;
+        k = pc - pageBase;
+      }
+      const slot = k >> 1;
+      let w = code[slot]!;
+      if (w === 0) w = this.decodeSlot(code, slot, pc);
+      const imm = code[slot + 1]!;
+      const rd = (w >>> 8) & 63;
+      const rs1 = (w >>> 14) & 31;
+      switch (w & 255) {
+        case Op.Addi: s[rd] = s[rs1]! + imm; pc = (pc + 4) | 0; break;
+        case Op.Lui: s[rd] = imm; pc = (pc + 4) | 0; break;
+        case Op.Auipc: s[rd] = pc + imm; pc = (pc + 4) | 0; break;
+        case Op.Jal: s[rd] = pc + 4; pc = (pc + imm) | 0; break;
+        case Op.Jalr: {
+          const t = ((s[rs1]! + imm) & ~1) | 0;
+          if (t & 2) { pc = this.trap(Cause.InsnMisaligned, t, pc); continue; }
+          s[rd] = pc + 4;
+          pc = t;
+          break;
+        }
+        case Op.Beq: pc = (s[rs1] === s[(w >>> 19) & 31]) ? (pc + imm) | 0 : (pc + 4) | 0; break;
+        case Op.Bne: pc = (s[rs1] !== s[(w >>> 19) & 31]) ? (pc + imm) | 0 : (pc + 4) | 0; break;
+        case Op.Blt: pc = (s[rs1]! < s[(w >>> 19) & 31]!) ? (pc + imm) | 0 : (pc + 4) | 0; break;
+        case Op.Bge: pc = (s[rs1]! >= s[(w >>> 19) & 31]!) ? (pc + imm) | 0 : (pc + 4) | 0; break;
+        case Op.Bltu: pc = ((s[rs1]! ^ RAM_XOR) < (s[(w >>> 19) & 31]! ^ RAM_XOR)) ? (pc + imm) | 0 : (pc + 4) | 0; break;
+        case Op.Bgeu: pc = ((s[rs1]! ^ RAM_XOR) >= (s[(w >>> 19) & 31]! ^ RAM_XOR)) ? (pc + imm) | 0 : (pc + 4) | 0; break;
+        case Op.MisalignedJump: {
+          this.cur = n;
+          const t = this.misalignedJump(pc);
+          if (t !== pc) { pc = t; continue; } // trapped
+          pc = (pc + 4) | 0; // a branch not taken
+          break;
+        }
+        case Op.Lw: {
+          const a = (s[rs1]! + imm) | 0;
+          const off = a ^ RAM_XOR;
+          if (off >= 0 && off < ramSize && (off & 3) === 0 && rok[off >>> PAGE_SHIFT] === 1) s[rd] = ram32[off >> 2]!;
+          else {
+            this.cur = n;
+            if (!this.loadSlow(a, 4, false)) { pc = this.trap(Cause.LoadAccess, a, pc); continue; }
+            s[rd] = this.loadValue;
+          }
+          pc = (pc + 4) | 0;
+          break;
+        }
+        case Op.Lbu: {
+          const a = (s[rs1]! + imm) | 0;
+          const off = a ^ RAM_XOR;
+          if (off >= 0 && off < ramSize && rok[off >>> PAGE_SHIFT] === 1) s[rd] = ram8[off]!;
+          else {
+            this.cur = n;
+            if (!this.loadSlow(a, 1, false)) { pc = this.trap(Cause.LoadAccess, a, pc); continue; }
+            s[rd] = this.loadValue;
+          }
+          pc = (pc + 4) | 0;
+          break;
+        }
+        case Op.Lb: {
+          const a = (s[rs1]! + imm) | 0;
+          const off = a ^ RAM_XOR;
+          if (off >= 0 && off < ramSize && rok[off >>> PAGE_SHIFT] === 1) s[rd] = ram8s[off]!;
+          else {
+            this.cur = n;
+            if (!this.loadSlow(a, 1, true)) { pc = this.trap(Cause.LoadAccess, a, pc); continue; }
+            s[rd] = this.loadValue;
+          }
+          pc = (pc + 4) | 0;
+          break;
+        }
+        case Op.Lhu: {
+          const a = (s[rs1]! + imm) | 0;
+          const off = a ^ RAM_XOR;
+          if (off >= 0 && off < ramSize && (off & 1) === 0 && rok[off >>> PAGE_SHIFT] === 1) s[rd] = ram16[off >> 1]!;
+          else {
+            this.cur = n;
+            if (!this.loadSlow(a, 2, false)) { pc = this.trap(Cause.LoadAccess, a, pc); continue; }
+            s[rd] = this.loadValue;
+          }
+          pc = (pc + 4) | 0;
+          break;
+        }
+        case Op.Lh: {
+          const a = (s[rs1]! + imm) | 0;
+          const off = a ^ RAM_XOR;
+          if (off >= 0 && off < ramSize && (off & 1) === 0 && rok[off >>> PAGE_SHIFT] === 1) s[rd] = ram16s[off >> 1]!;
+          else {
+            this.cur = n;
+            if (!this.loadSlow(a, 2, true)) { pc = this.trap(Cause.LoadAccess, a, pc); continue; }
+            s[rd] = this.loadValue;
+          }
+          pc = (pc + 4) | 0;
+          break;
+        }
+        case Op.Sw: {
+          const a = (s[rs1]! + imm) | 0;
+          const off = a ^ RAM_XOR;
+          const v = s[(w >>> 19) & 31]!;
+          if (off >= 0 && off < ramSize && (off & 3) === 0 && wok[off >>> PAGE_SHIFT] === 1) ram32[off >> 2] = v;
+          else {
+            this.cur = n;
+            if (!this.storeSlow(a, 4, v)) { pc = this.trap(Cause.StoreAccess, a, pc); continue; }
+            if (off < 0 || off >= ramSize || this.halted) limit = steps; // MMIO: let run() look at interrupts
+          }
+          pc = (pc + 4) | 0;
+          break;
+        }
+        case Op.Sb: {
+          const a = (s[rs1]! + imm) | 0;
+          const off = a ^ RAM_XOR;
+          const v = s[(w >>> 19) & 31]!;
+          if (off >= 0 && off < ramSize && wok[off >>> PAGE_SHIFT] === 1) ram8[off] = v;
+          else {
+            this.cur = n;
+            if (!this.storeSlow(a, 1, v)) { pc = this.trap(Cause.StoreAccess, a, pc); continue; }
+            if (off < 0 || off >= ramSize || this.halted) limit = steps;
+          }
+          pc = (pc + 4) | 0;
+          break;
+        }
+        case Op.Sh: {
+          const a = (s[rs1]! + imm) | 0;
+          const off = a ^ RAM_XOR;
+          const v = s[(w >>> 19) & 31]!;
+          if (off >= 0 && off < ramSize && (off & 1) === 0 && wok[off >>> PAGE_SHIFT] === 1) ram16[off >> 1] = v;
+          else {
+            this.cur = n;
+            if (!this.storeSlow(a, 2, v)) { pc = this.trap(Cause.StoreAccess, a, pc); continue; }
+            if (off < 0 || off >= ramSize || this.halted) limit = steps;
+          }
+          pc = (pc + 4) | 0;
+          break;
+        }
+        case Op.Slti: s[rd] = s[rs1]! < imm ? 1 : 0; pc = (pc + 4) | 0; break;
+        case Op.Sltiu: s[rd] = (s[rs1]! ^ RAM_XOR) < (imm ^ RAM_XOR) ? 1 : 0; pc = (pc + 4) | 0; break;
+        case Op.Xori: s[rd] = s[rs1]! ^ imm; pc = (pc + 4) | 0; break;
+        case Op.Ori: s[rd] = s[rs1]! | imm; pc = (pc + 4) | 0; break;
+        case Op.Andi: s[rd] = s[rs1]! & imm; pc = (pc + 4) | 0; break;
+        case Op.Slli: s[rd] = s[rs1]! << imm; pc = (pc + 4) | 0; break;
+        case Op.Srli: s[rd] = s[rs1]! >>> imm; pc = (pc + 4) | 0; break;
+        case Op.Srai: s[rd] = s[rs1]! >> imm; pc = (pc + 4) | 0; break;
+        case Op.Add: s[rd] = s[rs1]! + s[(w >>> 19) & 31]!; pc = (pc + 4) | 0; break;
+        case Op.Sub: s[rd] = s[rs1]! - s[(w >>> 19) & 31]!; pc = (pc + 4) | 0; break;
+        case Op.Sll: s[rd] = s[rs1]! << s[(w >>> 19) & 31]!; pc = (pc + 4) | 0; break;
+        case Op.Slt: s[rd] = s[rs1]! < s[(w >>> 19) & 31]! ? 1 : 0; pc = (pc + 4) | 0; break;
+        case Op.Sltu: s[rd] = (s[rs1]! ^ RAM_XOR) < (s[(w >>> 19) & 31]! ^ RAM_XOR) ? 1 : 0; pc = (pc + 4) | 0; break;
+        case Op.Xor: s[rd] = s[rs1]! ^ s[(w >>> 19) & 31]!; pc = (pc + 4) | 0; break;
+        case Op.Srl: s[rd] = s[rs1]! >>> s[(w >>> 19) & 31]!; pc = (pc + 4) | 0; break;
+        case Op.Sra: s[rd] = s[rs1]! >> s[(w >>> 19) & 31]!; pc = (pc + 4) | 0; break;
+        case Op.Or: s[rd] = s[rs1]! | s[(w >>> 19) & 31]!; pc = (pc + 4) | 0; break;
+        case Op.And: s[rd] = s[rs1]! & s[(w >>> 19) & 31]!; pc = (pc + 4) | 0; break;
+        case Op.Mul: s[rd] = Math.imul(s[rs1]!, s[(w >>> 19) & 31]!); pc = (pc + 4) | 0; break;
+        case Op.Mulh: {
+          const a = s[rs1]!, b = s[(w >>> 19) & 31]!;
+          s[rd] = mulhu(a, b) - (a < 0 ? b : 0) - (b < 0 ? a : 0);
+          pc = (pc + 4) | 0;
+          break;
+        }
+        case Op.Mulhsu: {
+          const a = s[rs1]!, b = s[(w >>> 19) & 31]!;
+          s[rd] = mulhu(a, b) - (a < 0 ? b : 0);
+          pc = (pc + 4) | 0;
+          break;
+        }
+        case Op.Mulhu: s[rd] = mulhu(s[rs1]!, s[(w >>> 19) & 31]!); pc = (pc + 4) | 0; break;
+        case Op.Div: {
+          const a = s[rs1]!, b = s[(w >>> 19) & 31]!;
+          s[rd] = b === 0 ? -1 : (a === -0x8000_0000 && b === -1) ? a : (a / b) | 0;
+          pc = (pc + 4) | 0;
+          break;
+        }
+        case Op.Divu: {
+          const b = s[(w >>> 19) & 31]! >>> 0;
+          s[rd] = b === 0 ? -1 : ((s[rs1]! >>> 0) / b) >>> 0;
+          pc = (pc + 4) | 0;
+          break;
+        }
+        case Op.Rem: {
+          const a = s[rs1]!, b = s[(w >>> 19) & 31]!;
+          s[rd] = b === 0 ? a : (b === -1 ? 0 : a % b);
+          pc = (pc + 4) | 0;
+          break;
+        }
+        case Op.Remu: {
+          const b = s[(w >>> 19) & 31]! >>> 0;
+          s[rd] = b === 0 ? s[rs1]! : (s[rs1]! >>> 0) % b;
+          pc = (pc + 4) | 0;
+          break;
+        }
+        case Op.Fence:
+        case Op.FenceI: // decoded code is invalidated by every store to its page, so fence.i has nothing left to do
+          pc = (pc + 4) | 0;
+          break;
+        case Op.Ecall:
+          pc = this.trap(s[S_PRIV] === PRIV_U ? Cause.EcallU : Cause.EcallM, 0, pc);
+          continue;
+        case Op.Ebreak:
+          pc = this.trap(Cause.Breakpoint, pc, pc);
+          continue;
+        case Op.Mret: {
+          if (s[S_PRIV] !== PRIV_M) { pc = this.trap(Cause.IllegalInsn, this.rawInsn(pc), pc); continue; }
+          const st = s[S_MSTATUS]!;
+          s[S_PRIV] = (st & MSTATUS_MPP) >>> MSTATUS_MPP_SHIFT;
+          s[S_MSTATUS] = (st & ~(MSTATUS_MIE | MSTATUS_MPP)) | MSTATUS_MPIE | ((st & MSTATUS_MPIE) ? MSTATUS_MIE : 0);
+          pc = s[S_MEPC]!;
+          limit = steps;
+          break;
+        }
+        case Op.Wfi: {
+          if (s[S_PRIV] === PRIV_U && (s[S_MSTATUS]! & MSTATUS_TW)) { pc = this.trap(Cause.IllegalInsn, this.rawInsn(pc), pc); continue; }
+          pc = (pc + 4) | 0;
+          this.cur = n + 1;
+          this.waitForInterrupt();
+          limit = steps;
+          break;
+        }
+        case Op.Csrrw: case Op.Csrrs: case Op.Csrrc: case Op.Csrrwi: case Op.Csrrsi: case Op.Csrrci: {
+          this.cur = n;
+          if (!this.csrInsn(w & 255, rd, rs1, imm)) { pc = this.trap(Cause.IllegalInsn, this.rawInsn(pc), pc); continue; }
+          pc = (pc + 4) | 0;
+          limit = steps;
+          break;
+        }
+        default: // Op.Illegal
+          pc = this.trap(Cause.IllegalInsn, imm, pc);
+          continue;
+      }
+      n++;
+    }
+    s[S_PC] = pc;
+    this.retired += n;
+    this.cur = 0;
+    return steps;
+  }
+
+  private rawInsn(pc: number): number {
+    return this.ram32[(pc ^ RAM_XOR) >> 2]!;
+  }
+
+  private decodeSlot(code: Int32Array, slot: number, pc: number): number {
+    const [w, imm] = pack(this.rawInsn(pc));
+    code[slot] = w;
+    code[slot + 1] = imm;
+    return w;
+  }
+
+  /** Decoded-instruction page for `pc`, or undefined for a fetch access fault. */
+  private fetchPage(pc: number): Int32Array | undefined {
+    const off = pc ^ RAM_XOR;
+    if (off < 0 || off >= this.ramSize) return undefined;
+    const page = off >>> PAGE_SHIFT;
+    this.ensureReadable(page);
+    let c = this.code[page];
+    if (c === undefined) {
+      if (this.codePages >= MAX_CODE_PAGES) this.dropCode();
+      c = new Int32Array(CODE_WORDS);
+      this.code[page] = c;
+      this.codePages++;
+      this.wok[page] = 0; // stores to this page must now invalidate decoded slots
+    }
+    return c;
+  }
+
+  private dropCode(): void {
+    this.code.fill(undefined);
+    this.codePages = 0;
+  }
+
+  /** A jal or branch with an offset that is 2 mod 4: traps if the jump is taken. */
+  private misalignedJump(pc: number): number {
+    const insn = this.rawInsn(pc);
+    const d = decode(insn);
+    const s = this.s;
+    const a = s[d.rs1]!, b = s[d.rs2]!;
+    let taken: boolean;
+    switch ((insn >>> 12) & 7) {
+      case 0: taken = a === b; break;
+      case 1: taken = a !== b; break;
+      case 4: taken = a < b; break;
+      case 5: taken = a >= b; break;
+      case 6: taken = (a >>> 0) < (b >>> 0); break;
+      default: taken = (a >>> 0) >= (b >>> 0); break;
+    }
+    if ((insn & 0x7f) === 0x6f) taken = true; // jal
+    if (!taken) return pc;
+    return this.trap(Cause.InsnMisaligned, (pc + d.imm) | 0, pc);
+  }
+
+  private ensureReadable(page: number): void {
+    if (this.rok[page] === 1) return;
+    if ((Atomics.load(this.mem.pageState, page) & PAGE_PRESENT) === 0) this.missingPage(page);
+    this.rok[page] = 1;
+  }
+
+  /** Prepares a page for a write and records it; leaves it on the fast path when it can. */
+  private prepareWrite(page: number): void {
+    this.ensureReadable(page);
+    const ps = this.mem.pageState;
+    if ((Atomics.load(ps, page) & PAGE_EVER_WRITTEN) === 0) Atomics.or(ps, page, PAGE_EVER_WRITTEN);
+    this.activeDirty[page] = 1;
+    if (this.code[page] === undefined && page !== this.tohost >>> PAGE_SHIFT) this.wok[page] = 1;
+  }
+
+  private loadSlow(addr: number, width: number, signed: boolean): boolean {
+    const off = addr ^ RAM_XOR;
+    if (off >= 0 && off + width <= this.ramSize) {
+      this.ensureReadable(off >>> PAGE_SHIFT);
+      this.ensureReadable((off + width - 1) >>> PAGE_SHIFT);
+      let v = 0;
+      for (let i = width - 1; i >= 0; i--) v = (v << 8) | this.ram8[off + i]!;
+      this.loadValue = signed && width < 4 ? (v << (32 - width * 8)) >> (32 - width * 8) : v | 0;
+      return true;
+    }
+    const dev = this.bus.find(addr);
+    if (dev === undefined) return false;
+    const v = dev.read((addr >>> 0) - (dev.base >>> 0), width);
+    this.loadValue = signed && width < 4 ? (v << (32 - width * 8)) >> (32 - width * 8) : width === 4 ? v | 0 : v & ((1 << (width * 8)) - 1);
+    return true;
+  }
+
+  private storeSlow(addr: number, width: number, value: number): boolean {
+    const off = addr ^ RAM_XOR;
+    if (off >= 0 && off + width <= this.ramSize) {
+      const first = off >>> PAGE_SHIFT;
+      const last = (off + width - 1) >>> PAGE_SHIFT;
+      this.prepareWrite(first);
+      if (last !== first) this.prepareWrite(last);
+      for (let i = 0; i < width; i++) this.ram8[off + i] = value >>> (8 * i);
+      this.invalidateCode(off, width);
+      if (this.tohost >= 0 && off < this.tohost + 4 && off + width > this.tohost) this.htif();
+      return true;
+    }
+    const dev = this.bus.find(addr);
+    if (dev === undefined) return false;
+    dev.write((addr >>> 0) - (dev.base >>> 0), width, value);
+    return true;
+  }
+
+  private invalidateCode(off: number, width: number): void {
+    for (let a = off & ~3; a < off + width; a += 4) {
+      const c = this.code[a >>> PAGE_SHIFT];
+      if (c !== undefined) c[((a & 4095) >> 2) * 2] = 0;
+    }
+  }
+
+  /** HTIF tohost: bit 0 set means "exit with code value >> 1", as riscv-tests use it. */
+  private htif(): void {
+    const v = this.ram32[this.tohost >> 2]!;
+    if (v & 1) this.halt(v >>> 1, 'tohost');
+  }
+
+  halt(code: number, reason: string): void {
+    this.halted = true;
+    this.exitCode = code;
+    this.exitReason = reason;
+  }
+
+  get isHalted(): boolean {
+    return this.halted;
+  }
+
+  /**
+   * `wfi`: nothing to do if an interrupt is already pending. In deterministic mode time jumps
+   * to the timer deadline (so the run stays a function of the instruction count); otherwise
+   * the caller sleeps until the deadline.
+   */
+  private waitForInterrupt(): void {
+    const s = this.s;
+    if (this.mip() & s[S_MIE]!) return;
+    if (this.clock.mode === 'icount') {
+      if (s[S_MIE]! & MIP_MTIP) {
+        this.clock.advanceTo(this.clint.mtimecmp);
+        return;
+      }
+    }
+    this.waiting = true;
+  }
+
+  /** Host milliseconds until the timer could wake a waiting hart; Infinity if it cannot. */
+  msUntilWake(): number {
+    if ((this.s[S_MIE]! & MIP_MTIP) === 0) return Infinity;
+    return this.clock.msUntil(this.clint.mtimecmp);
+  }
+
+  private csrInsn(op: number, rd: number, rs1: number, csr: number): boolean {
+    const s = this.s;
+    const priv = s[S_PRIV]!;
+    if (((csr >>> 8) & 3) > priv) return false;
+    const isImm = op >= Op.Csrrwi;
+    const src = isImm ? rs1 : s[rs1]!;
+    const kind = isImm ? op - Op.Csrrwi : op - Op.Csrrw; // 0 write, 1 set, 2 clear
+    const writes = kind === 0 || rs1 !== 0;
+    if (writes && (csr >>> 10) === 3) return false;
+    let old = 0;
+    if (kind !== 0 || rd !== X_SINK) {
+      const v = this.csrRead(csr, priv);
+      if (v === undefined) return false;
+      old = v;
+    } else if (this.csrRead(csr, priv) === undefined) {
+      return false;
+    }
+    if (writes) {
+      const nv = kind === 0 ? src : kind === 1 ? old | src : old & ~src;
+      this.csrWrite(csr, nv | 0);
+    }
+    s[rd] = old;
+    return true;
+  }
+
+  private counterAllowed(bit: number, priv: number): boolean {
+    return priv === PRIV_M || (this.s[S_MCOUNTEREN]! & (1 << bit)) !== 0;
+  }
+
+  /** The value of a CSR, or undefined if it does not exist (illegal instruction). */
+  private csrRead(csr: number, priv: number): number | undefined {
+    const s = this.s;
+    switch (csr) {
+      case Csr.Mstatus: return s[S_MSTATUS];
+      case Csr.MstatusH: return 0;
+      case Csr.Misa: return MISA;
+      case Csr.Mie: return s[S_MIE];
+      case Csr.Mip: return this.mip();
+      case Csr.Mtvec: return s[S_MTVEC];
+      case Csr.Mcounteren: return s[S_MCOUNTEREN];
+      case Csr.Mscratch: return s[S_MSCRATCH];
+      case Csr.Mepc: return s[S_MEPC];
+      case Csr.Mcause: return s[S_MCAUSE];
+      case Csr.Mtval: return s[S_MTVAL];
+      case Csr.Mvendorid: case Csr.Marchid: case Csr.Mimpid: case Csr.Mhartid: return 0;
+      case Csr.Mcycle: case Csr.Minstret: return this.instret() % 2 ** 32 | 0;
+      case Csr.McycleH: case Csr.MinstretH: return Math.floor(this.instret() / 2 ** 32) | 0;
+      case Csr.Cycle: return this.counterAllowed(0, priv) ? this.instret() % 2 ** 32 | 0 : undefined;
+      case Csr.CycleH: return this.counterAllowed(0, priv) ? Math.floor(this.instret() / 2 ** 32) | 0 : undefined;
+      case Csr.Time: return this.counterAllowed(1, priv) ? this.clock.now() % 2 ** 32 | 0 : undefined;
+      case Csr.TimeH: return this.counterAllowed(1, priv) ? Math.floor(this.clock.now() / 2 ** 32) | 0 : undefined;
+      case Csr.Instret: return this.counterAllowed(2, priv) ? this.instret() % 2 ** 32 | 0 : undefined;
+      case Csr.InstretH: return this.counterAllowed(2, priv) ? Math.floor(this.instret() / 2 ** 32) | 0 : undefined;
+      default: return undefined;
+    }
+  }
+
+  private csrWrite(csr: number, v: number): void {
+    const s = this.s;
+    switch (csr) {
+      case Csr.Mstatus: {
+        let nv = v & MSTATUS_WRITABLE;
+        const mpp = (nv & MSTATUS_MPP) >>> MSTATUS_MPP_SHIFT;
+        if (mpp !== PRIV_M && mpp !== PRIV_U) nv = (nv & ~MSTATUS_MPP) | (s[S_MSTATUS]! & MSTATUS_MPP);
+        s[S_MSTATUS] = nv;
+        break;
+      }
+      case Csr.Mie: s[S_MIE] = v & MIE_WRITABLE; break;
+      case Csr.Mtvec: s[S_MTVEC] = (v & 3) >= 2 ? v & ~3 : v; break;
+      case Csr.Mcounteren: s[S_MCOUNTEREN] = v & 7; break;
+      case Csr.Mscratch: s[S_MSCRATCH] = v; break;
+      case Csr.Mepc: s[S_MEPC] = v & ~3; break;
+      case Csr.Mcause: s[S_MCAUSE] = v; break;
+      case Csr.Mtval: s[S_MTVAL] = v; break;
+      case Csr.Mcycle: case Csr.Minstret: this.setInstret(Math.floor(this.instret() / 2 ** 32) * 2 ** 32 + (v >>> 0)); break;
+      case Csr.McycleH: case Csr.MinstretH: this.setInstret((v >>> 0) * 2 ** 32 + (this.instret() % 2 ** 32)); break;
+      default: break; // misa, mip, mstatush: writes ignored (WARL)
+    }
+  }
+
+  /**
+   * A write to minstret. The write happens "instead of" this instruction's own increment, so the
+   * counter reads `v` after it; the clock is re-based so deterministic time does not move.
+   */
+  private setInstret(v: number): void {
+    const t = this.clock.now();
+    this.retired = v - this.cur - 1;
+    this.clock.set(t);
+  }
+
+  /** Publishes instret into the state words (for snapshots and the digest). */
+  syncState(): void {
+    writeInstret(this.s, this.retired);
+  }
+}
+

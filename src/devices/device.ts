@@ -1,0 +1,42 @@
+import { FerryError } from '../errors.ts';
+
+/** A memory-mapped device on the bus. Its state is plain data so it can be migrated. */
+export interface Device<S = unknown> {
+  readonly name: string;
+  readonly base: number;
+  readonly size: number;
+  /** `offset` is relative to `base`; `width` is 1, 2 or 4 bytes. Never throws. */
+  read(offset: number, width: number): number;
+  write(offset: number, width: number, value: number): void;
+  state(): S;
+}
+
+/** An ordered set of MMIO ranges; only RAM gets the vCPU's fast path, everything else comes here. */
+export class Bus {
+  private readonly devices: Device[] = [];
+
+  add(device: Device): void {
+    const lo = device.base >>> 0;
+    const hi = lo + device.size;
+    for (const d of this.devices) {
+      const dlo = d.base >>> 0;
+      if (lo < dlo + d.size && dlo < hi) {
+        throw new FerryError('EBUSOVERLAP', `device ${device.name} [0x${lo.toString(16)}, 0x${hi.toString(16)}) overlaps ${d.name}`);
+      }
+    }
+    this.devices.push(device);
+  }
+
+  find(addr: number): Device | undefined {
+    const a = addr >>> 0;
+    for (const d of this.devices) {
+      const off = a - (d.base >>> 0);
+      if (off >= 0 && off < d.size) return d;
+    }
+    return undefined;
+  }
+
+  all(): readonly Device[] {
+    return this.devices;
+  }
+}

@@ -1,0 +1,20 @@
+/** Errors that cross workers and sockets travel as `{ code, message }`. */
+export class FerryError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.name = 'FerryError';
+    this.code = code;
+  }
+  toJSON(): { code: string; message: string } {
+    return { code: this.code, message: this.message };
+  }
+}
+
+/** Bad input from a user: the CLI exits with status 2. */
+export class UsageError extends FerryError {
+  constructor(message: string) {
+    super('EUSAGE', message);
+    this.name = 'UsageError';
+  }
+}

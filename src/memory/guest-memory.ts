@@ -1,0 +1,114 @@
+import { FerryError } from '../errors.ts';
+import { MAX_RAM_SIZE, MIN_RAM_SIZE, PAGE_EVER_WRITTEN, PAGE_PRESENT, PAGE_SHIFT, PAGE_SIZE } from './layout.ts';
+
+/** The shared buffers behind one VM's memory; plain data, so it can go to a worker. */
+export interface GuestMemoryBuffers {
+  ram: SharedArrayBuffer;
+  /** One Int32 per page: PRESENT | EVER_WRITTEN | REQUESTED. */
+  pageState: SharedArrayBuffer;
+  /** Two dirty logs of one byte per page, back to back. */
+  dirty: SharedArrayBuffer;
+  /** Int32 words of the dirty-log handshake: DIRTY_ACTIVE, DIRTY_REQ, DIRTY_ACK. */
+  dirtyCtl: SharedArrayBuffer;
+}
+
+/** Which dirty log the vCPU writes into (0 or 1); switched only by the vCPU. */
+export const DIRTY_ACTIVE = 0;
+/** Sync requests raised by the host (a counter). */
+export const DIRTY_REQ = 1;
+/** The last request the vCPU has switched logs for. */
+export const DIRTY_ACK = 2;
+
+/**
+ * Guest RAM plus its page-state map and the double-buffered dirty log (DESIGN §3).
+ * The same object shape is built on the host thread and inside the vCPU worker over the same buffers.
+ */
+export class GuestMemory {
+  readonly size: number;
+  readonly pages: number;
+  readonly ram: Uint8Array;
+  readonly pageState: Int32Array;
+  readonly dirtyLogs: readonly [Uint8Array, Uint8Array];
+  readonly dirtyCtl: Int32Array;
+
+  constructor(readonly buffers: GuestMemoryBuffers) {
+    this.size = buffers.ram.byteLength;
+    this.pages = this.size >>> PAGE_SHIFT;
+    this.ram = new Uint8Array(buffers.ram);
+    this.pageState = new Int32Array(buffers.pageState);
+    this.dirtyLogs = [
+      new Uint8Array(buffers.dirty, 0, this.pages),
+      new Uint8Array(buffers.dirty, logStride(this.pages), this.pages),
+    ];
+    this.dirtyCtl = new Int32Array(buffers.dirtyCtl);
+  }
+
+  /** Fresh, zeroed RAM whose pages are all present (a VM booted here, not migrated in). */
+  static allocate(size: number): GuestMemory {
+    checkRamSize(size);
+    const pages = size / PAGE_SIZE;
+    const mem = new GuestMemory({
+      ram: new SharedArrayBuffer(size),
+      pageState: new SharedArrayBuffer(pages * 4),
+      dirty: new SharedArrayBuffer(logStride(pages) * 2),
+      dirtyCtl: new SharedArrayBuffer(16),
+    });
+    mem.pageState.fill(PAGE_PRESENT);
+    return mem;
+  }
+
+  /**
+   * Host-side write into guest RAM (loader, and later migration fills). Every write marks
+   * the page ever-written and dirty in the active log, like a vCPU write.
+   */
+  hostWrite(offset: number, bytes: Uint8Array): void {
+    if (offset < 0 || offset + bytes.length > this.size) {
+      throw new FerryError('EFAULT', `host write of ${bytes.length} bytes at RAM offset ${offset} is outside RAM`);
+    }
+    this.ram.set(bytes, offset);
+    const first = offset >>> PAGE_SHIFT;
+    const last = (offset + Math.max(bytes.length, 1) - 1) >>> PAGE_SHIFT;
+    // If the vCPU switches logs right after this load, the mark lands in the log the host
+    // harvests next; harvesting runs on this same thread, so it cannot be missed.
+    const log = this.dirtyLogs[Atomics.load(this.dirtyCtl, DIRTY_ACTIVE) & 1]!;
+    for (let p = first; p <= last; p++) {
+      Atomics.or(this.pageState, p, PAGE_EVER_WRITTEN);
+      log[p] = 1;
+    }
+  }
+
+  everWritten(page: number): boolean {
+    return (Atomics.load(this.pageState, page) & PAGE_EVER_WRITTEN) !== 0;
+  }
+}
+
+/** Each dirty log starts on an 8-byte boundary so it can be scanned by words. */
+function logStride(pages: number): number {
+  return Math.ceil(pages / 8) * 8;
+}
+
+export function checkRamSize(size: number): void {
+  if (!Number.isInteger(size) || size < MIN_RAM_SIZE || size > MAX_RAM_SIZE || size % PAGE_SIZE !== 0) {
+    throw new FerryError(
+      'EINVAL',
+      `RAM size ${size} must be a multiple of 4 KiB between ${MIN_RAM_SIZE / 1048576} MiB and ${MAX_RAM_SIZE / 1073741824} GiB`,
+    );
+  }
+}
+
+/**
+ * Host side of a dirty-log sync, after the vCPU acknowledged the switch: collects the pages of
+ * the log it just left and clears that log for the next switch.
+ */
+export function harvestDirty(mem: GuestMemory): Uint32Array {
+  const log = mem.dirtyLogs[(Atomics.load(mem.dirtyCtl, DIRTY_ACTIVE) & 1) ^ 1]!;
+  // Scan four pages at a time; a log is mostly zeros.
+  const words = new Uint32Array(log.buffer, log.byteOffset, logStride(mem.pages) >>> 2);
+  const out: number[] = [];
+  for (let w = 0; w < words.length; w++) {
+    if (words[w] === 0) continue;
+    for (let p = w * 4; p < w * 4 + 4; p++) if (log[p] !== 0) out.push(p);
+    words[w] = 0;
+  }
+  return Uint32Array.from(out);
+}

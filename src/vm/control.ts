@@ -1,0 +1,46 @@
+/**
+ * The control block shared by a VM's host side and its vCPU worker: one Int32Array.
+ *
+ * Handshakes (all through Atomics; no plain store is relied on across threads):
+ * - Commands: the host stores CMD (and STEP_N), then bumps CMD_SEQ and DOORBELL and notifies
+ *   DOORBELL. The vCPU reads CMD at every slice boundary and while it waits. A PAUSE or STEP
+ *   is acknowledged by a 'paused' message carrying the CMD_SEQ it answers.
+ * - Doorbell: any host request (command, dirty sync, console input) bumps DOORBELL; a vCPU
+ *   sleeping in `wfi`, paused or halted waits on it with Atomics.wait.
+ * - Progress: the vCPU publishes PC and INSTRET at every slice boundary for `info`.
+ * - Console input: a single-producer/single-consumer byte ring; the host writes bytes then
+ *   stores RX_HEAD, the vCPU reads bytes then stores RX_TAIL.
+ */
+export const C_DOORBELL = 0;
+export const C_CMD = 1;
+export const C_CMD_SEQ = 2;
+export const C_STEP_N = 3;
+export const C_STATE = 4;
+export const C_THROTTLE = 5;
+export const C_PC = 6;
+export const C_INSTRET_LO = 7;
+export const C_INSTRET_HI = 8;
+export const C_RX_HEAD = 9;
+export const C_RX_TAIL = 10;
+export const CONTROL_WORDS = 16;
+
+export const RX_RING_SIZE = 4096;
+
+export const enum Cmd {
+  Pause = 0,
+  Run = 1,
+  Step = 2,
+  Exit = 3,
+}
+
+/** What the vCPU is doing, as it publishes it in C_STATE. */
+export const enum VcpuState {
+  Paused = 0,
+  Running = 1,
+  Halted = 2,
+}
+
+export function ring(ctl: Int32Array): void {
+  Atomics.add(ctl, C_DOORBELL, 1);
+  Atomics.notify(ctl, C_DOORBELL);
+}

@@ -1,0 +1,92 @@
+import { Cpu, StepExit } from '../cpu/cpu.ts';
+import { readInstret } from '../cpu/state.ts';
+import { Clint, type ClintState } from '../devices/clint.ts';
+import { MachineClock, type ClockMode, type ClockState } from '../devices/clock.ts';
+import { Bus } from '../devices/device.ts';
+import { TestFinisher } from '../devices/test-finisher.ts';
+import { Uart16550, type ByteSource, type UartState } from '../devices/uart16550.ts';
+import type { GuestMemory } from '../memory/guest-memory.ts';
+
+/** What a machine is, apart from its state: fixed at creation, checked before a migration. */
+export interface MachineConfig {
+  ramSize: number;
+  clock: ClockMode;
+  /** RAM offset of the HTIF tohost word, or -1. */
+  tohost: number;
+}
+
+/** All device state, plain data (DESIGN: no handles in state). */
+export interface DeviceStates {
+  uart: UartState;
+  clint: ClintState;
+  clock: ClockState;
+}
+
+export interface MachineIo {
+  transmit(byte: number): void;
+  input: ByteSource;
+  missingPage?: (page: number) => void;
+}
+
+const NO_INPUT: ByteSource = { available: () => false, take: () => 0 };
+
+/** A hart plus its devices over guest memory. Restore is construction: pass `devices`. */
+export class Machine {
+  readonly cpu: Cpu;
+  readonly clock: MachineClock;
+  readonly uart: Uart16550;
+  readonly clint: Clint;
+  readonly bus = new Bus();
+
+  constructor(
+    readonly memory: GuestMemory,
+    cpuState: Int32Array,
+    readonly config: MachineConfig,
+    io: MachineIo,
+    devices?: DeviceStates,
+  ) {
+    let cpu: Cpu | undefined;
+    const startInstret = readInstret(cpuState);
+    this.clock = new MachineClock(config.clock, () => (cpu ? cpu.instret() : startInstret), devices?.clock.mtime ?? 0);
+    this.clint = new Clint(this.clock, devices?.clint);
+    this.uart = new Uart16550(io.transmit, io.input ?? NO_INPUT, devices?.uart);
+    const finisher = new TestFinisher((code, reason) => this.cpu.halt(code, reason));
+    this.bus.add(this.uart);
+    this.bus.add(this.clint);
+    this.bus.add(finisher);
+    cpu = new Cpu({
+      memory,
+      state: cpuState,
+      bus: this.bus,
+      clint: this.clint,
+      clock: this.clock,
+      tohost: config.tohost,
+      ...(io.missingPage ? { missingPage: io.missingPage } : {}),
+    });
+    this.cpu = cpu;
+  }
+
+  deviceStates(): DeviceStates {
+    return { uart: this.uart.state(), clint: this.clint.state(), clock: this.clock.state() };
+  }
+
+  /**
+   * Runs in this thread until the guest halts or `maxInsns` retire (tests and tools; a VM
+   * proper runs in a worker). A `wfi` with nothing to wake it ends the run.
+   */
+  runToHalt(maxInsns: number): StepExit {
+    let left = maxInsns;
+    while (left > 0) {
+      const before = this.cpu.instret();
+      const r = this.cpu.run(Math.min(left, 1_000_000));
+      left -= this.cpu.instret() - before;
+      if (r === StepExit.Halt) return r;
+      if (r === StepExit.Wfi) {
+        const ms = this.cpu.msUntilWake();
+        if (!Number.isFinite(ms)) return r;
+        if (ms > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+      }
+    }
+    return StepExit.Budget;
+  }
+}

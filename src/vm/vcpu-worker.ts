@@ -1,0 +1,182 @@
+/**
+ * The vCPU thread of one VM: runs the guest in ~1 ms slices and, between slices, answers the
+ * host through the control block (see control.ts) and the dirty-log handshake (DESIGN §3).
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { StepExit } from '../cpu/cpu.ts';
+import { DIRTY_ACK, DIRTY_ACTIVE, DIRTY_REQ, GuestMemory } from '../memory/guest-memory.ts';
+import {
+  C_CMD, C_CMD_SEQ, C_DOORBELL, C_INSTRET_HI, C_INSTRET_LO, C_PC, C_RX_HEAD, C_RX_TAIL, C_STATE, C_STEP_N, C_THROTTLE,
+  Cmd, RX_RING_SIZE, VcpuState,
+} from './control.ts';
+import { Machine } from './machine.ts';
+import type { VcpuInit, VcpuMessage } from './vcpu-protocol.ts';
+
+const init = workerData as VcpuInit;
+const port = parentPort!;
+const ctl = new Int32Array(init.control);
+const rxRing = new Uint8Array(init.rx);
+const mem = new GuestMemory(init.memory);
+
+const SLICE_MS = 1;
+const OUT_FLUSH_MS = 2;
+let out = new Uint8Array(4096);
+let outLen = 0;
+let lastFlush = performance.now();
+
+function post(msg: VcpuMessage): void {
+  port.postMessage(msg);
+}
+
+function flushConsole(): void {
+  if (outLen === 0) return;
+  post({ type: 'console', data: out.slice(0, outLen) });
+  outLen = 0;
+  lastFlush = performance.now();
+}
+
+const machine = new Machine(mem, new Int32Array(init.cpu), init.config, {
+  transmit(byte) {
+    if (outLen === out.length) {
+      const bigger = new Uint8Array(out.length * 2);
+      bigger.set(out);
+      out = bigger;
+    }
+    out[outLen++] = byte;
+  },
+  input: {
+    available: () => Atomics.load(ctl, C_RX_HEAD) !== Atomics.load(ctl, C_RX_TAIL),
+    take: () => {
+      const tail = Atomics.load(ctl, C_RX_TAIL);
+      const b = rxRing[tail % RX_RING_SIZE]!;
+      Atomics.store(ctl, C_RX_TAIL, tail + 1);
+      return b;
+    },
+  },
+}, init.devices);
+const cpu = machine.cpu;
+
+function publishProgress(): void {
+  const n = cpu.instret();
+  Atomics.store(ctl, C_PC, cpu.s[33]!);
+  Atomics.store(ctl, C_INSTRET_LO, n % 2 ** 32 | 0);
+  Atomics.store(ctl, C_INSTRET_HI, Math.floor(n / 2 ** 32));
+}
+
+/** Dirty-log switch (DESIGN §3): only here, at a slice boundary, does the active log change. */
+function serveDirtySync(): void {
+  const req = Atomics.load(mem.dirtyCtl, DIRTY_REQ);
+  if (req === Atomics.load(mem.dirtyCtl, DIRTY_ACK)) return;
+  const next = (Atomics.load(mem.dirtyCtl, DIRTY_ACTIVE) & 1) ^ 1;
+  cpu.setDirtyLog(mem.dirtyLogs[next]!);
+  Atomics.store(mem.dirtyCtl, DIRTY_ACTIVE, next);
+  Atomics.store(mem.dirtyCtl, DIRTY_ACK, req);
+  Atomics.notify(mem.dirtyCtl, DIRTY_ACK);
+}
+
+/** Sleeps until the host rings the doorbell or `ms` pass; returns early on a ring. */
+function sleep(bell: number, ms: number): void {
+  serveDirtySync();
+  if (Atomics.load(ctl, C_DOORBELL) !== bell) return;
+  Atomics.wait(ctl, C_DOORBELL, bell, ms);
+  serveDirtySync();
+}
+
+let ackedSeq = 0; // the host numbers commands from 1
+let budget = 100_000;
+let stepTarget = -1;
+let halted = false;
+
+function enterPaused(seq: number): void {
+  flushConsole();
+  machine.clock.freeze();
+  cpu.syncState();
+  publishProgress();
+  Atomics.store(ctl, C_STATE, VcpuState.Paused);
+  ackedSeq = seq;
+  post({ type: 'paused', seq, devices: machine.deviceStates(), instret: cpu.instret() });
+}
+
+function enterHalted(reason: string, exitCode: number): void {
+  halted = true;
+  flushConsole();
+  machine.clock.freeze();
+  cpu.syncState();
+  publishProgress();
+  Atomics.store(ctl, C_STATE, VcpuState.Halted);
+  post({ type: 'halted', exitCode, reason, devices: machine.deviceStates(), instret: cpu.instret() });
+}
+
+function loop(): void {
+  for (;;) {
+    const bell = Atomics.load(ctl, C_DOORBELL);
+    serveDirtySync();
+    const cmd = Atomics.load(ctl, C_CMD) as Cmd;
+    const seq = Atomics.load(ctl, C_CMD_SEQ);
+    if (cmd === Cmd.Exit) return;
+    if (halted) {
+      if (seq !== ackedSeq) {
+        ackedSeq = seq;
+        post({ type: 'paused', seq, devices: machine.deviceStates(), instret: cpu.instret() });
+      }
+      sleep(bell, 1000);
+      continue;
+    }
+    if (cmd === Cmd.Pause || (cmd === Cmd.Step && seq === ackedSeq)) {
+      if (seq !== ackedSeq) enterPaused(seq);
+      sleep(bell, 1000);
+      continue;
+    }
+    if (cmd === Cmd.Step && stepTarget < 0) stepTarget = cpu.instret() + Atomics.load(ctl, C_STEP_N);
+    machine.clock.thaw();
+    Atomics.store(ctl, C_STATE, VcpuState.Running);
+
+    let n = budget;
+    if (init.insnLimit > 0) n = Math.min(n, init.insnLimit - cpu.instret());
+    if (stepTarget >= 0) n = Math.min(n, stepTarget - cpu.instret());
+    const t0 = performance.now();
+    const before = cpu.instret();
+    const exit = n > 0 ? cpu.run(n) : StepExit.Budget;
+    const t1 = performance.now();
+    const done = cpu.instret() - before;
+    if (exit === StepExit.Budget && t1 > t0 && done === n && stepTarget < 0) {
+      // Aim each slice at ~SLICE_MS so pause and dirty-sync requests are answered promptly.
+      const perMs = done / (t1 - t0);
+      budget = Math.max(10_000, Math.min(5_000_000, Math.round(budget * 0.5 + perMs * SLICE_MS * 0.5)));
+    }
+    publishProgress();
+
+    if (exit === StepExit.Halt) {
+      enterHalted(cpu.exitReason, cpu.exitCode);
+      continue;
+    }
+    if (init.insnLimit > 0 && cpu.instret() >= init.insnLimit) {
+      enterHalted('insn-limit', 0);
+      continue;
+    }
+    if (stepTarget >= 0 && cpu.instret() >= stepTarget) {
+      stepTarget = -1;
+      enterPaused(seq);
+      continue;
+    }
+    if (t1 - lastFlush >= OUT_FLUSH_MS || outLen >= 4096) flushConsole();
+    if (exit === StepExit.Wfi) {
+      flushConsole();
+      const ms = cpu.msUntilWake();
+      sleep(bell, Number.isFinite(ms) ? ms : 1000);
+      continue;
+    }
+    const throttle = Atomics.load(ctl, C_THROTTLE);
+    if (throttle > 0) sleep(bell, ((t1 - t0) * throttle) / (100 - Math.min(throttle, 99)));
+  }
+}
+
+try {
+  loop();
+  flushConsole();
+  cpu.syncState();
+  post({ type: 'exited' });
+} catch (err) {
+  flushConsole();
+  post({ type: 'fatal', message: err instanceof Error ? err.stack ?? err.message : String(err) });
+}

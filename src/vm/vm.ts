@@ -1,0 +1,367 @@
+import { EventEmitter } from 'node:events';
+import { Worker } from 'node:worker_threads';
+import { createCpuState, readInstret, S_PC } from '../cpu/state.ts';
+import type { ClockMode } from '../devices/clock.ts';
+import { FerryError } from '../errors.ts';
+import { computeDigest } from '../memory/digest.ts';
+import { DIRTY_ACK, DIRTY_REQ, GuestMemory, harvestDirty } from '../memory/guest-memory.ts';
+import { DEFAULT_RAM_SIZE } from '../memory/layout.ts';
+import { bootElf } from './boot.ts';
+import {
+  C_CMD, C_CMD_SEQ, C_INSTRET_HI, C_INSTRET_LO, C_PC, C_RX_HEAD, C_RX_TAIL, C_STEP_N, C_THROTTLE, Cmd, CONTROL_WORDS,
+  ring, RX_RING_SIZE,
+} from './control.ts';
+import type { DeviceStates, MachineConfig } from './machine.ts';
+import type { VcpuInit, VcpuMessage } from './vcpu-protocol.ts';
+
+export type VmState = 'created' | 'running' | 'paused' | 'halted' | 'destroyed';
+
+export interface VmCreateOptions {
+  elf: Uint8Array;
+  memory?: number;
+  icount?: boolean;
+  /** Halt after exactly this many retired instructions; 0 or absent = no limit. */
+  insnLimit?: number;
+  args?: readonly string[];
+}
+
+/** CPU + device state of a paused VM, plain and serializable (msgpack/JSON); RAM travels separately. */
+export interface VmStateExport {
+  version: typeof VM_STATE_VERSION;
+  config: MachineConfig;
+  insnLimit: number;
+  cpu: number[];
+  devices: DeviceStates;
+}
+
+export const VM_STATE_VERSION = 1;
+
+export interface VmInfo {
+  state: VmState;
+  pc: number;
+  instret: number;
+  mips: number;
+  memory: number;
+  icount: boolean;
+  insnLimit: number;
+  exitCode: number | null;
+  haltReason: string | null;
+}
+
+const BOOTSTRAP = new URL('./worker-bootstrap.mjs', import.meta.url);
+const VCPU_ENTRY = new URL('./vcpu-worker.ts', import.meta.url).href;
+
+interface Waiter {
+  seq: number;
+  resolve: () => void;
+  reject: (e: Error) => void;
+}
+
+/**
+ * The host side of one VM: owns its shared buffers and its vCPU worker, and drives it through
+ * the control block. Events: 'console' (Uint8Array), 'state' (VmState), 'halted'
+ * ({ exitCode, reason }), 'error' (Error, the worker died).
+ */
+export class Vm extends EventEmitter {
+  readonly memory: GuestMemory;
+  readonly cpuState: Int32Array;
+  readonly config: MachineConfig;
+  readonly insnLimit: number;
+  private readonly ctl: Int32Array;
+  private readonly rx: Uint8Array;
+  private readonly worker: Worker;
+  private stateName: VmState = 'created';
+  private devices: DeviceStates | undefined;
+  private seq = 0;
+  private waiters: Waiter[] = [];
+  private pendingInput: number[] = [];
+  private inputTimer: NodeJS.Timeout | undefined;
+  private exitCodeValue: number | null = null;
+  private haltReasonValue: string | null = null;
+  private exited: Promise<void>;
+  private rate = { t: performance.now(), n: 0, mips: 0 };
+
+  /** Boots a fresh VM from an ELF image; it stays in `created` until `start()`. */
+  static create(o: VmCreateOptions): Vm {
+    const memory = GuestMemory.allocate(o.memory ?? DEFAULT_RAM_SIZE);
+    const boot = bootElf(memory, o.elf, o.args ?? []);
+    const clock: ClockMode = o.icount ? 'icount' : 'realtime';
+    return new Vm(memory, boot.cpuState, { ramSize: memory.size, clock, tohost: boot.tohost }, o.insnLimit ?? 0);
+  }
+
+  constructor(memory: GuestMemory, cpuState: Int32Array, config: MachineConfig, insnLimit: number, devices?: DeviceStates) {
+    super();
+    if (!Number.isSafeInteger(insnLimit) || insnLimit < 0) {
+      throw new FerryError('EINVAL', `instruction limit ${insnLimit} must be a non-negative integer`);
+    }
+    this.memory = memory;
+    this.cpuState = cpuState;
+    this.config = config;
+    this.insnLimit = insnLimit;
+    this.devices = devices;
+    this.ctl = new Int32Array(new SharedArrayBuffer(CONTROL_WORDS * 4));
+    this.rx = new Uint8Array(new SharedArrayBuffer(RX_RING_SIZE));
+    Atomics.store(this.ctl, C_CMD, Cmd.Pause);
+    const init: VcpuInit & { entry: string } = {
+      entry: VCPU_ENTRY,
+      memory: memory.buffers,
+      cpu: cpuState.buffer as SharedArrayBuffer,
+      control: this.ctl.buffer as SharedArrayBuffer,
+      rx: this.rx.buffer as SharedArrayBuffer,
+      config,
+      insnLimit,
+      ...(devices ? { devices } : {}),
+    };
+    this.worker = new Worker(BOOTSTRAP, { workerData: init });
+    this.worker.on('message', (m: VcpuMessage) => this.onMessage(m));
+    this.exited = new Promise((resolve) => {
+      this.worker.once('exit', () => resolve());
+    });
+    this.worker.on('error', (err) => this.fail(err));
+    this.worker.on('exit', (code) => {
+      if (this.stateName !== 'destroyed') this.fail(new FerryError('EVCPU', `vCPU thread exited unexpectedly (code ${code})`));
+    });
+  }
+
+  get state(): VmState {
+    return this.stateName;
+  }
+
+  get exitCode(): number | null {
+    return this.exitCodeValue;
+  }
+
+  /** A method, not a field read, so TypeScript does not narrow it across an await. */
+  private isHalted(): boolean {
+    return this.stateName === 'halted';
+  }
+
+  private setState(s: VmState): void {
+    if (this.stateName === s) return;
+    this.stateName = s;
+    this.emit('state', s);
+  }
+
+  private onMessage(m: VcpuMessage): void {
+    switch (m.type) {
+      case 'console':
+        this.emit('console', m.data);
+        if (this.pendingInput.length) this.pumpInput();
+        break;
+      case 'paused': {
+        this.devices = m.devices;
+        const ready = this.waiters.filter((w) => w.seq <= m.seq);
+        this.waiters = this.waiters.filter((w) => w.seq > m.seq);
+        for (const w of ready) w.resolve();
+        break;
+      }
+      case 'halted':
+        this.devices = m.devices;
+        this.exitCodeValue = m.exitCode;
+        this.haltReasonValue = m.reason;
+        this.setState('halted');
+        for (const w of this.waiters.splice(0)) w.resolve();
+        this.emit('halted', { exitCode: m.exitCode, reason: m.reason });
+        break;
+      case 'fatal':
+        this.fail(new FerryError('EVCPU', `vCPU failed: ${m.message}`));
+        break;
+      case 'exited':
+        break;
+    }
+  }
+
+  private fail(err: Error): void {
+    for (const w of this.waiters.splice(0)) w.reject(err);
+    if (this.stateName === 'destroyed') return;
+    this.setState('destroyed');
+    this.emit('error', err);
+  }
+
+  private command(cmd: Cmd): number {
+    if (this.stateName === 'destroyed') throw new FerryError('EDESTROYED', 'the VM has been destroyed');
+    Atomics.store(this.ctl, C_CMD, cmd);
+    const seq = ++this.seq;
+    Atomics.store(this.ctl, C_CMD_SEQ, seq);
+    ring(this.ctl);
+    return seq;
+  }
+
+  private acked(seq: number): Promise<void> {
+    return new Promise((resolve, reject) => this.waiters.push({ seq, resolve, reject }));
+  }
+
+  start(): void {
+    if (this.stateName === 'halted') return;
+    this.command(Cmd.Run);
+    this.setState('running');
+  }
+
+  resume(): void {
+    this.start();
+  }
+
+  /** Stops the vCPU at its next slice boundary (within ~1 ms) and waits for it to say so. */
+  async pause(): Promise<void> {
+    if (this.stateName === 'halted' || this.stateName === 'paused' || this.stateName === 'created') {
+      if (this.stateName === 'created') await this.acked(this.command(Cmd.Pause));
+      return;
+    }
+    const seq = this.command(Cmd.Pause);
+    await this.acked(seq);
+    if (!this.isHalted()) this.setState('paused');
+  }
+
+  /** Executes exactly `n` more instructions (fewer if the guest halts), then stays paused. */
+  async step(n: number): Promise<void> {
+    if (!Number.isSafeInteger(n) || n < 0) throw new FerryError('EINVAL', `step count ${n} must be a non-negative integer`);
+    await this.pause();
+    if (this.stateName === 'halted' || n === 0) return;
+    Atomics.store(this.ctl, C_STEP_N, n);
+    const seq = this.command(Cmd.Step);
+    await this.acked(seq);
+    if (!this.isHalted()) this.setState('paused');
+  }
+
+  /** Resolves once the guest has halted (powered off or reached its instruction limit). */
+  waitHalted(): Promise<{ exitCode: number; reason: string }> {
+    if (this.stateName === 'halted') return Promise.resolve({ exitCode: this.exitCodeValue!, reason: this.haltReasonValue! });
+    return new Promise((resolve, reject) => {
+      const onError = (e: Error) => { this.off('halted', resolve); reject(e); };
+      this.once('halted', (h) => { this.off('error', onError); resolve(h); });
+      this.once('error', onError);
+    });
+  }
+
+  /** Queues bytes for the guest's UART receiver. */
+  sendInput(bytes: Uint8Array): void {
+    for (const b of bytes) this.pendingInput.push(b);
+    this.pumpInput();
+  }
+
+  private pumpInput(): void {
+    let head = Atomics.load(this.ctl, C_RX_HEAD);
+    const tail = Atomics.load(this.ctl, C_RX_TAIL);
+    let moved = 0;
+    while (this.pendingInput.length > 0 && head - tail < RX_RING_SIZE) {
+      this.rx[head % RX_RING_SIZE] = this.pendingInput.shift()!;
+      head++;
+      moved++;
+    }
+    if (moved > 0) {
+      Atomics.store(this.ctl, C_RX_HEAD, head);
+      ring(this.ctl);
+    }
+    if (this.pendingInput.length > 0 && this.inputTimer === undefined) {
+      this.inputTimer = setTimeout(() => { this.inputTimer = undefined; this.pumpInput(); }, 5);
+    }
+  }
+
+  /** Throttles the vCPU to run (100 - percent) % of the time (auto-converge). */
+  setThrottle(percent: number): void {
+    Atomics.store(this.ctl, C_THROTTLE, Math.max(0, Math.min(99, Math.round(percent))));
+    ring(this.ctl);
+  }
+
+  /**
+   * One dirty-log round (DESIGN §3): ask the vCPU to switch logs at its next slice boundary,
+   * wait for its acknowledgement, then take and clear the log it left.
+   */
+  async syncDirty(): Promise<Uint32Array> {
+    const dc = this.memory.dirtyCtl;
+    const req = Atomics.add(dc, DIRTY_REQ, 1) + 1;
+    ring(this.ctl);
+    for (;;) {
+      const ack = Atomics.load(dc, DIRTY_ACK);
+      if (ack === req) break;
+      if (this.stateName === 'destroyed') throw new FerryError('EDESTROYED', 'the VM has been destroyed');
+      const w = Atomics.waitAsync(dc, DIRTY_ACK, ack, 50);
+      if (w.async) await w.value;
+    }
+    return harvestDirty(this.memory);
+  }
+
+  info(): VmInfo {
+    const instret = this.instret();
+    const now = performance.now();
+    if (now - this.rate.t >= 200) {
+      this.rate.mips = this.stateName === 'running' ? (instret - this.rate.n) / ((now - this.rate.t) * 1000) : 0;
+      this.rate = { t: now, n: instret, mips: this.rate.mips };
+    }
+    return {
+      state: this.stateName,
+      pc: Atomics.load(this.ctl, C_PC) >>> 0,
+      instret,
+      mips: this.rate.mips,
+      memory: this.memory.size,
+      icount: this.config.clock === 'icount',
+      insnLimit: this.insnLimit,
+      exitCode: this.exitCodeValue,
+      haltReason: this.haltReasonValue,
+    };
+  }
+
+  instret(): number {
+    return (Atomics.load(this.ctl, C_INSTRET_HI) >>> 0) * 2 ** 32 + (Atomics.load(this.ctl, C_INSTRET_LO) >>> 0);
+  }
+
+  /** CPU and device state of a paused or halted VM, as plain data. */
+  snapshot(): { cpu: Int32Array; devices: DeviceStates } {
+    if (this.stateName !== 'paused' && this.stateName !== 'halted' && this.stateName !== 'created') {
+      throw new FerryError('ESTATE', `VM is ${this.stateName}; pause it first`);
+    }
+    if (this.devices === undefined) throw new FerryError('ESTATE', 'device state is not known yet; pause the VM first');
+    return { cpu: this.cpuState.slice(), devices: this.devices };
+  }
+
+  /** CPU + device state as plain data; the VM must be paused, halted or not yet started. */
+  exportState(): VmStateExport {
+    const snap = this.snapshot();
+    return { version: VM_STATE_VERSION, config: { ...this.config }, insnLimit: this.insnLimit, cpu: Array.from(snap.cpu), devices: snap.devices };
+  }
+
+  /**
+   * Builds a VM (in `created`, not running) over `memory` from exported state: restore is
+   * construction. `memory` must already hold the guest's RAM and page states.
+   */
+  static importState(memory: GuestMemory, st: VmStateExport): Vm {
+    if (st.version !== VM_STATE_VERSION) throw new FerryError('EVERSION', `VM state version ${st.version} is not supported (want ${VM_STATE_VERSION})`);
+    if (st.config.ramSize !== memory.size) {
+      throw new FerryError('EINVAL', `state is for ${st.config.ramSize} bytes of RAM but memory has ${memory.size}`);
+    }
+    const cpu = createCpuState();
+    if (st.cpu.length !== cpu.length) throw new FerryError('EINVAL', `CPU state has ${st.cpu.length} words, expected ${cpu.length}`);
+    cpu.set(st.cpu);
+    return new Vm(memory, cpu, { ...st.config }, st.insnLimit, st.devices);
+  }
+
+  /** SHA-256 over RAM, CPU and devices (DESIGN §2); pauses the VM if it is running and leaves it paused. */
+  async digest(): Promise<string> {
+    if (this.stateName === 'running' || this.stateName === 'created') await this.pause();
+    const snap = this.snapshot();
+    return computeDigest(this.memory, snap.cpu, snap.devices);
+  }
+
+  get pc(): number {
+    return this.cpuState[S_PC]! >>> 0;
+  }
+
+  get retired(): number {
+    return readInstret(this.cpuState);
+  }
+
+  async destroy(): Promise<void> {
+    if (this.inputTimer) clearTimeout(this.inputTimer);
+    if (this.stateName === 'destroyed') {
+      await this.worker.terminate();
+      return;
+    }
+    this.setState('destroyed');
+    Atomics.store(this.ctl, C_CMD, Cmd.Exit);
+    ring(this.ctl);
+    const timer = setTimeout(() => void this.worker.terminate(), 1000);
+    await this.exited;
+    clearTimeout(timer);
+    for (const w of this.waiters.splice(0)) w.reject(new FerryError('EDESTROYED', 'the VM has been destroyed'));
+  }
+}
