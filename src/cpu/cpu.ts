@@ -4,6 +4,7 @@ import type { Clint } from '../devices/clint.ts';
 import type { MachineClock } from '../devices/clock.ts';
 import type { GuestMemory } from '../memory/guest-memory.ts';
 import { PAGE_EVER_WRITTEN, PAGE_PRESENT, PAGE_SHIFT } from '../memory/layout.ts';
+import { compileBlock, type Block } from './block-compiler.ts';
 import { decode, writesRd, type InsnName } from './isa.ts';
 import {
   Cause, Csr, INTERRUPT, IRQ_MSI, IRQ_MTI, MIE_WRITABLE, MIP_MSIP, MIP_MTIP, MISA, MSTATUS_MIE, MSTATUS_MPIE,
@@ -45,6 +46,11 @@ const RAM_XOR = -0x8000_0000; // addr ^ RAM_XOR = addr - 0x8000_0000 for RAM add
 const CODE_WORDS = 2048; // two Int32 per instruction slot: packed fields, immediate
 const EMPTY_CODE: Int32Array = new Int32Array(CODE_WORDS);
 const MAX_CODE_PAGES = 8192;
+const SLOTS = 1024;
+const EMPTY_BLOCKS: (Block | undefined)[] = [];
+const EMPTY_HEAT: Uint8Array = new Uint8Array(SLOTS);
+/** Visits of an instruction in the interpreter before a block is compiled from it. */
+const DEFAULT_JIT_THRESHOLD = 16;
 
 const OP_OF: Record<InsnName, Op> = {
   lui: Op.Lui, auipc: Op.Auipc, jal: Op.Jal, jalr: Op.Jalr,
@@ -85,6 +91,10 @@ export interface CpuOptions {
   tohost: number;
   /** Called (vCPU thread) when the guest touches a page that is not present; must return once it is. */
   missingPage?: (page: number) => void;
+  /** Compile hot straight-line code into JS functions (default on; FERRY_JIT=0 turns it off). */
+  jit?: boolean;
+  /** Interpreter visits before an instruction starts a compiled block (1..255; tests use 1). */
+  jitThreshold?: number;
 }
 
 /**
@@ -122,6 +132,13 @@ export class Cpu {
   private readonly wok: Uint8Array;
   private activeDirty: Uint8Array;
   private readonly code: (Int32Array | undefined)[];
+  /** Per code page: compiled blocks by instruction slot, and interpreter visit counts. */
+  private readonly blocks: ((Block | undefined)[] | undefined)[];
+  private readonly heat: (Uint8Array | undefined)[];
+  private fetchedBlocks: (Block | undefined)[] = EMPTY_BLOCKS;
+  private fetchedHeat: Uint8Array = EMPTY_HEAT;
+  private readonly jit: boolean;
+  private readonly jitThreshold: number;
   private codePages = 0;
   private readonly bus: Bus;
   private readonly clint: Clint;
@@ -152,6 +169,10 @@ export class Cpu {
     }
     this.activeDirty = o.memory.dirtyLogs[0];
     this.code = new Array<Int32Array | undefined>(o.memory.pages);
+    this.blocks = new Array<(Block | undefined)[] | undefined>(o.memory.pages);
+    this.heat = new Array<Uint8Array | undefined>(o.memory.pages);
+    this.jit = o.jit ?? process.env.FERRY_JIT !== '0';
+    this.jitThreshold = Math.max(1, Math.min(255, o.jitThreshold ?? DEFAULT_JIT_THRESHOLD));
     this.retired = readInstret(this.s);
   }
 
@@ -247,22 +268,43 @@ export class Cpu {
     let steps = 0;
     let pageBase = 1; // never equal to an aligned pc's page: forces the first fetch
     let code = EMPTY_CODE;
+    let blocks = EMPTY_BLOCKS;
+    let heat = EMPTY_HEAT;
+    const jit = this.jit;
+    const hot = this.jitThreshold;
     this.cur = 0;
     while (steps < limit) {
-      steps++;
       let k = (pc - pageBase) | 0;
       if (k >>> 0 > 4092) {
         this.cur = n;
         const c = this.fetchPage(pc);
         if (c === undefined) {
+          steps++;
           pc = this.trap(Cause.InsnAccess, pc, pc);
           pageBase = 1;
           continue;
         }
         code = c;
+        blocks = this.fetchedBlocks;
+        heat = this.fetchedHeat;
         pageBase = pc & -4096;
         k = pc - pageBase;
       }
+      if (jit) {
+        const blk = blocks[k >> 2];
+        if (blk !== undefined) {
+          const done = blk(s, ram8, ram8s, ram16, ram16s, ram32, rok, wok, ramSize, limit - steps);
+          if (done > 0) {
+            steps += done;
+            n += done;
+            pc = s[S_PC]!;
+            continue;
+          }
+        } else if (++heat[k >> 2] === hot) {
+          this.compileAt(pc, k);
+        }
+      }
+      steps++;
       const slot = k >> 1;
       let w = code[slot]!;
       if (w === 0) w = this.decodeSlot(code, slot, pc);
@@ -363,6 +405,7 @@ export class Cpu {
             this.cur = n;
             if (!this.storeSlow(a, 4, v)) { pc = this.trap(Cause.StoreAccess, a, pc); continue; }
             if (off < 0 || off >= ramSize || this.halted) limit = steps; // MMIO: let run() look at interrupts
+            pageBase = 1; // the store may have invalidated decoded code or blocks: refetch
           }
           pc = (pc + 4) | 0;
           break;
@@ -376,6 +419,7 @@ export class Cpu {
             this.cur = n;
             if (!this.storeSlow(a, 1, v)) { pc = this.trap(Cause.StoreAccess, a, pc); continue; }
             if (off < 0 || off >= ramSize || this.halted) limit = steps;
+            pageBase = 1;
           }
           pc = (pc + 4) | 0;
           break;
@@ -389,6 +433,7 @@ export class Cpu {
             this.cur = n;
             if (!this.storeSlow(a, 2, v)) { pc = this.trap(Cause.StoreAccess, a, pc); continue; }
             if (off < 0 || off >= ramSize || this.halted) limit = steps;
+            pageBase = 1;
           }
           pc = (pc + 4) | 0;
           break;
@@ -517,15 +562,27 @@ export class Cpu {
       if (this.codePages >= MAX_CODE_PAGES) this.dropCode();
       c = new Int32Array(CODE_WORDS);
       this.code[page] = c;
+      this.blocks[page] = new Array<Block | undefined>(SLOTS);
+      this.heat[page] = new Uint8Array(SLOTS);
       this.codePages++;
       this.wok[page] = 0; // stores to this page must now invalidate decoded slots
     }
+    this.fetchedBlocks = this.blocks[page]!;
+    this.fetchedHeat = this.heat[page]!;
     return c;
   }
 
   private dropCode(): void {
     this.code.fill(undefined);
+    this.blocks.fill(undefined);
+    this.heat.fill(undefined);
     this.codePages = 0;
+  }
+
+  private compileAt(pc: number, k: number): void {
+    const off = pc ^ RAM_XOR;
+    const b = compileBlock(this.ram32, off, pc);
+    if (b !== undefined) this.blocks[off >>> PAGE_SHIFT]![k >> 2] = b.fn;
   }
 
   /** A jal or branch with an offset that is 2 mod 4: traps if the jump is taken. */
@@ -600,8 +657,12 @@ export class Cpu {
 
   private invalidateCode(off: number, width: number): void {
     for (let a = off & ~3; a < off + width; a += 4) {
-      const c = this.code[a >>> PAGE_SHIFT];
-      if (c !== undefined) c[((a & 4095) >> 2) * 2] = 0;
+      const page = a >>> PAGE_SHIFT;
+      const c = this.code[page];
+      if (c === undefined) continue;
+      c[((a & 4095) >> 2) * 2] = 0;
+      // A block may span the changed word from any earlier slot of the page: drop them all.
+      this.blocks[page] = new Array<Block | undefined>(SLOTS);
     }
   }
 

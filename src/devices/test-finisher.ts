@@ -13,7 +13,7 @@ export class TestFinisher implements Device<Record<string, never>> {
 
   constructor(private readonly onExit: (code: number, reason: string) => void) {}
 
-  read(): number {
+  read(_offset: number, _width: number): number {
     return 0;
   }
 

@@ -54,7 +54,7 @@ export class Uart16550 implements Device<UartState> {
     return this.held.length > 0 || this.input.available();
   }
 
-  read(offset: number): number {
+  read(offset: number, _width: number): number {
     const dlab = (this.lcr & LCR_DLAB) !== 0;
     switch (offset) {
       case 0:

@@ -26,6 +26,9 @@ export interface MachineIo {
   transmit(byte: number): void;
   input: ByteSource;
   missingPage?: (page: number) => void;
+  /** Block-compiler settings (tests); defaults as in Cpu. */
+  jit?: boolean;
+  jitThreshold?: number;
 }
 
 const NO_INPUT: ByteSource = { available: () => false, take: () => 0 };
@@ -62,6 +65,8 @@ export class Machine {
       clock: this.clock,
       tohost: config.tohost,
       ...(io.missingPage ? { missingPage: io.missingPage } : {}),
+      ...(io.jit !== undefined ? { jit: io.jit } : {}),
+      ...(io.jitThreshold !== undefined ? { jitThreshold: io.jitThreshold } : {}),
     });
     this.cpu = cpu;
   }
