@@ -1,4 +1,5 @@
 import { checkRamSize } from '../memory/guest-memory.ts';
+import { formatBootArgs } from '../vm/boot.ts';
 import { loadProgram } from '../vm/programs.ts';
 import { Vm } from '../vm/vm.ts';
 import { UsageError } from '../errors.ts';
@@ -12,17 +13,23 @@ export interface RunOptions {
   arg: string[];
 }
 
+/** Runs a check whose failure is the user's input, not a failed operation (exit status 2). */
+function asUsage(check: () => unknown): void {
+  try {
+    check();
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
+
 /**
  * `ferry run`: boots a guest in a local VM (no host), wires the UART to stdio, and exits with
  * the guest's exit code; with --digest the last stdout line is `digest: <hex>`.
  */
 export async function runCommand(program: string, o: RunOptions): Promise<number> {
   const memory = parseSize(o.memory, 'memory size');
-  try {
-    checkRamSize(memory);
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
+  asUsage(() => checkRamSize(memory));
+  asUsage(() => formatBootArgs(o.arg));
   const insnLimit = o.insnLimit === undefined ? 0 : parseCount(o.insnLimit, 'instruction limit');
   if (o.insnLimit !== undefined && insnLimit === 0) throw new UsageError('--insn-limit must be at least 1');
   const { elf } = loadProgram(program);

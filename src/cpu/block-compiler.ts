@@ -5,14 +5,14 @@ import { S_PC } from './state.ts';
  * A compiled basic block: runs straight-line guest code with registers in JS locals and
  * returns how many instructions it retired (0 = nothing done; the interpreter takes over at
  * the same pc). It never traps: any access that is not a plain RAM hit on the fast path
- * (MMIO, a page that is not present, a first write since a dirty-log switch, a code page,
- * a misaligned jump) writes the registers back, stores its own pc and returns, so the
+ * (MMIO, a page that is not present, a code page, a misaligned jump; a first write since a
+ * dirty-log switch is recorded through `markWrite` without leaving the block) writes the registers back, stores its own pc and returns, so the
  * interpreter executes that instruction with all its slow paths. `budget` caps the
  * instructions retired; a block that loops onto itself iterates while the budget allows.
  */
 export type Block = (
   s: Int32Array, ram8: Uint8Array, ram8s: Int8Array, ram16: Uint16Array, ram16s: Int16Array, ram32: Int32Array,
-  rok: Uint8Array, wok: Uint8Array, ramSize: number, budget: number,
+  rok: Uint8Array, wok: Uint8Array, ramSize: number, budget: number, markWrite: (page: number) => boolean,
 ) => number;
 
 const MAX_BLOCK = 64;
@@ -161,7 +161,7 @@ export function compileBlock(ram32: Int32Array, off: number, pc: number): { fn: 
       const S = STORES[name]!;
       const a = r(d.rs1), v = r(d.rs2);
       lines.push(`{ const o = (${a} + ${d.imm}) ^ -2147483648;`);
-      lines.push(`  if (o < 0 || o >= ramSize${S.width > 1 ? ` || (o & ${S.width - 1}) !== 0` : ''} || wok[o >>> 12] !== 1) ${bail}`);
+      lines.push(`  if (o < 0 || o >= ramSize${S.width > 1 ? ` || (o & ${S.width - 1}) !== 0` : ''} || (wok[o >>> 12] !== 1 && !markWrite(o >>> 12))) ${bail}`);
       lines.push(`  ${S.view}[o >> ${S.shift}] = ${v}; }`);
     } else if (name in BRANCHES) {
       const a = r(d.rs1), b = r(d.rs2);
@@ -200,6 +200,6 @@ export function compileBlock(ram32: Int32Array, off: number, pc: number): { fn: 
     '}',
   ].join('\n');
   // eslint-disable-next-line @typescript-eslint/no-implied-eval -- generating code is the point of a block compiler
-  const factory = new Function('mulhu', `return function block(s, ram8, ram8s, ram16, ram16s, ram32, rok, wok, ramSize, budget) {\n${body}\n};`);
+  const factory = new Function('mulhu', `return function block(s, ram8, ram8s, ram16, ram16s, ram32, rok, wok, ramSize, budget, markWrite) {\n${body}\n};`);
   return { fn: factory(mulhu) as Block, length: len };
 }

@@ -293,7 +293,7 @@ export class Cpu {
       if (jit) {
         const blk = blocks[k >> 2];
         if (blk !== undefined) {
-          const done = blk(s, ram8, ram8s, ram16, ram16s, ram32, rok, wok, ramSize, limit - steps);
+          const done = blk(s, ram8, ram8s, ram16, ram16s, ram32, rok, wok, ramSize, limit - steps, this.markWrite);
           if (done > 0) {
             steps += done;
             n += done;
@@ -611,9 +611,24 @@ export class Cpu {
     this.rok[page] = 1;
   }
 
+  /**
+   * First write to a page since the last dirty-log switch, from compiled code: records it and
+   * returns true when the store may go ahead on the fast path (the page is present and holds
+   * no decoded code and no tohost word); false sends the store to the interpreter's slow path.
+   */
+  readonly markWrite = (page: number): boolean => {
+    if (this.rok[page] !== 1 || this.code[page] !== undefined || page === this.tohost >>> PAGE_SHIFT) return false;
+    this.recordWrite(page);
+    return true;
+  };
+
   /** Prepares a page for a write and records it; leaves it on the fast path when it can. */
   private prepareWrite(page: number): void {
     this.ensureReadable(page);
+    this.recordWrite(page);
+  }
+
+  private recordWrite(page: number): void {
     const ps = this.mem.pageState;
     if ((Atomics.load(ps, page) & PAGE_EVER_WRITTEN) === 0) Atomics.or(ps, page, PAGE_EVER_WRITTEN);
     this.activeDirty[page] = 1;

@@ -31,6 +31,8 @@ export const enum Cmd {
   Run = 1,
   Step = 2,
   Exit = 3,
+  /** Power the guest off for good; its state stays readable (reason 'stopped'). */
+  Halt = 4,
 }
 
 /** What the vCPU is doing, as it publishes it in C_STATE. */

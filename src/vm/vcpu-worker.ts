@@ -19,6 +19,8 @@ const rxRing = new Uint8Array(init.rx);
 const mem = new GuestMemory(init.memory);
 
 const SLICE_MS = 1;
+const MIN_SLICE_INSNS = 10_000;
+const MAX_SLICE_INSNS = 2_000_000;
 const OUT_FLUSH_MS = 2;
 let out = new Uint8Array(4096);
 let outLen = 0;
@@ -114,6 +116,11 @@ function loop(): void {
     const cmd = Atomics.load(ctl, C_CMD) as Cmd;
     const seq = Atomics.load(ctl, C_CMD_SEQ);
     if (cmd === Cmd.Exit) return;
+    if (cmd === Cmd.Halt && !halted) {
+      ackedSeq = seq;
+      enterHalted('stopped', 0);
+      continue;
+    }
     if (halted) {
       if (seq !== ackedSeq) {
         ackedSeq = seq;
@@ -139,10 +146,12 @@ function loop(): void {
     const exit = n > 0 ? cpu.run(n) : StepExit.Budget;
     const t1 = performance.now();
     const done = cpu.instret() - before;
-    if (exit === StepExit.Budget && t1 > t0 && done === n && stepTarget < 0) {
-      // Aim each slice at ~SLICE_MS so pause and dirty-sync requests are answered promptly.
-      const perMs = done / (t1 - t0);
-      budget = Math.max(10_000, Math.min(5_000_000, Math.round(budget * 0.5 + perMs * SLICE_MS * 0.5)));
+    if (t1 > t0 && done > 0) {
+      // Aim each slice at ~SLICE_MS so pause and dirty-sync requests are answered promptly:
+      // shrink at once after a slow slice, grow gently after fast ones.
+      const fit = (done / (t1 - t0)) * SLICE_MS;
+      const next = fit < budget ? fit : budget * 0.5 + fit * 0.5;
+      budget = Math.max(MIN_SLICE_INSNS, Math.min(MAX_SLICE_INSNS, Math.round(next)));
     }
     publishProgress();
 

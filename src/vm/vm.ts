@@ -212,6 +212,14 @@ export class Vm extends EventEmitter {
     if (!this.isHalted()) this.setState('paused');
   }
 
+  /** Halts the guest for good (reason 'stopped'); its RAM, CPU and devices stay readable. */
+  async stop(): Promise<void> {
+    if (this.isHalted()) return;
+    const halted = this.waitHalted();
+    this.command(Cmd.Halt);
+    await halted;
+  }
+
   /** Executes exactly `n` more instructions (fewer if the guest halts), then stays paused. */
   async step(n: number): Promise<void> {
     if (!Number.isSafeInteger(n) || n < 0) throw new FerryError('EINVAL', `step count ${n} must be a non-negative integer`);
