@@ -3,6 +3,11 @@ import { Command, CommanderError, Option } from 'commander';
 import { FerryError, UsageError } from './errors.ts';
 import { collect } from './cli/parse.ts';
 import { runCommand, type RunOptions } from './cli/run.ts';
+import { hostCommand } from './cli/host-command.ts';
+import { demoCommand } from './cli/demo.ts';
+import { migrateCommand } from './cli/migrate-command.ts';
+import { monitorCommand } from './cli/monitor.ts';
+import { DEFAULT_HOST_URL, vmCommand } from './cli/vm-commands.ts';
 import { builtPrograms } from './vm/programs.ts';
 
 /** Exit codes (DESIGN §7): 0 success, 1 operation failed, 2 bad usage. */
@@ -13,7 +18,9 @@ function buildProgram(): Command {
   const program = new Command('ferry')
     .description('Run RV32IM guest VMs in worker threads and move them live between hosts.')
     .showHelpAfterError('(run with --help for usage)')
-    .exitOverride();
+    .exitOverride()
+    .addOption(new Option('--host <url>', 'the host to talk to').env('FERRY_HOST').default(DEFAULT_HOST_URL))
+    .addOption(new Option('--token-file <file>', 'cluster token for hosts that require one (or FERRY_TOKEN)'));
 
   program
     .command('run')
@@ -28,6 +35,18 @@ function buildProgram(): Command {
       process.exitCode = await runCommand(prog, opts);
     });
 
+  program.addCommand(hostCommand());
+  program.addCommand(vmCommand());
+  program.addCommand(migrateCommand());
+  program.addCommand(monitorCommand());
+  program.addCommand(demoCommand());
+  // Subcommands inherit exitOverride only if set before they are added; set it on all of them.
+  const override = (c: Command): void => {
+    c.exitOverride();
+    c.showHelpAfterError('(run with --help for usage)');
+    c.commands.forEach(override);
+  };
+  override(program);
   return program;
 }
 

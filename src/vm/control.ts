@@ -33,6 +33,8 @@ export const enum Cmd {
   Exit = 3,
   /** Power the guest off for good; its state stays readable (reason 'stopped'). */
   Halt = 4,
+  /** Rebuild the machine from state the host has just written (incoming migration). */
+  Restore = 5,
 }
 
 /** What the vCPU is doing, as it publishes it in C_STATE. */

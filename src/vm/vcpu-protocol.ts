@@ -1,4 +1,5 @@
 import type { GuestMemoryBuffers } from '../memory/guest-memory.ts';
+import type { MessagePort } from 'node:worker_threads';
 import type { DeviceStates, MachineConfig } from './machine.ts';
 
 /** workerData for a vCPU thread: shared buffers plus plain configuration. */
@@ -12,6 +13,21 @@ export interface VcpuInit {
   devices?: DeviceStates;
   /** Halt after this many retired instructions in total; 0 = no limit. */
   insnLimit: number;
+  /** Start already halted (a powered-off guest that was migrated). */
+  halted?: HaltInfo;
+  /** Where the host posts a RestoreMessage before a Restore command. */
+  statePort: MessagePort;
+}
+
+export interface HaltInfo {
+  exitCode: number;
+  reason: string;
+}
+
+/** Device state (and halt status) for a Restore; the CPU words travel in the shared state. */
+export interface RestoreMessage {
+  devices: DeviceStates;
+  halted?: HaltInfo;
 }
 
 /** Messages the vCPU thread posts to its host. */

@@ -2,18 +2,20 @@
  * The vCPU thread of one VM: runs the guest in ~1 ms slices and, between slices, answers the
  * host through the control block (see control.ts) and the dirty-log handshake (DESIGN §3).
  */
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort, receiveMessageOnPort } from 'node:worker_threads';
 import { StepExit } from '../cpu/cpu.ts';
 import { DIRTY_ACK, DIRTY_ACTIVE, DIRTY_REQ, GuestMemory } from '../memory/guest-memory.ts';
 import {
   C_CMD, C_CMD_SEQ, C_DOORBELL, C_INSTRET_HI, C_INSTRET_LO, C_PC, C_RX_HEAD, C_RX_TAIL, C_STATE, C_STEP_N, C_THROTTLE,
   Cmd, RX_RING_SIZE, VcpuState,
 } from './control.ts';
-import { Machine } from './machine.ts';
-import type { VcpuInit, VcpuMessage } from './vcpu-protocol.ts';
+import { Machine, type MachineIo } from './machine.ts';
+import type { RestoreMessage, VcpuInit, VcpuMessage } from './vcpu-protocol.ts';
 
-const init = workerData as VcpuInit;
 const port = parentPort!;
+// A thread may be started ahead of need (a host's spare): its VM arrives as the first message.
+const init = await new Promise<VcpuInit>((resolve) => port.once('message', (m: VcpuInit) => resolve(m)));
+
 const ctl = new Int32Array(init.control);
 const rxRing = new Uint8Array(init.rx);
 const mem = new GuestMemory(init.memory);
@@ -37,7 +39,7 @@ function flushConsole(): void {
   lastFlush = performance.now();
 }
 
-const machine = new Machine(mem, new Int32Array(init.cpu), init.config, {
+const io: MachineIo = {
   transmit(byte) {
     if (outLen === out.length) {
       const bigger = new Uint8Array(out.length * 2);
@@ -55,8 +57,28 @@ const machine = new Machine(mem, new Int32Array(init.cpu), init.config, {
       return b;
     },
   },
-}, init.devices);
-const cpu = machine.cpu;
+};
+const cpuState = new Int32Array(init.cpu);
+let machine = new Machine(mem, cpuState, init.config, io, init.devices);
+let cpu = machine.cpu;
+
+/**
+ * Restore into this (paused) thread: the host has written the CPU words into the shared state
+ * and posted the device state on the state port; the machine is rebuilt around them. This is
+ * how an incoming migration resumes without waiting for a new thread to start.
+ */
+function restore(): void {
+  const got = receiveMessageOnPort(init.statePort);
+  if (got === undefined) throw new Error('restore requested but no state was posted');
+  const st = got.message as RestoreMessage;
+  machine = new Machine(mem, cpuState, init.config, io, st.devices);
+  cpu = machine.cpu;
+  halted = false;
+  if (st.halted) {
+    cpu.halt(st.halted.exitCode, st.halted.reason);
+    halted = true;
+  }
+}
 
 function publishProgress(): void {
   const n = cpu.instret();
@@ -87,7 +109,8 @@ function sleep(bell: number, ms: number): void {
 let ackedSeq = 0; // the host numbers commands from 1
 let budget = 100_000;
 let stepTarget = -1;
-let halted = false;
+let halted = init.halted !== undefined;
+if (init.halted) cpu.halt(init.halted.exitCode, init.halted.reason);
 
 function enterPaused(seq: number): void {
   flushConsole();
@@ -116,6 +139,17 @@ function loop(): void {
     const cmd = Atomics.load(ctl, C_CMD) as Cmd;
     const seq = Atomics.load(ctl, C_CMD_SEQ);
     if (cmd === Cmd.Exit) return;
+    if (cmd === Cmd.Restore && seq !== ackedSeq) {
+      restore();
+      if (halted) enterHalted(cpu.exitReason, cpu.exitCode);
+      else enterPaused(seq);
+      ackedSeq = seq;
+      continue;
+    }
+    if (cmd === Cmd.Restore) {
+      sleep(bell, 1000);
+      continue;
+    }
     if (cmd === Cmd.Halt && !halted) {
       ackedSeq = seq;
       enterHalted('stopped', 0);

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
-import { Worker } from 'node:worker_threads';
-import { createCpuState, readInstret, S_PC } from '../cpu/state.ts';
+import { MessageChannel, type MessagePort, type Worker } from 'node:worker_threads';
+import { CPU_STATE_WORDS, createCpuState, readInstret, S_PC } from '../cpu/state.ts';
 import type { ClockMode } from '../devices/clock.ts';
 import { FerryError } from '../errors.ts';
 import { computeDigest } from '../memory/digest.ts';
@@ -12,7 +12,8 @@ import {
   ring, RX_RING_SIZE,
 } from './control.ts';
 import type { DeviceStates, MachineConfig } from './machine.ts';
-import type { VcpuInit, VcpuMessage } from './vcpu-protocol.ts';
+import type { HaltInfo, RestoreMessage, VcpuInit, VcpuMessage } from './vcpu-protocol.ts';
+import { takeVcpuThread } from './vcpu-threads.ts';
 
 export type VmState = 'created' | 'running' | 'paused' | 'halted' | 'destroyed';
 
@@ -32,6 +33,8 @@ export interface VmStateExport {
   insnLimit: number;
   cpu: number[];
   devices: DeviceStates;
+  /** Set when the guest had halted (powered off, limit reached, stopped). */
+  halted?: HaltInfo;
 }
 
 export const VM_STATE_VERSION = 1;
@@ -48,8 +51,6 @@ export interface VmInfo {
   haltReason: string | null;
 }
 
-const BOOTSTRAP = new URL('./worker-bootstrap.mjs', import.meta.url);
-const VCPU_ENTRY = new URL('./vcpu-worker.ts', import.meta.url).href;
 
 interface Waiter {
   seq: number;
@@ -70,6 +71,7 @@ export class Vm extends EventEmitter {
   private readonly ctl: Int32Array;
   private readonly rx: Uint8Array;
   private readonly worker: Worker;
+  private readonly statePort: MessagePort;
   private stateName: VmState = 'created';
   private devices: DeviceStates | undefined;
   private seq = 0;
@@ -89,7 +91,7 @@ export class Vm extends EventEmitter {
     return new Vm(memory, boot.cpuState, { ramSize: memory.size, clock, tohost: boot.tohost }, o.insnLimit ?? 0);
   }
 
-  constructor(memory: GuestMemory, cpuState: Int32Array, config: MachineConfig, insnLimit: number, devices?: DeviceStates) {
+  constructor(memory: GuestMemory, cpuState: Int32Array, config: MachineConfig, insnLimit: number, devices?: DeviceStates, halted?: HaltInfo) {
     super();
     if (!Number.isSafeInteger(insnLimit) || insnLimit < 0) {
       throw new FerryError('EINVAL', `instruction limit ${insnLimit} must be a non-negative integer`);
@@ -102,8 +104,21 @@ export class Vm extends EventEmitter {
     this.ctl = new Int32Array(new SharedArrayBuffer(CONTROL_WORDS * 4));
     this.rx = new Uint8Array(new SharedArrayBuffer(RX_RING_SIZE));
     Atomics.store(this.ctl, C_CMD, Cmd.Pause);
-    const init: VcpuInit & { entry: string } = {
-      entry: VCPU_ENTRY,
+    // Progress words start at the state's own values (a restored VM is not at instruction 0).
+    const instret = readInstret(cpuState);
+    Atomics.store(this.ctl, C_PC, cpuState[S_PC]!);
+    Atomics.store(this.ctl, C_INSTRET_LO, instret % 2 ** 32 | 0);
+    Atomics.store(this.ctl, C_INSTRET_HI, Math.floor(instret / 2 ** 32));
+    const { port1, port2 } = new MessageChannel();
+    this.statePort = port1;
+    if (halted) {
+      this.stateName = 'halted';
+      this.exitCodeValue = halted.exitCode;
+      this.haltReasonValue = halted.reason;
+    }
+    const init: VcpuInit = {
+      statePort: port2,
+      ...(halted ? { halted } : {}),
       memory: memory.buffers,
       cpu: cpuState.buffer as SharedArrayBuffer,
       control: this.ctl.buffer as SharedArrayBuffer,
@@ -112,7 +127,8 @@ export class Vm extends EventEmitter {
       insnLimit,
       ...(devices ? { devices } : {}),
     };
-    this.worker = new Worker(BOOTSTRAP, { workerData: init });
+    this.worker = takeVcpuThread();
+    this.worker.postMessage(init, [port2]);
     this.worker.on('message', (m: VcpuMessage) => this.onMessage(m));
     this.exited = new Promise((resolve) => {
       this.worker.once('exit', () => resolve());
@@ -325,7 +341,34 @@ export class Vm extends EventEmitter {
   /** CPU + device state as plain data; the VM must be paused, halted or not yet started. */
   exportState(): VmStateExport {
     const snap = this.snapshot();
-    return { version: VM_STATE_VERSION, config: { ...this.config }, insnLimit: this.insnLimit, cpu: Array.from(snap.cpu), devices: snap.devices };
+    return {
+      version: VM_STATE_VERSION, config: { ...this.config }, insnLimit: this.insnLimit, cpu: Array.from(snap.cpu), devices: snap.devices,
+      ...(this.stateName === 'halted' ? { halted: { exitCode: this.exitCodeValue ?? 0, reason: this.haltReasonValue ?? 'halted' } } : {}),
+    };
+  }
+
+  /**
+   * Loads exported CPU + device state into this VM's already-running (never started) vCPU
+   * thread, so an incoming migration resumes without waiting for a new thread. The memory
+   * must already hold the guest's RAM.
+   */
+  async restore(st: VmStateExport): Promise<void> {
+    if (this.stateName !== 'created') throw new FerryError('ESTATE', `restore needs a VM that never ran (this one is ${this.stateName})`);
+    checkCompatible(st, this.memory, this.config, this.insnLimit);
+    this.cpuState.set(st.cpu);
+    const msg: RestoreMessage = { devices: st.devices, ...(st.halted ? { halted: st.halted } : {}) };
+    this.statePort.postMessage(msg);
+    const seq = this.command(Cmd.Restore);
+    this.devices = st.devices;
+    const instret = readInstret(this.cpuState);
+    Atomics.store(this.ctl, C_PC, this.cpuState[S_PC]!);
+    Atomics.store(this.ctl, C_INSTRET_LO, instret % 2 ** 32 | 0);
+    Atomics.store(this.ctl, C_INSTRET_HI, Math.floor(instret / 2 ** 32));
+    if (st.halted) {
+      await this.waitHalted();
+      return;
+    }
+    await this.acked(seq);
   }
 
   /**
@@ -333,14 +376,10 @@ export class Vm extends EventEmitter {
    * construction. `memory` must already hold the guest's RAM and page states.
    */
   static importState(memory: GuestMemory, st: VmStateExport): Vm {
-    if (st.version !== VM_STATE_VERSION) throw new FerryError('EVERSION', `VM state version ${st.version} is not supported (want ${VM_STATE_VERSION})`);
-    if (st.config.ramSize !== memory.size) {
-      throw new FerryError('EINVAL', `state is for ${st.config.ramSize} bytes of RAM but memory has ${memory.size}`);
-    }
+    checkCompatible(st, memory, st.config, st.insnLimit);
     const cpu = createCpuState();
-    if (st.cpu.length !== cpu.length) throw new FerryError('EINVAL', `CPU state has ${st.cpu.length} words, expected ${cpu.length}`);
     cpu.set(st.cpu);
-    return new Vm(memory, cpu, { ...st.config }, st.insnLimit, st.devices);
+    return new Vm(memory, cpu, { ...st.config }, st.insnLimit, st.devices, st.halted);
   }
 
   /** SHA-256 over RAM, CPU and devices (DESIGN §2); pauses the VM if it is running and leaves it paused. */
@@ -360,6 +399,7 @@ export class Vm extends EventEmitter {
 
   async destroy(): Promise<void> {
     if (this.inputTimer) clearTimeout(this.inputTimer);
+    this.statePort.close();
     if (this.stateName === 'destroyed') {
       await this.worker.terminate();
       return;
@@ -372,4 +412,15 @@ export class Vm extends EventEmitter {
     clearTimeout(timer);
     for (const w of this.waiters.splice(0)) w.reject(new FerryError('EDESTROYED', 'the VM has been destroyed'));
   }
+}
+
+function checkCompatible(st: VmStateExport, memory: GuestMemory, config: MachineConfig, insnLimit: number): void {
+  if (st.version !== VM_STATE_VERSION) throw new FerryError('EVERSION', `VM state version ${st.version} is not supported (want ${VM_STATE_VERSION})`);
+  if (st.config.ramSize !== memory.size) {
+    throw new FerryError('EINVAL', `state is for ${st.config.ramSize} bytes of RAM but memory has ${memory.size}`);
+  }
+  if (st.config.clock !== config.clock || st.config.tohost !== config.tohost || st.insnLimit !== insnLimit) {
+    throw new FerryError('EINVAL', 'state was saved from a VM with another clock mode, tohost or instruction limit');
+  }
+  if (st.cpu.length !== CPU_STATE_WORDS) throw new FerryError('EINVAL', `CPU state has ${st.cpu.length} words, expected ${CPU_STATE_WORDS}`);
 }

@@ -1,0 +1,62 @@
+import { hostname, totalmem } from 'node:os';
+import { Command } from 'commander';
+import { UsageError } from '../errors.ts';
+import { loadToken } from '../host/auth.ts';
+import { Host } from '../host/host.ts';
+import { createLogger } from '../log.ts';
+import { parseSize } from './parse.ts';
+
+/** "HOST:PORT", "[::1]:PORT" or ":PORT" → parts; port 0 picks a free one. */
+export function parseListen(text: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(text);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new UsageError(`invalid --listen "${text}": expected HOST:PORT, e.g. 127.0.0.1:7400`);
+  return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
+}
+
+interface StartOpts {
+  listen: string;
+  name?: string;
+  tokenFile?: string;
+  maxMemory?: string;
+}
+
+export function hostCommand(): Command {
+  const host = new Command('host').description('Run a Ferry host');
+  host.command('start')
+    .description('Run a host in the foreground: VMs, the control API and (later) migration, over WebSocket')
+    .option('--listen <host:port>', 'address to listen on; anything but loopback needs a token', '127.0.0.1:7400')
+    .option('--name <name>', 'host name shown to clients (default: this machine\'s hostname)')
+    .option('--token-file <file>', 'cluster token (first line); FERRY_TOKEN works too')
+    .option('--max-memory <size>', 'refuse VMs beyond this much guest RAM in total (default: half of this machine\'s memory)')
+    .action(async (_o: StartOpts, cmd: Command) => {
+      const o = cmd.optsWithGlobals<StartOpts>();
+      const listen = parseListen(o.listen);
+      const maxMemory = o.maxMemory !== undefined ? parseSize(o.maxMemory, 'max memory') : Math.floor(totalmem() / 2);
+      let token: string | undefined;
+      try {
+        token = loadToken(o.tokenFile);
+      } catch (e) {
+        throw new UsageError((e as Error).message);
+      }
+      const name = o.name ?? hostname();
+      const log = createLogger({ host: name });
+      let h: Host;
+      try {
+        h = new Host({ ...listen, name, maxMemory, log, ...(token !== undefined ? { token } : {}) });
+      } catch (e) {
+        throw new UsageError((e as Error).message);
+      }
+      const url = await h.start();
+      process.stdout.write(`ferry host ${name} listening on ${url}\n`);
+      await new Promise<void>((resolve) => {
+        const stop = (signal: string) => {
+          log.info({ signal }, 'signal received');
+          void h.stop().then(resolve);
+        };
+        process.once('SIGINT', () => stop('SIGINT'));
+        process.once('SIGTERM', () => stop('SIGTERM'));
+      });
+    });
+  return host;
+}

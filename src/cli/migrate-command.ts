@@ -1,0 +1,140 @@
+import { Command, Option } from 'commander';
+import type { ControlClient } from '../host/control-client.ts';
+import type { MigrationInfo } from '../migration/stats.ts';
+import { FINAL_STATUSES } from '../migration/stats.ts';
+import { FerryError, UsageError } from '../errors.ts';
+import { fmtBytes, printJson } from './output.ts';
+import { parseCount, parseSize } from './parse.ts';
+import { connect, type GlobalOptions } from './vm-commands.ts';
+
+interface MigrateOpts {
+  to?: string;
+  mode: string;
+  downtimeLimit?: string;
+  maxBandwidth?: string;
+  maxRounds?: string;
+  autoConverge?: boolean;
+  wait: boolean;
+  json?: boolean;
+}
+
+/** One line a human can read at the end (or in the monitor). */
+export function migrationSummary(s: MigrationInfo): string {
+  const base = `${s.vm}: migration ${s.status}`;
+  if (s.status === 'failed' || s.status === 'cancelled') return `${base}: ${s['error-desc'] ?? ''}`;
+  const parts = [
+    `total ${s['total-time-ms']} ms`,
+    s['downtime-ms'] !== undefined ? `downtime ${s['downtime-ms']} ms` : undefined,
+    `${s['dirty-sync-count']} rounds`,
+    `${fmtBytes(s['transferred-bytes'])} sent`,
+    `${s['pages-sent']} pages (${s['zero-pages']} zero)`,
+    s['throttle-percent'] ? `throttle ${s['throttle-percent']} %` : undefined,
+  ].filter(Boolean);
+  return `${base} (${s.direction === 'outgoing' ? 'to' : 'from'} ${s.peer}): ${parts.join(', ')}`;
+}
+
+/** A one-line progress display on a TTY: status, round, remaining, rate, expected downtime. */
+function progressLine(s: MigrationInfo): string {
+  const exp = s['expected-downtime-ms'] !== undefined ? `, expected downtime ${s['expected-downtime-ms']} ms` : '';
+  return `${s.vm} ${s.status}: round ${s['dirty-sync-count']}, ${fmtBytes(s['transferred-bytes'])} sent, `
+    + `${fmtBytes(s['remaining-bytes'])} dirty, ${s.mbps.toFixed(0)} Mbit/s${exp}`;
+}
+
+/** Waits for the migration of `name` to end, following 'migration' events (and polling as a fallback). */
+export function waitForMigration(c: ControlClient, name: string, onProgress?: (s: MigrationInfo) => void): Promise<MigrationInfo> {
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    const finish = (s: MigrationInfo) => {
+      if (settled) return;
+      settled = true;
+      clearInterval(poll);
+      resolve(s);
+    };
+    const check = (s: MigrationInfo) => {
+      if (s.direction !== 'outgoing') return;
+      onProgress?.(s);
+      if (FINAL_STATUSES.includes(s.status)) finish(s);
+    };
+    c.on('event', (event: string, vm: string | undefined, data: unknown) => {
+      if (event === 'migration' && vm === name) check(data as MigrationInfo);
+    });
+    c.on('close', (e: Error) => {
+      if (!settled) {
+        settled = true;
+        clearInterval(poll);
+        reject(e);
+      }
+    });
+    const poll = setInterval(() => {
+      c.request<MigrationInfo>('migrate.status', { name }).then(check, () => undefined);
+    }, 500);
+  });
+}
+
+export function migrateCommand(): Command {
+  const cmd = new Command('migrate')
+    .description('Move a VM live to another host (status, cancel: see below)')
+    .argument('<name>', 'VM name')
+    .option('--to <url>', 'destination host, ws://HOST:PORT')
+    .addOption(new Option('--mode <mode>', 'pre-copy while it runs, or cold for a stopped VM').choices(['precopy', 'cold']).default('precopy'))
+    .option('--downtime-limit <ms>', 'switch over once the rest fits in this downtime (default 300, as QEMU)')
+    .option('--max-bandwidth <bytes/s>', 'cap the page stream, e.g. 100M (default unlimited)')
+    .option('--max-rounds <n>', 'stop-and-copy after this many rounds even if not converged (default 30)')
+    .option('--auto-converge', 'throttle the vCPU when it dirties memory faster than it can be sent')
+    .option('--no-wait', 'return as soon as the migration has started')
+    .option('--json', 'print the final statistics as JSON')
+    .action(async (name: string, o: MigrateOpts, self: Command) => {
+      if (o.to === undefined) throw new UsageError('--to ws://HOST:PORT is required');
+      const params: Record<string, unknown> = { name, to: o.to, mode: o.mode, autoConverge: o.autoConverge ?? false };
+      if (o.downtimeLimit !== undefined) params.downtimeLimitMs = parseCount(o.downtimeLimit, 'downtime limit');
+      if (o.maxBandwidth !== undefined) params.maxBandwidth = parseSize(o.maxBandwidth, 'max bandwidth');
+      if (o.maxRounds !== undefined) params.maxRounds = parseCount(o.maxRounds, 'max rounds');
+      const c = await connect(self.optsWithGlobals<GlobalOptions>(), 'ferry-migrate');
+      try {
+        const started = await c.request<MigrationInfo>('migrate.start', params);
+        if (!o.wait) {
+          if (o.json) printJson(started);
+          else process.stdout.write(`${name}: migration to ${o.to} started\n`);
+          return;
+        }
+        const tty = process.stderr.isTTY === true && !o.json;
+        const final = await waitForMigration(c, name, tty ? (s) => process.stderr.write(`\r\x1b[K${progressLine(s)}`) : undefined);
+        if (tty) process.stderr.write('\r\x1b[K');
+        if (o.json) printJson(final);
+        else process.stdout.write(`${migrationSummary(final)}\n`);
+        if (final.status !== 'completed') throw new FerryError('EMIGRATE', migrationSummary(final));
+      } finally {
+        await c.close();
+      }
+    });
+
+  cmd.command('status')
+    .description('Statistics of the current or last migration of a VM on this host (QEMU query-migrate names)')
+    .argument('<name>', 'VM name')
+    .option('--json', 'print one JSON document')
+    .action(async (name: string, o: { json?: boolean }, self: Command) => {
+      const c = await connect(self.optsWithGlobals<GlobalOptions>(), 'ferry-migrate');
+      try {
+        const s = await c.request<MigrationInfo>('migrate.status', { name });
+        if (o.json) printJson(s);
+        else process.stdout.write(`${s.status === 'active' || s.status === 'setup' || s.status === 'device' ? progressLine(s) : migrationSummary(s)}\n`);
+      } finally {
+        await c.close();
+      }
+    });
+
+  cmd.command('cancel')
+    .description('Cancel a migration before its switch-over: the VM runs on here')
+    .argument('<name>', 'VM name')
+    .action(async (name: string, _o: unknown, self: Command) => {
+      const c = await connect(self.optsWithGlobals<GlobalOptions>(), 'ferry-migrate');
+      try {
+        await c.request('migrate.cancel', { name });
+        const final = await waitForMigration(c, name);
+        process.stdout.write(`${migrationSummary(final)}\n`);
+      } finally {
+        await c.close();
+      }
+    });
+  return cmd;
+}

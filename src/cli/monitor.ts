@@ -1,0 +1,208 @@
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import repl, { type REPLServer } from 'node:repl';
+import { Command } from 'commander';
+import type { ControlClient } from '../host/control-client.ts';
+import type { VmSummary } from '../host/registry.ts';
+import { UsageError } from '../errors.ts';
+import { hex32, vmDetails, vmTable } from './output.ts';
+import { parseCount, parseSize } from './parse.ts';
+import { connect, type GlobalOptions } from './vm-commands.ts';
+
+interface Verb {
+  usage: string;
+  help: string;
+  run(args: string[], m: Monitor): Promise<string | void>;
+}
+
+const INFO_TOPICS = ['vms', 'vm', 'registers', 'host'];
+
+const ABI = ['zero', 'ra', 'sp', 'gp', 'tp', 't0', 't1', 't2', 's0', 's1', 'a0', 'a1', 'a2', 'a3', 'a4', 'a5',
+  'a6', 'a7', 's2', 's3', 's4', 's5', 's6', 's7', 's8', 's9', 's10', 's11', 't3', 't4', 't5', 't6'];
+
+function need(args: string[], n: number, usage: string): void {
+  if (args.length < n) throw new UsageError(`usage: ${usage}`);
+}
+
+/** QEMU-monitor-like verbs; `stop`/`cont` pause and resume as in QEMU. */
+const VERBS: Record<string, Verb> = {
+  help: {
+    usage: 'help [verb]', help: 'list the verbs, or explain one',
+    async run(args) {
+      if (args[0] && VERBS[args[0]]) return `${VERBS[args[0]]!.usage}\n  ${VERBS[args[0]]!.help}`;
+      return Object.values(VERBS).map((v) => `${v.usage}\n    ${v.help}`).join('\n');
+    },
+  },
+  info: {
+    usage: 'info vms | vm NAME | registers NAME | host', help: 'show VMs, one VM, its CPU registers, or the host',
+    async run(args, m) {
+      const [topic, name] = args;
+      switch (topic) {
+        case 'vms': {
+          const vms = await m.client.request<VmSummary[]>('vm.list');
+          m.names = vms.map((v) => v.name);
+          return vms.length ? vmTable(vms) : 'no VMs';
+        }
+        case 'vm':
+          need(args, 2, 'info vm NAME');
+          return vmDetails(await m.client.request<VmSummary>('vm.info', { name }));
+        case 'registers': {
+          need(args, 2, 'info registers NAME');
+          const r = await m.client.request<{ pc: number; x: number[]; live: boolean; state: string }>('vm.registers', { name });
+          const lines = [`pc  ${hex32(r.pc)}   (${r.state}${r.live ? ', live sample' : ''})`];
+          for (let i = 0; i < 32; i += 4) {
+            lines.push([0, 1, 2, 3].map((j) => `x${i + j}/${ABI[i + j]}`.padEnd(8) + hex32(r.x[i + j]!)).join('  '));
+          }
+          return lines.join('\n');
+        }
+        case 'host': {
+          const h = await m.client.request<Record<string, unknown>>('host.info');
+          return Object.entries(h).map(([k, v]) => `${k}: ${String(v)}`).join('\n');
+        }
+        default:
+          throw new UsageError(`usage: ${VERBS.info!.usage}`);
+      }
+    },
+  },
+  create: {
+    usage: 'create NAME PROGRAM [memory=SIZE] [icount] [insn-limit=N] [start] [k=v...]',
+    help: 'create a VM from a built program; other k=v pairs are boot args',
+    async run(args, m) {
+      need(args, 2, VERBS.create!.usage);
+      const [name, program, ...rest] = args;
+      const params: Record<string, unknown> = { name, program, args: [] as string[] };
+      for (const a of rest) {
+        if (a === 'icount') params.icount = true;
+        else if (a === 'start') params.start = true;
+        else if (a.startsWith('memory=')) params.memory = parseSize(a.slice(7), 'memory size');
+        else if (a.startsWith('insn-limit=')) params.insnLimit = parseCount(a.slice(11), 'instruction limit');
+        else (params.args as string[]).push(a);
+      }
+      const r = await m.client.request<VmSummary>('vm.create', params);
+      m.names.push(r.name);
+      return `${r.name}: ${r.state}`;
+    },
+  },
+  start: { usage: 'start NAME', help: 'start a created VM', run: (a, m) => m.lifecycle('vm.start', a, 'start NAME') },
+  stop: { usage: 'stop NAME', help: 'pause the VM (QEMU\'s stop)', run: (a, m) => m.lifecycle('vm.pause', a, 'stop NAME') },
+  cont: { usage: 'cont NAME', help: 'resume the VM (QEMU\'s cont)', run: (a, m) => m.lifecycle('vm.resume', a, 'cont NAME') },
+  poweroff: { usage: 'poweroff NAME', help: 'power the VM off for good', run: (a, m) => m.lifecycle('vm.stop', a, 'poweroff NAME') },
+  destroy: { usage: 'destroy NAME', help: 'destroy the VM', run: (a, m) => m.lifecycle('vm.destroy', a, 'destroy NAME') },
+  digest: {
+    usage: 'digest NAME', help: 'SHA-256 over RAM, CPU and devices',
+    async run(args, m) {
+      need(args, 1, 'digest NAME');
+      const r = await m.client.request<{ digest: string }>('vm.digest', { name: args[0] });
+      return `digest: ${r.digest}`;
+    },
+  },
+  console: {
+    usage: 'console NAME | console off', help: 'show a VM\'s console output here as it comes (off stops)',
+    async run(args, m) {
+      need(args, 1, 'console NAME | console off');
+      if (m.following) await m.client.request('console.detach', { name: m.following });
+      if (args[0] === 'off') {
+        m.following = undefined;
+        return 'console off';
+      }
+      const r = await m.client.request<{ history: Uint8Array }>('console.attach', { name: args[0] });
+      m.following = args[0];
+      return `[console of ${args[0]}; "console off" stops]\n${Buffer.from(r.history).toString('latin1')}`;
+    },
+  },
+  input: {
+    usage: 'input NAME TEXT...', help: 'send TEXT and a newline to the VM\'s UART',
+    async run(args, m) {
+      need(args, 2, 'input NAME TEXT...');
+      const data = Buffer.from(`${args.slice(1).join(' ')}\n`, 'latin1');
+      await m.client.request('console.input', { name: args[0], data: new Uint8Array(data) });
+    },
+  },
+  quit: { usage: 'quit', help: 'leave the monitor (VMs keep running)', async run(_a, m) { m.server?.close(); } },
+};
+
+class Monitor {
+  names: string[] = [];
+  following: string | undefined;
+  server: REPLServer | undefined;
+
+  constructor(readonly client: ControlClient) {}
+
+  async lifecycle(method: string, args: string[], usage: string): Promise<string> {
+    need(args, 1, usage);
+    const r = await this.client.request<VmSummary | { name: string }>(method, { name: args[0] });
+    return `${args[0]}: ${'state' in r ? r.state : 'destroyed'}`;
+  }
+
+  complete(line: string): [string[], string] {
+    const words = line.trimStart().split(/\s+/);
+    const last = words[words.length - 1] ?? '';
+    let pool: string[];
+    if (words.length <= 1) pool = Object.keys(VERBS);
+    else if (words[0] === 'info' && words.length === 2) pool = INFO_TOPICS;
+    else if (words[0] === 'create' && words.length === 3) pool = ['hello', 'counter', 'memstress', 'sieve', 'life', 'echo'];
+    else if (words[0] === 'console' && words.length === 2) pool = [...this.names, 'off'];
+    else pool = this.names;
+    return [pool.filter((p) => p.startsWith(last)), last];
+  }
+}
+
+export function monitorCommand(): Command {
+  return new Command('monitor')
+    .description('Interactive, QEMU-monitor-like shell for a host (info vms, stop, cont, create, console, help)')
+    .action(async (_o: unknown, cmd: Command) => {
+      const client = await connect(cmd.optsWithGlobals<GlobalOptions>(), 'ferry-monitor');
+      const m = new Monitor(client);
+      m.names = (await client.request<VmSummary[]>('vm.list')).map((v) => v.name);
+      // Lines are run one after another even when they arrive faster (piped input).
+      let queue = Promise.resolve();
+      let quitting = false;
+      const server = repl.start({
+        prompt: '(ferry) ',
+        ignoreUndefined: true,
+        completer: (line: string) => m.complete(line),
+        eval: (input, _ctx, _file, cb) => {
+          const words = input.trim().split(/\s+/).filter(Boolean);
+          if (words.length === 0) {
+            cb(null, undefined);
+            return;
+          }
+          const verb = Object.hasOwn(VERBS, words[0]!) ? VERBS[words[0]!] : undefined;
+          queue = queue.then(async () => {
+            if (!verb) {
+              cb(null, `unknown command "${words[0]}"; try "help"`);
+              return;
+            }
+            if (verb === VERBS.quit) quitting = true;
+            try {
+              cb(null, await verb.run(words.slice(1), m));
+            } catch (e) {
+              cb(null, `error: ${(e as Error).message}`);
+            }
+          });
+        },
+        writer: (out: unknown) => (typeof out === 'string' ? out : String(out)),
+      });
+      m.server = server;
+      client.on('event', (event: string, vm: string | undefined, data: unknown) => {
+        if (event === 'console' && vm === m.following) process.stdout.write(Buffer.from(data as Uint8Array).toString('latin1'));
+        if (event === 'vm.state' && vm !== undefined) {
+          const s = (data as { state: string }).state;
+          if (s === 'destroyed') m.names = m.names.filter((n) => n !== vm);
+          else if (!m.names.includes(vm)) m.names.push(vm);
+        }
+      });
+      client.on('close', (e: Error) => {
+        if (quitting) return;
+        process.stderr.write(`\nmonitor: ${e.message}\n`);
+        server.close();
+      });
+      if (process.stdin.isTTY) {
+        server.setupHistory(process.env.FERRY_HISTORY ?? join(homedir(), '.ferry_monitor_history'), () => {});
+      }
+      await new Promise<void>((resolve) => server.on('exit', () => resolve()));
+      quitting = true;
+      await queue;
+      await client.close();
+    });
+}

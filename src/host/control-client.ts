@@ -1,0 +1,98 @@
+import { EventEmitter } from 'node:events';
+import WebSocket from 'ws';
+import { FerryError } from '../errors.ts';
+import { CONTROL_MAX_PAYLOAD, CONTROL_PROTOCOL_VERSION, decode, encode, type ErrorBody } from './control-protocol.ts';
+import { closeError, openLink } from './link.ts';
+
+export interface ConnectOptions {
+  token?: string;
+  client?: string;
+  timeoutMs?: number;
+}
+
+interface Pending {
+  resolve: (v: unknown) => void;
+  reject: (e: Error) => void;
+}
+
+/**
+ * A control-protocol client (CLI, monitor, tests). `request` returns the result or throws a
+ * FerryError with the host's code; pushed events are emitted as 'event' (event, vm, data).
+ */
+export class ControlClient extends EventEmitter {
+  hostName = '';
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+  private closedWith: FerryError | undefined;
+
+  private constructor(private readonly ws: WebSocket) {
+    super();
+  }
+
+  static async connect(url: string, o: ConnectOptions = {}): Promise<ControlClient> {
+    const endpoint = new URL(url);
+    if (endpoint.protocol !== 'ws:' && endpoint.protocol !== 'wss:') {
+      throw new FerryError('EINVAL', `host URL must start with ws:// or wss:// (got ${url})`);
+    }
+    if (endpoint.pathname === '/' || endpoint.pathname === '') endpoint.pathname = '/control';
+    const { ws, host } = await openLink({
+      url: endpoint.href, version: CONTROL_PROTOCOL_VERSION, maxPayload: CONTROL_MAX_PAYLOAD,
+      hello: { client: o.client ?? 'ferry-cli' },
+      ...(o.token !== undefined ? { token: o.token } : {}),
+      ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
+    });
+    const client = new ControlClient(ws);
+    client.hostName = host;
+    ws.on('message', (d: Buffer) => client.onMessage(d));
+    ws.on('error', () => {});
+    ws.on('close', (code, reason) => client.onClosed(closeError(url, code, reason.toString())));
+    return client;
+  }
+
+  private onClosed(e: FerryError): void {
+    this.closedWith = e;
+    for (const p of this.pending.values()) p.reject(e);
+    this.pending.clear();
+    this.emit('close', e);
+  }
+
+  private onMessage(data: Buffer): void {
+    let msg: Record<string, unknown>;
+    try {
+      msg = decode(data);
+    } catch {
+      return;
+    }
+    if (msg.t === 'res') {
+      const p = this.pending.get(msg.id as number);
+      if (!p) return;
+      this.pending.delete(msg.id as number);
+      if (msg.ok === true) p.resolve(msg.result);
+      else {
+        const err = msg.error as ErrorBody;
+        p.reject(new FerryError(err.code, err.message));
+      }
+    } else if (msg.t === 'event') {
+      this.emit('event', msg.event as string, msg.vm as string | undefined, msg.data);
+    } else if (msg.t === 'error') {
+      this.emit('protocol-error', msg.error as ErrorBody);
+    }
+  }
+
+  request<T = unknown>(method: string, params: Record<string, unknown> = {}): Promise<T> {
+    if (this.closedWith) return Promise.reject(this.closedWith);
+    const id = this.nextId++;
+    return new Promise<T>((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.ws.send(encode({ t: 'req', id, method, params }));
+    });
+  }
+
+  close(): Promise<void> {
+    if (this.ws.readyState === WebSocket.CLOSED) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.ws.once('close', () => resolve());
+      this.ws.close(1000, 'bye');
+    });
+  }
+}

@@ -1,0 +1,97 @@
+import { randomBytes } from 'node:crypto';
+import WebSocket from 'ws';
+import { Packr } from 'msgpackr';
+import { FerryError } from '../errors.ts';
+import { CLOSE_AUTH_FAILED, CLOSE_VERSION, proof, verifyProof } from './auth.ts';
+
+const packr = new Packr({ useRecords: false, moreTypes: true });
+
+export interface LinkOptions {
+  /** ws://HOST:PORT/path */
+  url: string;
+  version: number;
+  token?: string;
+  /** Extra fields for our hello (client name, role, migration id). */
+  hello: Record<string, unknown>;
+  maxPayload: number;
+  timeoutMs?: number;
+  /**
+   * Send unmasked-equivalent frames (an all-zero mask, which ws skips). Masking protects
+   * browser-facing proxies from script-made frames; between two Ferry hosts it only costs a
+   * pass over every page byte.
+   */
+  zeroMask?: boolean;
+}
+
+/** Maps a close of the handshake to the error a user should see. */
+export function closeError(url: string, code: number, reason: string): FerryError {
+  const why = reason || `connection closed (code ${code})`;
+  return new FerryError(code === CLOSE_AUTH_FAILED ? 'EAUTH' : code === CLOSE_VERSION ? 'EVERSION' : 'ECLOSED', `host ${url}: ${why}`);
+}
+
+/**
+ * Opens an authenticated WebSocket to a Ferry host endpoint: waits for the host's hello,
+ * answers with ours (plus the HMAC over its challenge when it asks for a token), and checks the
+ * host's proof over our nonce. Resolves with the socket, its listeners removed, once ready.
+ */
+export function openLink(o: LinkOptions): Promise<{ ws: WebSocket; host: string }> {
+  const ws = new WebSocket(o.url, {
+    perMessageDeflate: false, maxPayload: o.maxPayload,
+    ...(o.zeroMask ? { generateMask: (mask: Buffer) => { mask.fill(0); } } : {}),
+  });
+  const nonce = new Uint8Array(randomBytes(32));
+  return new Promise((resolve, reject) => {
+    const timeoutMs = o.timeoutMs ?? 10_000;
+    const timer = setTimeout(() => fail(new FerryError('ETIMEDOUT', `no answer from ${o.url} within ${timeoutMs} ms`)), timeoutMs);
+    let settled = false;
+    const fail = (e: FerryError) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      ws.removeAllListeners();
+      ws.on('error', () => {});
+      ws.terminate();
+      reject(e);
+    };
+    ws.on('error', (err) => fail(new FerryError('ECONNECT', `cannot reach ferry host at ${o.url}: ${err.message}`)));
+    ws.on('unexpected-response', (_req, res) => fail(new FerryError('ECONNECT', `host ${o.url} refused the connection (HTTP ${res.statusCode})`)));
+    ws.on('close', (code, reason) => fail(closeError(o.url, code, reason.toString())));
+    ws.on('message', (data: Buffer) => {
+      let msg: Record<string, unknown>;
+      try {
+        msg = packr.unpack(data) as Record<string, unknown>;
+      } catch {
+        fail(new FerryError('EPROTO', `host ${o.url} sent a malformed message during hello`));
+        return;
+      }
+      if (msg?.t === 'hello') {
+        if (msg.v !== o.version) {
+          fail(new FerryError('EVERSION', `host ${o.url} speaks protocol ${String(msg.v)}; this side speaks ${o.version}`));
+          return;
+        }
+        const challenge = msg.challenge;
+        if (challenge instanceof Uint8Array && o.token === undefined) {
+          fail(new FerryError('EAUTH', `host ${o.url} requires a cluster token: pass --token-file F or set FERRY_TOKEN`));
+          return;
+        }
+        ws.send(packr.pack({
+          t: 'hello', v: o.version, nonce, ...o.hello,
+          ...(challenge instanceof Uint8Array && o.token !== undefined ? { mac: proof(o.token, 'client', challenge) } : {}),
+        }));
+        return;
+      }
+      if (msg?.t === 'ready') {
+        if (o.token !== undefined && msg.proof !== undefined && !verifyProof(o.token, 'host', nonce, msg.proof)) {
+          fail(new FerryError('EAUTH', `host ${o.url} could not prove it holds the cluster token`));
+          return;
+        }
+        settled = true;
+        clearTimeout(timer);
+        ws.removeAllListeners();
+        resolve({ ws, host: String(msg.host) });
+        return;
+      }
+      fail(new FerryError('EPROTO', `unexpected "${String(msg?.t)}" from host ${o.url} during hello`));
+    });
+  });
+}

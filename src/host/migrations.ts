@@ -1,0 +1,120 @@
+import type WebSocket from 'ws';
+import { FerryError } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import { IncomingMigration } from '../migration/incoming.ts';
+import { MIGRATE_DEFAULTS, OutgoingMigration, type MigrateParams, type MigrationMode } from '../migration/outgoing.ts';
+import type { MigrationInfo, MigrationStats } from '../migration/stats.ts';
+import type { VmRegistry } from './registry.ts';
+
+/** What a control client may ask for in `migrate.start`. */
+export interface MigrateRequest {
+  name: string;
+  to: string;
+  mode?: MigrationMode;
+  downtimeLimitMs?: number;
+  maxBandwidth?: number;
+  maxRounds?: number;
+  autoConverge?: boolean;
+}
+
+/**
+ * The migrations of one host: outgoing ones it drives for its VMs, incoming ones arriving on
+ * `/migrate`, and the last statistics of each VM's latest migration for `migrate status`.
+ * Emits progress through `publish` (pushed to control clients as 'migration' events).
+ */
+export class MigrationManager {
+  private readonly outgoing = new Map<string, OutgoingMigration>();
+  private readonly incoming = new Map<string, IncomingMigration>();
+  private readonly last = new Map<string, MigrationStats>();
+
+  constructor(
+    private readonly registry: VmRegistry,
+    private readonly token: string | undefined,
+    private readonly log: Logger,
+    private readonly publish: (vm: string, info: MigrationInfo) => void,
+  ) {}
+
+  start(r: MigrateRequest): MigrationInfo {
+    const rec = this.registry.get(r.name);
+    if (rec.incoming) throw new FerryError('ESTATE', `VM "${r.name}" is still arriving by migration`);
+    if (rec.migrating) throw new FerryError('ESTATE', `VM "${r.name}" is already being migrated`);
+    let to: URL;
+    try {
+      to = new URL(r.to);
+    } catch {
+      throw new FerryError('EINVAL', `destination "${r.to}" is not a URL like ws://HOST:PORT`);
+    }
+    if (to.protocol !== 'ws:' && to.protocol !== 'wss:') throw new FerryError('EINVAL', `destination must be ws://HOST:PORT (got ${r.to})`);
+    const p: MigrateParams = { ...MIGRATE_DEFAULTS, to: to.origin };
+    if (r.mode !== undefined) p.mode = r.mode;
+    if (r.downtimeLimitMs !== undefined) p.downtimeLimitMs = r.downtimeLimitMs;
+    if (r.maxBandwidth !== undefined) p.maxBandwidth = r.maxBandwidth;
+    if (r.maxRounds !== undefined) p.maxRounds = Math.max(1, r.maxRounds);
+    if (r.autoConverge !== undefined) p.autoConverge = r.autoConverge;
+    if (p.mode === 'cold' && rec.vm.state === 'running') {
+      throw new FerryError('ESTATE', `cold migration needs a stopped VM: pause "${r.name}" first, or use --mode precopy`);
+    }
+    const m = new OutgoingMigration(rec.vm, rec.name, rec.program, p, this.token, rec.log.child({ migration: 'out' }), {
+      release: () => this.registry.remove(rec.name, `migrated to ${p.to}`),
+      update: (s) => this.publish(rec.name, s.snapshot()),
+      consoleHistory: () => this.registry.consoleHistory(rec.name),
+    });
+    rec.migrating = true;
+    this.outgoing.set(rec.name, m);
+    this.last.set(rec.name, m.stats);
+    rec.log.info({ to: p.to, mode: p.mode, downtimeLimitMs: p.downtimeLimitMs, maxBandwidth: p.maxBandwidth }, 'migration starting');
+    void m.run().finally(() => {
+      rec.migrating = false;
+      if (this.outgoing.get(rec.name) === m) this.outgoing.delete(rec.name);
+    });
+    return m.stats.snapshot();
+  }
+
+  status(name: string): MigrationInfo {
+    const s = this.last.get(name);
+    if (!s) throw new FerryError('ENOMIGRATION', `no migration of "${name}" is known on this host`);
+    return s.snapshot();
+  }
+
+  cancel(name: string): MigrationInfo {
+    const m = this.outgoing.get(name);
+    if (!m) throw new FerryError('ENOMIGRATION', `no outgoing migration of "${name}" is in progress on this host`);
+    if (!m.cancel()) throw new FerryError('ESTATE', `the migration of "${name}" is past its switch-over; it can no longer be cancelled`);
+    return m.stats.snapshot();
+  }
+
+  /** A `/migrate` connection after its hello: the bulk stream opens a migration, the priority channel joins it. */
+  accept(ws: WebSocket, hello: Record<string, unknown>, peer: string): void {
+    const id = typeof hello.id === 'string' ? hello.id : '';
+    if (hello.role === 'prio') {
+      const m = this.incoming.get(id);
+      if (!m) {
+        ws.close(1008, 'no migration with that id');
+        return;
+      }
+      m.attachPriority(ws);
+      return;
+    }
+    if (hello.role !== 'bulk' || id === '' || this.incoming.has(id)) {
+      ws.close(1008, 'bad migration hello: role must be bulk or prio, with a fresh id');
+      return;
+    }
+    const m = new IncomingMigration(id, ws, peer, this.registry.maxMemory, this.log.child({ migration: 'in' }), {
+      reserve: (setup, vm) => this.registry.reserveIncoming(setup.vm, setup.program, vm),
+      adopt: (name, history) => this.registry.adoptIncoming(name, history),
+      discard: (name) => this.registry.remove(name, 'incoming migration failed'),
+      update: (s) => {
+        this.last.set(s.info.vm, s);
+        this.publish(s.info.vm, s.snapshot());
+      },
+    });
+    this.incoming.set(id, m);
+    ws.on('close', () => {
+      setTimeout(() => this.incoming.delete(id), 1000).unref();
+    });
+  }
+
+  cancelAll(): void {
+    for (const m of this.outgoing.values()) m.cancel('host shutting down');
+  }
+}

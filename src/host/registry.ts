@@ -1,0 +1,272 @@
+import { EventEmitter } from 'node:events';
+import { FerryError } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import { checkRamSize } from '../memory/guest-memory.ts';
+import { DEFAULT_RAM_SIZE } from '../memory/layout.ts';
+import { formatBootArgs } from '../vm/boot.ts';
+import { loadProgram } from '../vm/programs.ts';
+import { Vm, type VmInfo, type VmState } from '../vm/vm.ts';
+
+export const VM_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+const CONSOLE_HISTORY = 16 * 1024;
+
+export interface CreateVmParams {
+  name: string;
+  program?: string;
+  elf?: Uint8Array;
+  elfName?: string;
+  memory?: number;
+  icount?: boolean;
+  insnLimit?: number;
+  args?: string[];
+  start?: boolean;
+}
+
+export interface VmSummary extends Omit<VmInfo, 'state'> {
+  /** The VM's own state, or 'incoming' while a migration is still bringing it here. */
+  state: VmState | 'incoming';
+  name: string;
+  program: string;
+  host: string;
+  createdAt: string;
+  /** Set while the VM is being migrated away from this host. */
+  migrating?: boolean;
+}
+
+export interface VmRecord {
+  name: string;
+  program: string;
+  vm: Vm;
+  /** Still arriving through a migration: nothing may drive it yet. */
+  incoming: boolean;
+  /** Leaving through a migration: lifecycle commands wait until it is over. */
+  migrating: boolean;
+  createdAt: Date;
+  log: Logger;
+  /** The last CONSOLE_HISTORY bytes of output, for clients that attach late. */
+  history: Buffer[];
+  historyBytes: number;
+}
+
+/**
+ * The VMs of one host, by name. Emits 'vm.state' (name, summary) on every state change and
+ * 'console' (name, bytes) for guest output.
+ */
+export class VmRegistry extends EventEmitter {
+  private readonly vms = new Map<string, VmRecord>();
+
+  constructor(
+    readonly hostName: string,
+    readonly maxMemory: number,
+    private readonly log: Logger,
+  ) {
+    super();
+  }
+
+  usedMemory(): number {
+    let sum = 0;
+    for (const r of this.vms.values()) sum += r.vm.memory.size;
+    return sum;
+  }
+
+  names(): string[] {
+    return [...this.vms.keys()].sort();
+  }
+
+  get(name: unknown): VmRecord {
+    if (typeof name !== 'string') throw new FerryError('EINVAL', 'missing VM name');
+    const r = this.vms.get(name);
+    if (r === undefined) throw new FerryError('ENOVM', `no VM named "${name}" on host ${this.hostName}`);
+    return r;
+  }
+
+  create(p: CreateVmParams): VmSummary {
+    if (!VM_NAME_RE.test(p.name)) {
+      throw new FerryError('EINVAL', `invalid VM name "${p.name}": use letters, digits, '.', '_' or '-' (at most 63)`);
+    }
+    if ((p.program === undefined) === (p.elf === undefined)) {
+      throw new FerryError('EINVAL', 'give exactly one of a program name or ELF bytes');
+    }
+    const memory = p.memory ?? DEFAULT_RAM_SIZE;
+    checkRamSize(memory);
+    this.checkRoom(p.name, memory);
+    formatBootArgs(p.args ?? []);
+    const { elf, program } = p.program !== undefined
+      ? { elf: loadProgram(p.program).elf, program: p.program }
+      : { elf: p.elf!, program: `elf:${p.elfName ?? 'uploaded'}` };
+    const vm = Vm.create({ elf, memory, icount: p.icount ?? false, insnLimit: p.insnLimit ?? 0, args: p.args ?? [] });
+    const rec = this.add(p.name, program, vm, false);
+    rec.log.info({ program, memory, icount: p.icount ?? false, insnLimit: p.insnLimit ?? 0 }, 'vm created');
+    if (p.start) vm.start();
+    return this.summary(rec);
+  }
+
+  /** Refuses a name that is taken or memory this host does not have (before anything changes). */
+  checkRoom(name: string, memory: number): void {
+    if (this.vms.has(name)) throw new FerryError('EEXIST', `a VM named "${name}" already exists on host ${this.hostName}`);
+    const used = this.usedMemory();
+    if (used + memory > this.maxMemory) {
+      throw new FerryError(
+        'ENOMEM',
+        `host ${this.hostName} cannot fit ${fmtMiB(memory)} more: ${fmtMiB(used)} of its ${fmtMiB(this.maxMemory)} limit is in use`,
+      );
+    }
+  }
+
+  private add(name: string, program: string, vm: Vm, incoming: boolean): VmRecord {
+    const rec: VmRecord = {
+      name, program, vm, incoming, migrating: false, createdAt: new Date(), log: this.log.child({ vm: name }), history: [], historyBytes: 0,
+    };
+    this.vms.set(name, rec);
+    this.wire(rec);
+    return rec;
+  }
+
+  /** An incoming migration reserves the name and the memory of its VM. */
+  reserveIncoming(name: string, program: string, vm: Vm): void {
+    if (!VM_NAME_RE.test(name)) throw new FerryError('EINVAL', `invalid VM name "${name}"`);
+    this.checkRoom(name, vm.memory.size);
+    this.add(name, program, vm, true);
+    this.emit('vm.state', name, this.summary(this.vms.get(name)!));
+  }
+
+  /** The incoming VM runs here now; it brings its console history along. */
+  adoptIncoming(name: string, consoleHistory: Uint8Array): void {
+    const r = this.get(name);
+    r.incoming = false;
+    if (consoleHistory.length) {
+      r.history.unshift(Buffer.from(consoleHistory));
+      r.historyBytes += consoleHistory.length;
+    }
+    r.log.info('vm arrived by migration');
+    this.emit('vm.state', name, this.summary(r));
+  }
+
+  /** Drops a VM from this host without a trace: a failed incoming one, or one that left. */
+  async remove(name: string, why: string): Promise<void> {
+    const r = this.vms.get(name);
+    if (!r) return;
+    this.vms.delete(name);
+    await r.vm.destroy();
+    r.log.info({ why }, 'vm removed');
+    this.emit('vm.state', name, { ...this.summary(r), state: 'destroyed', why });
+  }
+
+  private wire(rec: VmRecord): void {
+    const { vm } = rec;
+    vm.on('state', (state: VmState) => {
+      rec.log.info({ state }, 'vm state');
+      this.emit('vm.state', rec.name, this.summary(rec));
+    });
+    vm.on('halted', (h: { exitCode: number; reason: string }) => rec.log.info(h, 'vm halted'));
+    vm.on('console', (data: Uint8Array) => {
+      const b = Buffer.from(data);
+      rec.history.push(b);
+      rec.historyBytes += b.length;
+      while (rec.historyBytes - rec.history[0]!.length >= CONSOLE_HISTORY) rec.historyBytes -= rec.history.shift()!.length;
+      this.emit('console', rec.name, data);
+    });
+    vm.on('error', (err: Error) => {
+      rec.log.error({ err }, 'vm failed');
+      if (this.vms.get(rec.name) === rec) this.vms.delete(rec.name);
+    });
+  }
+
+  summary(rec: VmRecord): VmSummary {
+    const info = rec.vm.info();
+    return {
+      ...info, name: rec.name, program: rec.program, host: this.hostName, createdAt: rec.createdAt.toISOString(),
+      state: rec.incoming ? 'incoming' : info.state, ...(rec.migrating ? { migrating: true } : {}),
+    };
+  }
+
+  /** The VM, for a command that drives it: refused while a migration owns it. */
+  private drivable(name: unknown): VmRecord {
+    const r = this.get(name);
+    if (r.incoming) throw new FerryError('ESTATE', `VM "${r.name}" is still arriving by migration`);
+    if (r.migrating) throw new FerryError('ESTATE', `VM "${r.name}" is being migrated; wait for it or cancel the migration`);
+    return r;
+  }
+
+  info(name: unknown): VmSummary {
+    return this.summary(this.get(name));
+  }
+
+  list(): VmSummary[] {
+    return this.names().map((n) => this.summary(this.vms.get(n)!));
+  }
+
+  consoleHistory(name: unknown): Uint8Array {
+    const r = this.get(name);
+    if (r.history.length > 1) r.history.splice(0, r.history.length, Buffer.concat(r.history));
+    const all = Buffer.concat(r.history);
+    return new Uint8Array(all.subarray(Math.max(0, all.length - CONSOLE_HISTORY)));
+  }
+
+  start(name: unknown): VmSummary {
+    const r = this.drivable(name);
+    if (r.vm.state === 'halted') throw new FerryError('ESTATE', `VM "${r.name}" has halted; it cannot run again`);
+    r.vm.start();
+    return this.summary(r);
+  }
+
+  async pause(name: unknown): Promise<VmSummary> {
+    const r = this.drivable(name);
+    if (r.vm.state === 'created') throw new FerryError('ESTATE', `VM "${r.name}" has not been started`);
+    await r.vm.pause();
+    return this.summary(r);
+  }
+
+  resume(name: unknown): VmSummary {
+    const r = this.drivable(name);
+    if (r.vm.state !== 'paused') throw new FerryError('ESTATE', `VM "${r.name}" is ${r.vm.state}, not paused`);
+    r.vm.resume();
+    return this.summary(r);
+  }
+
+  async stop(name: unknown): Promise<VmSummary> {
+    const r = this.drivable(name);
+    await r.vm.stop();
+    return this.summary(r);
+  }
+
+  async destroy(name: unknown): Promise<{ name: string }> {
+    const r = this.drivable(name);
+    await this.remove(r.name, 'destroyed');
+    return { name: r.name };
+  }
+
+  /** Digest of a consistent snapshot; a running VM is paused for it and then resumed. */
+  async digest(name: unknown): Promise<{ name: string; digest: string; instret: number; state: VmState }> {
+    const r = this.drivable(name);
+    const wasRunning = r.vm.state === 'running';
+    const digest = await r.vm.digest();
+    const instret = r.vm.instret();
+    if (wasRunning && r.vm.state === 'paused') r.vm.resume();
+    return { name: r.name, digest, instret, state: r.vm.state };
+  }
+
+  /** CPU registers: exact for a paused or halted VM, a live sample for a running one. */
+  registers(name: unknown): { name: string; state: VmState; pc: number; x: number[]; live: boolean } {
+    const r = this.get(name);
+    const s = r.vm.cpuState;
+    return { name: r.name, state: r.vm.state, pc: r.vm.pc, x: Array.from(s.subarray(0, 32), (v) => v >>> 0), live: r.vm.state === 'running' };
+  }
+
+  input(name: unknown, data: unknown): { bytes: number } {
+    const r = this.get(name);
+    if (!(data instanceof Uint8Array)) throw new FerryError('EINVAL', 'console input must be bytes');
+    r.vm.sendInput(data);
+    return { bytes: data.length };
+  }
+
+  async destroyAll(): Promise<void> {
+    const all = [...this.vms.values()];
+    this.vms.clear();
+    await Promise.all(all.map((r) => r.vm.destroy().catch(() => undefined)));
+  }
+}
+
+function fmtMiB(bytes: number): string {
+  return `${Math.round(bytes / 1048576)} MiB`;
+}

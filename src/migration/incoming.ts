@@ -1,0 +1,186 @@
+import type WebSocket from 'ws';
+import { createCpuState } from '../cpu/state.ts';
+import { FerryError } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import { checkRamSize, GuestMemory } from '../memory/guest-memory.ts';
+import { PAGE_EVER_WRITTEN, PAGE_SHIFT, PAGE_SIZE } from '../memory/layout.ts';
+import { Vm } from '../vm/vm.ts';
+import {
+  decodeMsg, decodePages, DEVICES, encodeMsg, ISA, isPageFrame, type MigrationMsg, type SetupMsg,
+} from './protocol.ts';
+import { MigrationStats } from './stats.ts';
+
+export interface IncomingHooks {
+  /** Reserves the VM's name and memory on this host (throws ENOMEM / EEXIST to refuse). */
+  reserve(setup: SetupMsg, vm: Vm): void;
+  /** The VM runs here now. */
+  adopt(name: string, console: Uint8Array): void;
+  /** Forget the half-built VM. */
+  discard(name: string): Promise<void>;
+  update(stats: MigrationStats): void;
+}
+
+/**
+ * The destination side of one migration: checks compatibility before anything changes, writes
+ * pages straight into the new VM's RAM, and resumes the VM from the state section. If the link
+ * drops before that, the half-built VM is discarded: the source still owns the guest.
+ */
+export class IncomingMigration {
+  stats: MigrationStats | undefined;
+  private vm: Vm | undefined;
+  private setup: SetupMsg | undefined;
+  private done = false;
+  private pagesReceived = 0;
+  private busy: Promise<void> = Promise.resolve();
+
+  constructor(
+    readonly id: string,
+    private readonly bulk: WebSocket,
+    private readonly peer: string,
+    private readonly maxRamPerVm: number,
+    private readonly log: Logger,
+    private readonly hooks: IncomingHooks,
+  ) {
+    bulk.on('message', (data: Buffer, isBinary: boolean) => {
+      // Messages are handled strictly in order, even when one needs to wait (restore).
+      this.busy = this.busy.then(() => this.onFrame(data, isBinary)).catch((e: Error) => this.abort(e));
+    });
+    bulk.on('close', () => {
+      this.busy = this.busy.then(() => {
+        if (!this.done) return this.abort(new FerryError('ELINK', `link from ${peer} closed before the switch-over`));
+      });
+    });
+    bulk.on('error', () => {});
+  }
+
+  get vmName(): string | undefined {
+    return this.setup?.vm;
+  }
+
+  attachPriority(ws: WebSocket): void {
+    ws.on('message', (data: Buffer) => {
+      let m: MigrationMsg;
+      try {
+        m = decodeMsg(data);
+      } catch {
+        return;
+      }
+      if (m.t === 'cancel') {
+        this.busy = this.busy.then(() => this.abort(new FerryError('ECANCELED', `cancelled by the source: ${m.reason}`), true));
+      }
+    });
+    ws.on('error', () => {});
+  }
+
+  private send(m: MigrationMsg): void {
+    if (this.bulk.readyState === this.bulk.OPEN) this.bulk.send(encodeMsg(m));
+  }
+
+  private async onFrame(data: Buffer, isBinary: boolean): Promise<void> {
+    if (this.done) return;
+    if (isBinary && isPageFrame(data)) {
+      if (!this.vm) throw new FerryError('EPROTO', 'pages before setup');
+      this.receivePages(data);
+      return;
+    }
+    const m = decodeMsg(data);
+    switch (m.t) {
+      case 'setup':
+        this.onSetup(m);
+        return;
+      case 'round-end':
+        this.send({ t: 'round-ack', round: m.round, pages: this.pagesReceived });
+        this.stats?.setStatus('active');
+        return;
+      case 'state':
+        await this.onState(m);
+        return;
+      default:
+        throw new FerryError('EPROTO', `unexpected "${m.t}" on the migration stream`);
+    }
+  }
+
+  private onSetup(s: SetupMsg): void {
+    if (this.setup) throw new FerryError('EPROTO', 'a second setup on one migration');
+    try {
+      if (s.isa !== ISA) throw new FerryError('EINCOMPATIBLE', `ISA ${s.isa} is not ${ISA}`);
+      if (s.pageSize !== PAGE_SIZE) throw new FerryError('EINCOMPATIBLE', `page size ${s.pageSize} is not ${PAGE_SIZE}`);
+      if (JSON.stringify(s.devices) !== JSON.stringify(DEVICES)) {
+        throw new FerryError('EINCOMPATIBLE', `device set ${s.devices.join(', ')} differs from this host's ${DEVICES.join(', ')}`);
+      }
+      checkRamSize(s.config.ramSize);
+      if (s.config.ramSize > this.maxRamPerVm) throw new FerryError('ENOMEM', `a ${s.config.ramSize}-byte VM exceeds this host's limit`);
+      const memory = GuestMemory.allocate(s.config.ramSize);
+      // The vCPU thread starts now, so the switch-over does not wait for it.
+      const vm = new Vm(memory, createCpuState(), { ...s.config }, s.insnLimit);
+      try {
+        this.hooks.reserve(s, vm);
+      } catch (e) {
+        void vm.destroy();
+        throw e;
+      }
+      this.vm = vm;
+      this.setup = s;
+      this.stats = new MigrationStats(s.vm, 'incoming', s.mode, this.peer, s.config.ramSize);
+      this.log.info({ vm: s.vm, mode: s.mode, ram: s.config.ramSize, from: this.peer }, 'incoming migration');
+      this.send({ t: 'setup-ok' });
+      this.hooks.update(this.stats);
+    } catch (e) {
+      const err = e instanceof FerryError ? e : new FerryError('EINTERNAL', (e as Error).message);
+      this.log.warn({ vm: s.vm, err: err.message }, 'incoming migration refused');
+      this.send({ t: 'refused', code: err.code, message: err.message });
+      this.done = true;
+    }
+  }
+
+  private receivePages(frame: Buffer): void {
+    const mem = this.vm!.memory;
+    const ram = mem.ram;
+    const ps = mem.pageState;
+    let zero = 0;
+    const n = decodePages(frame, mem.pages, (p, data) => {
+      const off = p << PAGE_SHIFT;
+      if (data === undefined) {
+        if (ps[p]! & PAGE_EVER_WRITTEN) ram.fill(0, off, off + PAGE_SIZE);
+        zero++;
+        return;
+      }
+      ram.set(data, off);
+      // This thread is the only writer of page state while the VM waits for its state section.
+      if ((ps[p]! & PAGE_EVER_WRITTEN) === 0) Atomics.or(ps, p, PAGE_EVER_WRITTEN);
+    });
+    this.pagesReceived += n;
+    this.stats?.sent(frame.length, n, zero, 'precopy');
+  }
+
+  private async onState(m: Extract<MigrationMsg, { t: 'state' }>): Promise<void> {
+    const vm = this.vm;
+    if (!vm || !this.setup) throw new FerryError('EPROTO', 'state before setup');
+    this.stats?.setStatus('device');
+    await vm.restore(m.state);
+    // Resume only while the source is still listening; if the link is gone the source owns the
+    // guest and resumes it itself (see OutgoingMigration.destinationHasVm).
+    if (this.bulk.readyState !== this.bulk.OPEN) throw new FerryError('ELINK', `link from ${this.peer} closed during the switch-over`);
+    if (m.run === 'running') vm.start();
+    this.done = true;
+    this.hooks.adopt(this.setup.vm, m.console);
+    this.send({ t: 'completed', resumedAt: Date.now() });
+    this.stats?.setStatus('completed');
+    this.hooks.update(this.stats!);
+    this.log.info({ vm: this.setup.vm, from: this.peer, run: m.run }, 'incoming migration completed');
+  }
+
+  private async abort(e: Error, cancelled = false): Promise<void> {
+    if (this.done && !cancelled) return;
+    if (this.done && cancelled && this.stats?.info.status === 'completed') return;
+    this.done = true;
+    const name = this.setup?.vm;
+    this.log.warn({ vm: name, err: e.message }, cancelled ? 'incoming migration cancelled' : 'incoming migration failed');
+    this.send({ t: 'failed', code: e instanceof FerryError ? e.code : 'EINTERNAL', message: e.message });
+    if (name !== undefined) await this.hooks.discard(name);
+    else if (this.vm) await this.vm.destroy();
+    this.stats?.setStatus(cancelled ? 'cancelled' : 'failed', e.message);
+    if (this.stats) this.hooks.update(this.stats);
+    if (this.bulk.readyState <= 1) this.bulk.close(1011, e.message.slice(0, 100));
+  }
+}

@@ -1,0 +1,334 @@
+import { randomUUID } from 'node:crypto';
+import type WebSocket from 'ws';
+import { FerryError } from '../errors.ts';
+import { ControlClient } from '../host/control-client.ts';
+import { openLink } from '../host/link.ts';
+import type { Logger } from '../log.ts';
+import { PAGE_EVER_WRITTEN, PAGE_SIZE } from '../memory/layout.ts';
+import type { Vm } from '../vm/vm.ts';
+import { Inbox } from './inbox.ts';
+import {
+  DEVICES, encodeMsg, encodePages, ISA, MAX_FRAME_BYTES, MIGRATION_MAX_PAYLOAD, MIGRATION_PROTOCOL_VERSION, type MigrationMsg,
+  PAGES_PER_FRAME, type RunState,
+} from './protocol.ts';
+import { MigrationStats, round2 } from './stats.ts';
+
+export type MigrationMode = 'precopy' | 'cold';
+
+export interface MigrateParams {
+  to: string;
+  mode: MigrationMode;
+  /** Switch over once the remaining dirty pages would take at most this long to send. */
+  downtimeLimitMs: number;
+  /** Bytes per second on the wire; 0 = unlimited. */
+  maxBandwidth: number;
+  /** Stop-and-copy after this many rounds even if not converged. */
+  maxRounds: number;
+  autoConverge: boolean;
+}
+
+/** QEMU's defaults where they exist (downtime-limit 300 ms; guestperf's 30 iterations). */
+export const MIGRATE_DEFAULTS: Omit<MigrateParams, 'to'> = {
+  mode: 'precopy', downtimeLimitMs: 300, maxBandwidth: 0, maxRounds: 30, autoConverge: false,
+};
+
+const WINDOW_BYTES = 8 * 1024 * 1024;
+const ACK_TIMEOUT_MS = 30_000;
+/** Auto-converge as QEMU: trigger when dirtying outpaces 50 % of sending twice, 20 % then +10 %, cap 99 %. */
+const THROTTLE_TRIGGER = 0.5;
+const THROTTLE_INITIAL = 20;
+const THROTTLE_STEP = 10;
+const THROTTLE_MAX = 99;
+
+export interface OutgoingHooks {
+  /** The VM now lives on the destination: drop it here. */
+  release(): Promise<void>;
+  /** Live statistics changed (a round ended, the status moved). */
+  update(stats: MigrationStats): void;
+  /** Console output so far, carried to the destination. */
+  consoleHistory(): Uint8Array;
+}
+
+/**
+ * The source side of one migration. Until the destination acknowledges the switch-over the
+ * source owns the VM: on any failure or a cancel it keeps it running (or resumes it if it had
+ * paused it for stop-and-copy).
+ */
+export class OutgoingMigration {
+  readonly stats: MigrationStats;
+  readonly id = randomUUID();
+  private bulk: WebSocket | undefined;
+  private prio: WebSocket | undefined;
+  private inbox: Inbox | undefined;
+  private cancelled: string | undefined;
+  private pausedByUs = false;
+  /** The state section has been sent: from here a failure leaves the outcome to be checked. */
+  private stateSent = false;
+  private inflight = 0;
+  /** Frame buffers whose send has completed, for reuse. */
+  private readonly spareFrames: Buffer[] = [];
+  private drained: (() => void) | undefined;
+  private bucket = { t: performance.now(), bytes: 0 };
+
+  constructor(
+    private readonly vm: Vm,
+    private readonly name: string,
+    private readonly program: string,
+    private readonly p: MigrateParams,
+    private readonly token: string | undefined,
+    private readonly log: Logger,
+    private readonly hooks: OutgoingHooks,
+  ) {
+    this.stats = new MigrationStats(name, 'outgoing', p.mode, p.to, vm.memory.size);
+  }
+
+  cancel(reason = 'cancelled by user'): boolean {
+    if (this.stats.final || this.stateSent) return false;
+    this.cancelled = reason;
+    this.inbox?.interrupt(new FerryError('ECANCELED', reason));
+    this.wake();
+    return true;
+  }
+
+  /** Runs the migration to a final status; never throws. */
+  async run(): Promise<void> {
+    const t = this.log;
+    try {
+      await this.connect();
+      this.stats.setStatus('active');
+      this.hooks.update(this.stats);
+      if (this.p.mode === 'cold') await this.cold();
+      else await this.precopy();
+      this.stats.setStatus('completed');
+      t.info({ ...this.summary() }, 'migration completed');
+      await this.hooks.release();
+    } catch (e) {
+      await this.fail(e as Error);
+    } finally {
+      this.close();
+      this.hooks.update(this.stats);
+    }
+  }
+
+  private summary(): Record<string, unknown> {
+    const i = this.stats.info;
+    return {
+      to: this.p.to, totalMs: i['total-time-ms'], downtimeMs: i['downtime-ms'], rounds: i['dirty-sync-count'],
+      bytes: i['transferred-bytes'], pages: i['pages-sent'],
+    };
+  }
+
+  private async connect(): Promise<void> {
+    const base = new URL(this.p.to);
+    base.pathname = '/migrate';
+    const common = { url: base.href, version: MIGRATION_PROTOCOL_VERSION, maxPayload: MIGRATION_MAX_PAYLOAD, ...(this.token ? { token: this.token } : {}) };
+    const bulk = await openLink({ ...common, zeroMask: true, hello: { role: 'bulk', id: this.id } });
+    this.bulk = bulk.ws;
+    this.inbox = new Inbox(bulk.ws, this.p.to);
+    this.checkCancelled();
+    this.send({
+      t: 'setup', vm: this.name, program: this.program, mode: this.p.mode, config: this.vm.config, insnLimit: this.vm.insnLimit,
+      pageSize: PAGE_SIZE, isa: ISA, devices: DEVICES,
+    });
+    const reply = await this.inbox.next(['setup-ok', 'refused'], ACK_TIMEOUT_MS);
+    if (reply.t === 'refused') throw new FerryError(reply.code, `destination refused: ${reply.message}`);
+    const prio = await openLink({ ...common, hello: { role: 'prio', id: this.id } });
+    this.prio = prio.ws;
+    this.prio.on('error', () => {});
+    this.checkCancelled();
+  }
+
+  private checkCancelled(): void {
+    if (this.cancelled !== undefined) throw new FerryError('ECANCELED', this.cancelled);
+  }
+
+  private send(m: MigrationMsg): void {
+    this.bulk!.send(encodeMsg(m));
+  }
+
+  /** Pages that were ever written: the rest are known zero and cost nothing. */
+  private everWrittenPages(): Uint32Array {
+    const ps = this.vm.memory.pageState;
+    const out: number[] = [];
+    for (let p = 0; p < ps.length; p++) if (Atomics.load(ps, p) & PAGE_EVER_WRITTEN) out.push(p);
+    return Uint32Array.from(out);
+  }
+
+  private async cold(): Promise<void> {
+    if (this.vm.state === 'running') throw new FerryError('ESTATE', 'cold migration needs a stopped VM: pause it first, or use --mode precopy');
+    this.stats.setStatus('device');
+    const t0 = performance.now();
+    const pages = this.everWrittenPages();
+    await this.sendPages(pages, 'downtime');
+    await this.sendState();
+    this.stats.info['downtime-ms'] = round2(performance.now() - t0);
+  }
+
+  private async precopy(): Promise<void> {
+    const vm = this.vm;
+    const limitBytesPerMs = (bwBytesPerMs: number) => bwBytesPerMs * this.p.downtimeLimitMs;
+    await vm.syncDirty(); // a fresh dirty epoch: every write from here on is logged
+    let pages = this.everWrittenPages();
+    let round = 0;
+    let hot = 0;
+    let throttle = 0;
+    for (;;) {
+      const r0 = performance.now();
+      const { bytes } = await this.sendPages(pages, 'precopy');
+      this.send({ t: 'round-end', round });
+      await this.inbox!.next(['round-ack'], ACK_TIMEOUT_MS);
+      const ms = Math.max(performance.now() - r0, 0.001);
+      const dirty = await vm.syncDirty();
+      const bw = bytes / ms; // bytes per ms, measured on this round
+      const dirtyBytes = dirty.length * PAGE_SIZE;
+      const expected = bw > 0 ? dirtyBytes / bw : Infinity;
+      this.stats.round({
+        round, pages: pages.length, bytes, ms: round2(ms), mbps: round2((bw * 1000 * 8) / 1e6),
+        'dirty-pages': dirty.length, 'expected-downtime-ms': round2(expected),
+      }, dirty.length);
+      this.log.info({ round, pages: pages.length, ms: round2(ms), mbps: round2((bw * 8) / 1000), dirty: dirty.length, expectedDowntimeMs: round2(expected) }, 'pre-copy round');
+      this.hooks.update(this.stats);
+      pages = dirty;
+      round++;
+      this.checkCancelled();
+      if (dirtyBytes <= limitBytesPerMs(bw) || round >= this.p.maxRounds || vm.state !== 'running') break;
+      if (this.p.autoConverge && bytes > 0 && dirtyBytes > THROTTLE_TRIGGER * bytes) {
+        if (++hot >= 2) {
+          throttle = throttle === 0 ? THROTTLE_INITIAL : Math.min(THROTTLE_MAX, throttle + THROTTLE_STEP);
+          vm.setThrottle(throttle);
+          this.stats.info['throttle-percent'] = throttle;
+          this.log.info({ throttle }, 'auto-converge: throttling the vCPU');
+        }
+      }
+    }
+    // Stop-and-copy: from here the guest is paused until the destination resumes it.
+    this.stats.setStatus('device');
+    this.hooks.update(this.stats);
+    const tPause = performance.now();
+    if (vm.state === 'running') {
+      this.pausedByUs = true;
+      await vm.pause();
+    }
+    if (throttle) vm.setThrottle(0);
+    const last = await vm.syncDirty();
+    await this.sendPages(union(pages, last), 'downtime');
+    await this.sendState();
+    this.stats.info['downtime-ms'] = round2(performance.now() - tPause);
+  }
+
+  /** The device + CPU section, then the destination's acknowledgement that the VM runs there. */
+  private async sendState(): Promise<void> {
+    this.checkCancelled();
+    const run: RunState = this.pausedByUs ? 'running' : (this.vm.state as RunState);
+    const state = this.vm.exportState();
+    this.stateSent = true;
+    this.send({ t: 'state', state, run, console: this.hooks.consoleHistory() });
+    await this.inbox!.next(['completed'], ACK_TIMEOUT_MS);
+    this.stats.info['remaining-bytes'] = 0;
+  }
+
+  /** Streams pages in frames, keeping at most WINDOW_BYTES unsent and honouring max-bandwidth. */
+  private async sendPages(pages: ArrayLike<number>, phase: 'precopy' | 'downtime'): Promise<{ bytes: number }> {
+    const ram = this.vm.memory.ram;
+    let bytes = 0;
+    for (let i = 0; i < pages.length; i += PAGES_PER_FRAME) {
+      this.checkCancelled();
+      const j = Math.min(pages.length, i + PAGES_PER_FRAME);
+      await this.window(MAX_FRAME_BYTES);
+      const buf = this.spareFrames.pop() ?? Buffer.allocUnsafe(MAX_FRAME_BYTES);
+      const { frame, zero } = encodePages(ram, pages, i, j, buf);
+      this.inflight += frame.length;
+      this.bulk!.send(frame, (err) => {
+        this.inflight -= frame.length;
+        this.spareFrames.push(buf);
+        if (err) this.inbox?.interrupt(new FerryError('ELINK', `link to ${this.p.to} failed: ${err.message}`));
+        this.wake();
+      });
+      bytes += frame.length;
+      this.stats.sent(frame.length, j - i, zero, phase);
+    }
+    await this.window(0);
+    return { bytes };
+  }
+
+  private wake(): void {
+    const d = this.drained;
+    this.drained = undefined;
+    d?.();
+  }
+
+  private async window(next: number): Promise<void> {
+    while (this.inflight > 0 && this.inflight + next > WINDOW_BYTES) {
+      this.checkCancelled();
+      this.inbox!.check();
+      await new Promise<void>((resolve) => { this.drained = resolve; });
+    }
+    if (this.p.maxBandwidth > 0 && next > 0) {
+      // A token bucket refilled at max-bandwidth bytes per second.
+      const now = performance.now();
+      this.bucket.bytes = Math.max(0, this.bucket.bytes - ((now - this.bucket.t) * this.p.maxBandwidth) / 1000) + next;
+      this.bucket.t = now;
+      const waitMs = (this.bucket.bytes / this.p.maxBandwidth) * 1000 - 1;
+      if (waitMs > 1) await new Promise((r) => setTimeout(r, waitMs));
+    }
+  }
+
+  private async fail(e: Error): Promise<void> {
+    const cancelled = this.cancelled !== undefined || (e instanceof FerryError && e.code === 'ECANCELED');
+    const reason = cancelled ? (this.cancelled ?? e.message) : e.message;
+    if (this.stateSent && !cancelled) {
+      // The destination may already run the VM: ask it before resuming here (never two copies).
+      if (await this.destinationHasVm()) {
+        this.stats.setStatus('completed');
+        this.log.warn({ err: reason }, 'link failed after switch-over, but the destination runs the VM: migration completed');
+        await this.hooks.release();
+        return;
+      }
+    }
+    if (cancelled) {
+      try {
+        this.prio?.send(encodeMsg({ t: 'cancel', reason }));
+      } catch { /* the link may be gone already */ }
+    }
+    if (this.pausedByUs && this.vm.state === 'paused') this.vm.resume();
+    this.vm.setThrottle(0);
+    this.stats.setStatus(cancelled ? 'cancelled' : 'failed', reason);
+    this.log[cancelled ? 'info' : 'warn']({ err: reason, to: this.p.to }, cancelled ? 'migration cancelled; the VM runs on here' : 'migration failed; the VM runs on here');
+  }
+
+  /**
+   * After the state section went out, only the destination knows whether it resumed the VM.
+   * It resumes only while the link is up and drops the VM otherwise, so: present and running
+   * there means done; absent, or the host unreachable (dead), means ours to resume.
+   */
+  private async destinationHasVm(): Promise<boolean> {
+    let c: ControlClient | undefined;
+    try {
+      c = await ControlClient.connect(this.p.to, { client: 'ferry-migration-check', timeoutMs: 3000, ...(this.token ? { token: this.token } : {}) });
+      for (let i = 0; i < 20; i++) {
+        const info = await c.request<{ state: string }>('vm.info', { name: this.name });
+        if (info.state !== 'incoming') return true;
+        await new Promise((r) => setTimeout(r, 150));
+      }
+      return false;
+    } catch {
+      return false;
+    } finally {
+      await c?.close().catch(() => undefined);
+    }
+  }
+
+  private close(): void {
+    for (const ws of [this.bulk, this.prio]) {
+      if (ws && ws.readyState <= 1) ws.close(1000, 'migration over');
+    }
+  }
+}
+
+function union(a: ArrayLike<number>, b: ArrayLike<number>): Uint32Array {
+  const s = new Set<number>();
+  for (let i = 0; i < a.length; i++) s.add(a[i]!);
+  for (let i = 0; i < b.length; i++) s.add(b[i]!);
+  return Uint32Array.from([...s].sort((x, y) => x - y));
+}
+

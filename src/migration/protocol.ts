@@ -1,0 +1,149 @@
+/**
+ * The migration stream between two hosts (`/migrate`), sectioned like QEMU's:
+ *
+ *   source (client)                                   destination (host)
+ *   bulk:  hello {v, role:'bulk', id, mac} ------->   (same hello/ready + HMAC as /control)
+ *          setup {vm, config, ram, isa, devices} ->   compatibility check; reserves the name,
+ *                                           <-----    setup-ok | refused {code, message}   (nothing changed yet)
+ *   prio:  hello {v, role:'prio', id, mac} ------->   the priority channel joins migration `id`
+ *   bulk:  PAGES frames (binary, see below) ------>   copied straight into guest RAM
+ *          round-end {round} ------------------>
+ *                                           <-----    round-ack {round, pages}      (paces rounds, measures bandwidth)
+ *          ... more rounds ...
+ *          state {vm state, run} -------------->   device + CPU section, after the last pages
+ *                                           <-----    completed {resumedAt}          VM runs on the destination
+ *   prio:  cancel {reason} -------------------->   destination discards its half
+ *
+ * Control messages are msgpack maps with a string `t`. Page frames are raw binary so page bytes
+ * are never copied through the encoder:
+ *
+ *   u8 FRAME_PAGES | u8 0 | u16 0 | u32 count | u32 page[count] | 4096 bytes per non-zero page
+ *
+ * A page number with ZERO_PAGE set carries no bytes: the destination page is zero.
+ */
+import { Packr } from 'msgpackr';
+import { FerryError } from '../errors.ts';
+import { PAGE_SIZE } from '../memory/layout.ts';
+import type { MachineConfig } from '../vm/machine.ts';
+import type { VmStateExport } from '../vm/vm.ts';
+
+export const MIGRATION_PROTOCOL_VERSION = 1;
+export const ISA = 'rv32im_zicsr';
+export const DEVICES = ['uart16550@0x10000000', 'clint@0x2000000', 'test-finisher@0x100000'];
+export const FRAME_PAGES = 0x50;
+export const ZERO_PAGE = 0x8000_0000;
+export const PAGES_PER_FRAME = 256;
+const HEADER = 8;
+/** The largest page frame: PAGES_PER_FRAME pages with data. */
+export const MAX_FRAME_BYTES = HEADER + PAGES_PER_FRAME * (4 + PAGE_SIZE);
+/** A page frame at most: header, numbers, data. */
+export const MIGRATION_MAX_PAYLOAD = HEADER + PAGES_PER_FRAME * (4 + PAGE_SIZE) + 1024 * 1024;
+
+export type RunState = 'running' | 'paused' | 'created' | 'halted';
+
+export interface SetupMsg {
+  t: 'setup';
+  vm: string;
+  program: string;
+  mode: 'precopy' | 'cold';
+  config: MachineConfig;
+  insnLimit: number;
+  pageSize: number;
+  isa: string;
+  devices: string[];
+}
+
+export type MigrationMsg =
+  | SetupMsg
+  | { t: 'setup-ok' }
+  | { t: 'refused'; code: string; message: string }
+  | { t: 'round-end'; round: number }
+  | { t: 'round-ack'; round: number; pages: number }
+  | { t: 'state'; state: VmStateExport; run: RunState; console: Uint8Array }
+  | { t: 'completed'; resumedAt: number }
+  | { t: 'cancel'; reason: string }
+  | { t: 'failed'; code: string; message: string };
+
+const packr = new Packr({ useRecords: false, moreTypes: true });
+
+export function encodeMsg(m: MigrationMsg): Buffer {
+  return packr.pack(m);
+}
+
+export function decodeMsg(frame: Uint8Array): MigrationMsg {
+  let v: unknown;
+  try {
+    v = packr.unpack(frame);
+  } catch (e) {
+    throw new FerryError('EPROTO', `malformed migration message: ${(e as Error).message}`);
+  }
+  if (v === null || typeof v !== 'object' || typeof (v as { t?: unknown }).t !== 'string') {
+    throw new FerryError('EPROTO', 'malformed migration message: expected a map with a string "t"');
+  }
+  return v as MigrationMsg;
+}
+
+export function isPageFrame(frame: Uint8Array): boolean {
+  return frame.length >= HEADER && frame[0] === FRAME_PAGES;
+}
+
+/**
+ * Builds one page frame from guest RAM: numbers first, then the bytes of every page that is
+ * not all zero. Copies each page once, from RAM into the frame.
+ */
+export function encodePages(
+  ram: Uint8Array, pages: ArrayLike<number>, from: number, to: number, into?: Buffer,
+): { frame: Buffer; zero: number } {
+  const count = to - from;
+  const size = HEADER + count * 4 + count * PAGE_SIZE;
+  // Reusing frame buffers matters: a fresh 1 MiB allocation costs page faults on every frame.
+  const frame = into !== undefined && into.length >= size ? into : Buffer.allocUnsafe(size);
+  frame[0] = FRAME_PAGES;
+  frame[1] = 0;
+  frame.writeUInt16LE(0, 2);
+  frame.writeUInt32LE(count, 4);
+  let data = HEADER + count * 4;
+  let zero = 0;
+  for (let i = 0; i < count; i++) {
+    const p = pages[from + i]!;
+    const src = ram.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE);
+    if (isZeroPage(src)) {
+      frame.writeUInt32LE((p | ZERO_PAGE) >>> 0, HEADER + i * 4);
+      zero++;
+      continue;
+    }
+    frame.writeUInt32LE(p, HEADER + i * 4);
+    frame.set(src, data);
+    data += PAGE_SIZE;
+  }
+  return { frame: frame.subarray(0, data), zero };
+}
+
+function isZeroPage(page: Uint8Array): boolean {
+  const words = new Int32Array(page.buffer, page.byteOffset, PAGE_SIZE / 4);
+  for (let i = 0; i < words.length; i++) if (words[i] !== 0) return false;
+  return true;
+}
+
+/** Walks a page frame: `fn(page, bytes | undefined)` (undefined for a zero page). */
+export function decodePages(frame: Uint8Array, pages: number, fn: (page: number, bytes: Uint8Array | undefined) => void): number {
+  if (!isPageFrame(frame)) throw new FerryError('EPROTO', 'not a page frame');
+  const dv = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+  const count = dv.getUint32(4, true);
+  if (HEADER + count * 4 > frame.length) throw new FerryError('EPROTO', 'page frame shorter than its page list');
+  let data = HEADER + count * 4;
+  for (let i = 0; i < count; i++) {
+    const raw = dv.getUint32(HEADER + i * 4, true);
+    const p = raw & ~ZERO_PAGE;
+    if (p >= pages) throw new FerryError('EPROTO', `page ${p} is outside guest RAM (${pages} pages)`);
+    if (raw & ZERO_PAGE) {
+      fn(p, undefined);
+      continue;
+    }
+    if (data + PAGE_SIZE > frame.length) throw new FerryError('EPROTO', 'page frame shorter than its page data');
+    fn(p, frame.subarray(data, data + PAGE_SIZE));
+    data += PAGE_SIZE;
+  }
+  if (data !== frame.length) throw new FerryError('EPROTO', 'page frame has trailing bytes');
+  return count;
+}

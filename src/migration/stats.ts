@@ -1,0 +1,109 @@
+import { PAGE_SIZE } from '../memory/layout.ts';
+
+/** QEMU query-migrate status names (DESIGN §6). */
+export type MigrationStatus =
+  | 'setup' | 'active' | 'device' | 'postcopy-active' | 'postcopy-paused' | 'completed' | 'failed' | 'cancelled';
+
+export const FINAL_STATUSES: readonly MigrationStatus[] = ['completed', 'failed', 'cancelled'];
+
+/** What `migrate status` shows; field names follow QEMU's MigrationInfo / MigrationStats. */
+export interface MigrationInfo {
+  vm: string;
+  direction: 'outgoing' | 'incoming';
+  mode: string;
+  peer: string;
+  status: MigrationStatus;
+  'error-desc'?: string;
+  'total-time-ms': number;
+  'setup-time-ms': number;
+  'downtime-ms'?: number;
+  'expected-downtime-ms'?: number;
+  'transferred-bytes': number;
+  'remaining-bytes': number;
+  'total-bytes': number;
+  'pages-sent': number;
+  'zero-pages': number;
+  'dirty-sync-count': number;
+  'dirty-pages-rate': number;
+  mbps: number;
+  'precopy-bytes': number;
+  'downtime-bytes': number;
+  'throttle-percent': number;
+  rounds: RoundInfo[];
+}
+
+export interface RoundInfo {
+  round: number;
+  pages: number;
+  bytes: number;
+  ms: number;
+  mbps: number;
+  'dirty-pages': number;
+  'expected-downtime-ms': number;
+}
+
+/** Live statistics of one migration; only moves forward (a final status is never left). */
+export class MigrationStats {
+  readonly info: MigrationInfo;
+  private readonly t0 = performance.now();
+  private setupDone = 0;
+
+  constructor(vm: string, direction: 'outgoing' | 'incoming', mode: string, peer: string, totalBytes: number) {
+    this.info = {
+      vm, direction, mode, peer, status: 'setup',
+      'total-time-ms': 0, 'setup-time-ms': 0, 'transferred-bytes': 0, 'remaining-bytes': 0, 'total-bytes': totalBytes,
+      'pages-sent': 0, 'zero-pages': 0, 'dirty-sync-count': 0, 'dirty-pages-rate': 0, mbps: 0,
+      'precopy-bytes': 0, 'downtime-bytes': 0, 'throttle-percent': 0, rounds: [],
+    };
+  }
+
+  get final(): boolean {
+    return FINAL_STATUSES.includes(this.info.status);
+  }
+
+  setStatus(s: MigrationStatus, error?: string): void {
+    if (this.final) return;
+    if (s !== 'setup' && this.setupDone === 0) {
+      this.setupDone = performance.now();
+      this.info['setup-time-ms'] = round2(this.setupDone - this.t0);
+    }
+    this.tick();
+    this.info.status = s;
+    if (error !== undefined) this.info['error-desc'] = error;
+  }
+
+  /** Counts bytes sent; `phase` says whether the VM was still running (precopy) or stopped (downtime). */
+  sent(bytes: number, pages: number, zero: number, phase: 'precopy' | 'downtime'): void {
+    this.info['transferred-bytes'] += bytes;
+    this.info['pages-sent'] += pages;
+    this.info['zero-pages'] += zero;
+    this.info[phase === 'precopy' ? 'precopy-bytes' : 'downtime-bytes'] += bytes;
+  }
+
+  round(r: RoundInfo, remainingPages: number): void {
+    this.info.rounds.push(r);
+    this.info['dirty-sync-count'] = r.round + 1;
+    this.info.mbps = r.mbps;
+    this.info['dirty-pages-rate'] = r.ms > 0 ? Math.round((r['dirty-pages'] / r.ms) * 1000) : 0;
+    this.info['expected-downtime-ms'] = r['expected-downtime-ms'];
+    this.info['remaining-bytes'] = remainingPages * PAGE_SIZE;
+    this.tick();
+  }
+
+  tick(): void {
+    if (!this.final) this.info['total-time-ms'] = round2(performance.now() - this.t0);
+  }
+
+  elapsedMs(): number {
+    return performance.now() - this.t0;
+  }
+
+  snapshot(): MigrationInfo {
+    this.tick();
+    return { ...this.info, rounds: [...this.info.rounds] };
+  }
+}
+
+export function round2(v: number): number {
+  return Math.round(v * 100) / 100;
+}

@@ -1,0 +1,49 @@
+import { Worker } from 'node:worker_threads';
+
+const BOOTSTRAP = new URL('./worker-bootstrap.mjs', import.meta.url);
+const VCPU_ENTRY = new URL('./vcpu-worker.ts', import.meta.url).href;
+
+/**
+ * vCPU threads. Starting one costs ~100 ms or more (the TypeScript loader compiles the vCPU
+ * code inside it), far more than a switch-over may take, so a host keeps one spare thread
+ * started and idle: an incoming migration or a new VM takes it and a new spare is started in
+ * the background. A thread receives its VcpuInit as its first message.
+ */
+let spare: Worker | undefined;
+let keepSpare = false;
+
+function spawn(): Worker {
+  return new Worker(BOOTSTRAP, { workerData: { entry: VCPU_ENTRY } });
+}
+
+function refill(): void {
+  if (!keepSpare || spare) return;
+  spare = spawn();
+  spare.unref(); // an idle spare never keeps the process alive
+  spare.once('exit', () => { spare = undefined; });
+  spare.on('error', () => { spare = undefined; });
+}
+
+/** Keep a spare vCPU thread ready from now on (hosts do; one-shot `ferry run` does not). */
+export function keepSpareVcpuThread(on: boolean): void {
+  keepSpare = on;
+  if (on) refill();
+  else if (spare) {
+    const s = spare;
+    spare = undefined;
+    void s.terminate();
+  }
+}
+
+/** A vCPU thread for a new VM: the spare if there is one, else a fresh one. */
+export function takeVcpuThread(): Worker {
+  const w = spare ?? spawn();
+  if (w === spare) {
+    spare = undefined;
+    w.removeAllListeners('exit');
+    w.removeAllListeners('error');
+  }
+  w.ref();
+  refill();
+  return w;
+}
