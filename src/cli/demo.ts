@@ -1,39 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
-import { ControlClient } from '../host/control-client.ts';
+import { startHostProcess, type HostProcess } from '../host/spawn.ts';
 import type { MigrationInfo } from '../migration/stats.ts';
 import { FerryError } from '../errors.ts';
 import { migrationSummary, waitForMigration } from './migrate-command.ts';
 import { parseCount } from './parse.ts';
-
-const CLI = fileURLToPath(new URL('../cli.ts', import.meta.url));
-
-interface DemoHost {
-  name: string;
-  url: string;
-  proc: ChildProcess;
-  client: ControlClient;
-}
-
-/** Starts `ferry host start` as a child process on a free loopback port. */
-async function startHost(name: string): Promise<DemoHost> {
-  const proc = spawn(process.execPath, ['--import', 'tsx', CLI, 'host', 'start', '--listen', '127.0.0.1:0', '--name', name], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-    env: { ...process.env, FERRY_LOG_LEVEL: process.env.FERRY_LOG_LEVEL ?? 'warn' },
-  });
-  const url = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    proc.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /listening on (ws:\/\/\S+)/.exec(out);
-      if (m) resolve(m[1]!);
-    });
-    proc.once('exit', (code) => reject(new FerryError('EHOST', `host ${name} exited (${code}) before listening`)));
-  });
-  const client = await ControlClient.connect(url, { client: 'ferry-demo' });
-  return { name, url, proc, client };
-}
 
 /**
  * `ferry demo`: two hosts on loopback, the `counter` guest booted on the first and migrated
@@ -50,21 +20,17 @@ export function demoCommand(): Command {
       const interval = parseCount(o.interval, 'interval');
       const limit = o.migrations === undefined ? Infinity : parseCount(o.migrations, 'migration count');
       const period = parseCount(o.period, 'tick period');
-      const hosts: DemoHost[] = [];
+      const hosts: HostProcess[] = [];
       let stopping = false;
       const stopAll = async () => {
         stopping = true;
-        await Promise.all(hosts.map(async (h) => {
-          await h.client.close().catch(() => undefined);
-          h.proc.kill('SIGTERM');
-          if (h.proc.exitCode === null) await new Promise((r) => h.proc.once('exit', r));
-        }));
+        await Promise.all(hosts.map((h) => h.stop()));
       };
       const onSigint = () => { void stopAll().then(() => process.exit(0)); };
       process.once('SIGINT', onSigint);
       process.once('SIGTERM', onSigint);
       try {
-        hosts.push(await startHost('a'), await startHost('b'));
+        hosts.push(await startHostProcess('a'), await startHostProcess('b'));
         process.stdout.write(`demo: host a at ${hosts[0]!.url}, host b at ${hosts[1]!.url}\n`);
         let lastTick = 0;
         let glitches = 0;

@@ -8,6 +8,8 @@ import { UsageError } from '../errors.ts';
 import { hex32, vmDetails, vmTable } from './output.ts';
 import { parseCount, parseSize } from './parse.ts';
 import { connect, type GlobalOptions } from './vm-commands.ts';
+import { migrationSummary } from './migrate-command.ts';
+import { FINAL_STATUSES, type MigrationInfo } from '../migration/stats.ts';
 
 interface Verb {
   usage: string;
@@ -15,7 +17,7 @@ interface Verb {
   run(args: string[], m: Monitor): Promise<string | void>;
 }
 
-const INFO_TOPICS = ['vms', 'vm', 'registers', 'host'];
+const INFO_TOPICS = ['vms', 'vm', 'registers', 'migrate', 'host'];
 
 const ABI = ['zero', 'ra', 'sp', 'gp', 'tp', 't0', 't1', 't2', 's0', 's1', 'a0', 'a1', 'a2', 'a3', 'a4', 'a5',
   'a6', 'a7', 's2', 's3', 's4', 's5', 's6', 's7', 's8', 's9', 's10', 's11', 't3', 't4', 't5', 't6'];
@@ -34,7 +36,7 @@ const VERBS: Record<string, Verb> = {
     },
   },
   info: {
-    usage: 'info vms | vm NAME | registers NAME | host', help: 'show VMs, one VM, its CPU registers, or the host',
+    usage: 'info vms | vm NAME | registers NAME | migrate NAME | host', help: 'show VMs, one VM, its registers, its migration, or the host',
     async run(args, m) {
       const [topic, name] = args;
       switch (topic) {
@@ -54,6 +56,12 @@ const VERBS: Record<string, Verb> = {
             lines.push([0, 1, 2, 3].map((j) => `x${i + j}/${ABI[i + j]}`.padEnd(8) + hex32(r.x[i + j]!)).join('  '));
           }
           return lines.join('\n');
+        }
+        case 'migrate': {
+          need(args, 2, 'info migrate NAME');
+          const s = await m.client.request<MigrationInfo>('migrate.status', { name });
+          return [migrationSummary(s), ...s.rounds.map((r) => `  round ${r.round}: ${r.pages} pages in ${r.ms} ms, ${r.mbps} Mbit/s, `
+            + `${r['dirty-pages']} dirtied, expected downtime ${r['expected-downtime-ms']} ms`)].join('\n');
         }
         case 'host': {
           const h = await m.client.request<Record<string, unknown>>('host.info');
@@ -118,11 +126,41 @@ const VERBS: Record<string, Verb> = {
       await m.client.request('console.input', { name: args[0], data: new Uint8Array(data) });
     },
   },
+  migrate: {
+    usage: 'migrate NAME ws://HOST:PORT [cold] [downtime-limit=MS] [max-bandwidth=SIZE] [max-rounds=N] [auto-converge]',
+    help: 'migrate a VM live to another host (progress shows here; the monitor stays usable)',
+    async run(args, m) {
+      need(args, 2, VERBS.migrate!.usage);
+      const [name, to, ...rest] = args;
+      const params: Record<string, unknown> = { name, to };
+      for (const a of rest) {
+        if (a === 'cold') params.mode = 'cold';
+        else if (a === 'auto-converge') params.autoConverge = true;
+        else if (a.startsWith('downtime-limit=')) params.downtimeLimitMs = parseCount(a.slice(15), 'downtime limit');
+        else if (a.startsWith('max-bandwidth=')) params.maxBandwidth = parseSize(a.slice(14), 'max bandwidth');
+        else if (a.startsWith('max-rounds=')) params.maxRounds = parseCount(a.slice(11), 'max rounds');
+        else throw new UsageError(`usage: ${VERBS.migrate!.usage}`);
+      }
+      await m.client.request('migrate.start', params);
+      m.watching.add(name!);
+      return `${name}: migration to ${to} started; "info migrate ${name}" shows progress`;
+    },
+  },
+  migrate_cancel: {
+    usage: 'migrate_cancel NAME', help: 'cancel a migration before its switch-over',
+    async run(args, m) {
+      need(args, 1, 'migrate_cancel NAME');
+      await m.client.request('migrate.cancel', { name: args[0] });
+      return `${args[0]}: cancelling`;
+    },
+  },
   quit: { usage: 'quit', help: 'leave the monitor (VMs keep running)', async run(_a, m) { m.server?.close(); } },
 };
 
 class Monitor {
   names: string[] = [];
+  /** Migrations started here: their end is announced in the monitor. */
+  readonly watching = new Set<string>();
   following: string | undefined;
   server: REPLServer | undefined;
 
@@ -186,6 +224,14 @@ export function monitorCommand(): Command {
       m.server = server;
       client.on('event', (event: string, vm: string | undefined, data: unknown) => {
         if (event === 'console' && vm === m.following) process.stdout.write(Buffer.from(data as Uint8Array).toString('latin1'));
+        if (event === 'migration' && vm !== undefined && m.watching.has(vm)) {
+          const s = data as MigrationInfo;
+          if (FINAL_STATUSES.includes(s.status)) {
+            m.watching.delete(vm);
+            process.stdout.write(`\n${migrationSummary(s)}\n`);
+            server.displayPrompt(true);
+          }
+        }
         if (event === 'vm.state' && vm !== undefined) {
           const s = (data as { state: string }).state;
           if (s === 'destroyed') m.names = m.names.filter((n) => n !== vm);

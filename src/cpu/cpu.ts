@@ -162,11 +162,10 @@ export class Cpu {
     this.ram16 = new Uint16Array(buf);
     this.ram16s = new Int16Array(buf);
     this.ram32 = new Int32Array(buf);
+    // Both start empty: the first access to each page takes the slow path once and fills them
+    // (no up-front scan of the page states, which would delay a migration's switch-over).
     this.rok = new Uint8Array(o.memory.pages);
     this.wok = new Uint8Array(o.memory.pages);
-    for (let p = 0; p < o.memory.pages; p++) {
-      if (Atomics.load(o.memory.pageState, p) & PAGE_PRESENT) this.rok[p] = 1;
-    }
     this.activeDirty = o.memory.dirtyLogs[0];
     this.code = new Array<Int32Array | undefined>(o.memory.pages);
     this.blocks = new Array<(Block | undefined)[] | undefined>(o.memory.pages);
@@ -808,6 +807,22 @@ export class Cpu {
     const t = this.clock.now();
     this.retired = v - this.cur - 1;
     this.clock.set(t);
+  }
+
+  /**
+   * Takes up new architectural state written into `s` by the host (an incoming migration) and
+   * forgets everything derived from the old: decoded code, blocks, the private TLBs.
+   */
+  reload(): void {
+    this.retired = readInstret(this.s);
+    this.cur = 0;
+    this.halted = false;
+    this.waiting = false;
+    this.exitCode = 0;
+    this.exitReason = '';
+    this.rok.fill(0);
+    this.wok.fill(0);
+    this.dropCode();
   }
 
   /** Publishes instret into the state words (for snapshots and the digest). */

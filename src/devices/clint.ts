@@ -24,12 +24,14 @@ export class Clint implements Device<ClintState> {
   mtimecmp = 2 ** 64;
 
   constructor(private readonly clock: MachineClock, state?: ClintState) {
-    if (state) {
-      this.msip = state.msip & 1;
-      this.cmpLo = state.mtimecmpLo >>> 0;
-      this.cmpHi = state.mtimecmpHi >>> 0;
-      this.mtimecmp = this.cmpHi * 2 ** 32 + this.cmpLo;
-    }
+    if (state) this.load(state);
+  }
+
+  load(state: ClintState): void {
+    this.msip = state.msip & 1;
+    this.cmpLo = state.mtimecmpLo >>> 0;
+    this.cmpHi = state.mtimecmpHi >>> 0;
+    this.mtimecmp = this.cmpHi * 2 ** 32 + this.cmpLo;
   }
 
   timerPending(): boolean {

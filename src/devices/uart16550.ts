@@ -44,10 +44,13 @@ export class Uart16550 implements Device<UartState> {
     private readonly input: ByteSource,
     state?: UartState,
   ) {
-    if (state) {
-      ({ ier: this.ier, lcr: this.lcr, mcr: this.mcr, scr: this.scr, fcr: this.fcr, dll: this.dll, dlm: this.dlm } = state);
-      this.held.push(...state.rx);
-    }
+    if (state) this.load(state);
+  }
+
+  load(state: UartState): void {
+    ({ ier: this.ier, lcr: this.lcr, mcr: this.mcr, scr: this.scr, fcr: this.fcr, dll: this.dll, dlm: this.dlm } = state);
+    this.held.length = 0;
+    this.held.push(...state.rx);
   }
 
   private rxReady(): boolean {

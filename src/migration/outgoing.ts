@@ -209,11 +209,19 @@ export class OutgoingMigration {
       this.pausedByUs = true;
       await vm.pause();
     }
+    const tPaused = performance.now();
     if (throttle) vm.setThrottle(0);
     const last = await vm.syncDirty();
+    const tSynced = performance.now();
     await this.sendPages(union(pages, last), 'downtime');
+    const tSent = performance.now();
     await this.sendState();
-    this.stats.info['downtime-ms'] = round2(performance.now() - tPause);
+    const tDone = performance.now();
+    this.stats.info['downtime-ms'] = round2(tDone - tPause);
+    this.log.debug({
+      pauseMs: round2(tPaused - tPause), syncMs: round2(tSynced - tPaused), lastPagesMs: round2(tSent - tSynced),
+      stateAckMs: round2(tDone - tSent), lastPages: last.length,
+    }, 'stop-and-copy timing');
   }
 
   /** The device + CPU section, then the destination's acknowledgement that the VM runs there. */

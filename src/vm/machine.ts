@@ -71,6 +71,15 @@ export class Machine {
     this.cpu = cpu;
   }
 
+  /** Restore in place: the CPU words are already in the shared state; devices and clock follow `devices`. */
+  load(devices: DeviceStates): void {
+    this.cpu.reload();
+    this.clock.thaw();
+    this.clock.set(devices.clock.mtime);
+    this.clint.load(devices.clint);
+    this.uart.load(devices.uart);
+  }
+
   deviceStates(): DeviceStates {
     return { uart: this.uart.state(), clint: this.clint.state(), clock: this.clock.state() };
   }

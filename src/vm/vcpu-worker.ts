@@ -59,8 +59,8 @@ const io: MachineIo = {
   },
 };
 const cpuState = new Int32Array(init.cpu);
-let machine = new Machine(mem, cpuState, init.config, io, init.devices);
-let cpu = machine.cpu;
+const machine = new Machine(mem, cpuState, init.config, io, init.devices);
+const cpu = machine.cpu;
 
 /**
  * Restore into this (paused) thread: the host has written the CPU words into the shared state
@@ -71,8 +71,7 @@ function restore(): void {
   const got = receiveMessageOnPort(init.statePort);
   if (got === undefined) throw new Error('restore requested but no state was posted');
   const st = got.message as RestoreMessage;
-  machine = new Machine(mem, cpuState, init.config, io, st.devices);
-  cpu = machine.cpu;
+  machine.load(st.devices);
   halted = false;
   if (st.halted) {
     cpu.halt(st.halted.exitCode, st.halted.reason);

@@ -1,0 +1,90 @@
+/**
+ * Live-migration benchmark between two real host processes on this machine. First the raw
+ * WebSocket throughput between two processes (the yardstick), then pre-copy migrations of idle
+ * VMs and of `memstress` working sets, each reporting total time, downtime, setup time, bytes,
+ * rounds and page throughput as a ratio of the raw figure measured in this same run.
+ * Prints one JSON object per line, then a markdown table.
+ *
+ *   npx tsx bench/migration.ts            (FERRY_BENCH_QUICK=1: smaller cases)
+ */
+import { startHostProcess, type HostProcess } from '../src/host/spawn.ts';
+import { waitForMigration } from '../src/cli/migrate-command.ts';
+import type { MigrationInfo } from '../src/migration/stats.ts';
+import { rawWsThroughput } from './ws-raw.ts';
+
+const quick = process.env.FERRY_BENCH_QUICK === '1';
+const MiB = 1024 * 1024;
+
+interface Case {
+  name: string;
+  program: string;
+  memory: number;
+  args: string[];
+  /** Let the guest run this long before migrating (memstress touches its working set). */
+  warmMs: number;
+  params?: Record<string, unknown>;
+}
+
+const CASES: Case[] = quick
+  ? [
+    { name: 'idle-256MiB', program: 'counter', memory: 256 * MiB, args: ['period_ms=1000'], warmMs: 300 },
+    { name: 'memstress-16MiB-in-256MiB', program: 'memstress', memory: 256 * MiB, args: ['ws_mib=16'], warmMs: 500 },
+  ]
+  : [
+    { name: 'idle-256MiB', program: 'counter', memory: 256 * MiB, args: ['period_ms=1000'], warmMs: 300 },
+    { name: 'idle-1GiB', program: 'counter', memory: 1024 * MiB, args: ['period_ms=1000'], warmMs: 300 },
+    { name: 'memstress-16MiB-in-1GiB', program: 'memstress', memory: 1024 * MiB, args: ['ws_mib=16'], warmMs: 500 },
+    { name: 'memstress-64MiB-in-1GiB', program: 'memstress', memory: 1024 * MiB, args: ['ws_mib=64'], warmMs: 800 },
+    { name: 'memstress-256MiB-in-1GiB', program: 'memstress', memory: 1024 * MiB, args: ['ws_mib=256'], warmMs: 2000, params: { maxRounds: 10 } },
+    {
+      name: 'memstress-256MiB-in-1GiB-auto-converge', program: 'memstress', memory: 1024 * MiB, args: ['ws_mib=256'], warmMs: 2000,
+      params: { maxRounds: 15, autoConverge: true },
+    },
+  ];
+
+function emit(rec: Record<string, unknown>): void {
+  process.stdout.write(`${JSON.stringify(rec)}\n`);
+}
+
+async function migrateOnce(a: HostProcess, b: HostProcess, c: Case, raw: number): Promise<Record<string, unknown>> {
+  await a.client.request('vm.create', { name: c.name, program: c.program, memory: c.memory, args: c.args, start: true });
+  await new Promise((r) => setTimeout(r, c.warmMs));
+  const done = waitForMigration(a.client, c.name);
+  await a.client.request('migrate.start', { name: c.name, to: b.url, ...(c.params ?? {}) });
+  const s: MigrationInfo = await done;
+  await b.client.request('vm.destroy', { name: c.name }).catch(() => undefined);
+  await a.client.request('vm.destroy', { name: c.name }).catch(() => undefined);
+  const streamMs = Math.max(0.001, s['total-time-ms'] - s['setup-time-ms']);
+  const mbs = s['transferred-bytes'] / streamMs / 1000;
+  const roundMbs = s.rounds.length ? Math.max(...s.rounds.map((r) => r.mbps / 8)) : 0;
+  return {
+    name: c.name, status: s.status, error: s['error-desc'],
+    totalMs: s['total-time-ms'], downtimeMs: s['downtime-ms'], setupMs: s['setup-time-ms'],
+    bytes: s['transferred-bytes'], pages: s['pages-sent'], rounds: s['dirty-sync-count'], throttle: s['throttle-percent'],
+    throughputMBs: Math.round(mbs), bestRoundMBs: Math.round(roundMbs), throughputVsRaw: Math.round((mbs / raw) * 100) / 100,
+    bestRoundVsRaw: Math.round((roundMbs / raw) * 100) / 100,
+  };
+}
+
+async function main(): Promise<void> {
+  const raw = await rawWsThroughput(quick ? 128 * MiB : 512 * MiB);
+  emit({ name: 'ws.raw-throughput', unit: 'MB/s', value: Math.round(raw) });
+  const a = await startHostProcess('bench-a');
+  const b = await startHostProcess('bench-b');
+  const rows: Record<string, unknown>[] = [];
+  try {
+    for (const c of CASES) {
+      const r = await migrateOnce(a, b, c, raw);
+      emit(r);
+      rows.push(r);
+    }
+  } finally {
+    await Promise.all([a.stop(), b.stop()]);
+  }
+  const cols = ['name', 'status', 'totalMs', 'downtimeMs', 'setupMs', 'bytes', 'rounds', 'throttle', 'throughputMBs', 'throughputVsRaw', 'bestRoundVsRaw'];
+  process.stdout.write(`\nraw WebSocket throughput between two processes: ${Math.round(raw)} MB/s\n\n`);
+  process.stdout.write(`| ${cols.join(' | ')} |\n|${cols.map(() => '---').join('|')}|\n`);
+  for (const r of rows) process.stdout.write(`| ${cols.map((k) => String(r[k] ?? '')).join(' | ')} |\n`);
+}
+
+await main();

@@ -1,0 +1,43 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { FerryError } from '../errors.ts';
+import { ControlClient } from './control-client.ts';
+
+const CLI = fileURLToPath(new URL('../cli.ts', import.meta.url));
+
+export interface HostProcess {
+  name: string;
+  url: string;
+  proc: ChildProcess;
+  client: ControlClient;
+  /** SIGTERM, then wait for the process to exit. */
+  stop(): Promise<void>;
+}
+
+/** Runs `ferry host start` as a child process on a free loopback port, connected and ready. */
+export async function startHostProcess(name: string, extraArgs: string[] = []): Promise<HostProcess> {
+  const proc = spawn(process.execPath, ['--import', 'tsx', CLI, 'host', 'start', '--listen', '127.0.0.1:0', '--name', name, ...extraArgs], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, FERRY_LOG_LEVEL: process.env.FERRY_LOG_LEVEL ?? 'warn' },
+  });
+  const url = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    proc.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /listening on (ws:\/\/\S+)/.exec(out);
+      if (m) resolve(m[1]!);
+    });
+    proc.once('exit', (code) => reject(new FerryError('EHOST', `host ${name} exited (${code}) before listening`)));
+  });
+  const client = await ControlClient.connect(url, { client: 'ferry-tool' });
+  return {
+    name, url, proc, client,
+    async stop() {
+      await client.close().catch(() => undefined);
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      const exited = new Promise((r) => proc.once('exit', r));
+      proc.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
