@@ -112,8 +112,10 @@ export function migrateCommand(): Command {
     .description('Statistics of the current or last migration of a VM on this host (QEMU query-migrate names)')
     .argument('<name>', 'VM name')
     .option('--json', 'print one JSON document')
-    .action(async (name: string, o: { json?: boolean }, self: Command) => {
-      const c = await connect(self.optsWithGlobals<GlobalOptions>(), 'ferry-migrate');
+    .action(async (name: string, _o: unknown, self: Command) => {
+      // `--json` after `status` may be taken by the parent `migrate` command: read it from both.
+      const o = self.optsWithGlobals<GlobalOptions & { json?: boolean }>();
+      const c = await connect(o, 'ferry-migrate');
       try {
         const s = await c.request<MigrationInfo>('migrate.status', { name });
         if (o.json) printJson(s);

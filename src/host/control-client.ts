@@ -36,7 +36,7 @@ export class ControlClient extends EventEmitter {
     }
     if (endpoint.pathname === '/' || endpoint.pathname === '') endpoint.pathname = '/control';
     const { ws, host } = await openLink({
-      url: endpoint.href, version: CONTROL_PROTOCOL_VERSION, maxPayload: CONTROL_MAX_PAYLOAD,
+      url: endpoint.href, display: url, version: CONTROL_PROTOCOL_VERSION, maxPayload: CONTROL_MAX_PAYLOAD,
       hello: { client: o.client ?? 'ferry-cli' },
       ...(o.token !== undefined ? { token: o.token } : {}),
       ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),

@@ -9,6 +9,8 @@ const packr = new Packr({ useRecords: false, moreTypes: true });
 export interface LinkOptions {
   /** ws://HOST:PORT/path */
   url: string;
+  /** How to name the host in messages (default: url). */
+  display?: string;
   version: number;
   token?: string;
   /** Extra fields for our hello (client name, role, migration id). */
@@ -40,9 +42,10 @@ export function openLink(o: LinkOptions): Promise<{ ws: WebSocket; host: string 
     ...(o.zeroMask ? { generateMask: (mask: Buffer) => { mask.fill(0); } } : {}),
   });
   const nonce = new Uint8Array(randomBytes(32));
+  const shown = o.display ?? o.url;
   return new Promise((resolve, reject) => {
     const timeoutMs = o.timeoutMs ?? 10_000;
-    const timer = setTimeout(() => fail(new FerryError('ETIMEDOUT', `no answer from ${o.url} within ${timeoutMs} ms`)), timeoutMs);
+    const timer = setTimeout(() => fail(new FerryError('ETIMEDOUT', `no answer from ${shown} within ${timeoutMs} ms`)), timeoutMs);
     let settled = false;
     const fail = (e: FerryError) => {
       if (settled) return;
@@ -53,25 +56,25 @@ export function openLink(o: LinkOptions): Promise<{ ws: WebSocket; host: string 
       ws.terminate();
       reject(e);
     };
-    ws.on('error', (err) => fail(new FerryError('ECONNECT', `cannot reach ferry host at ${o.url}: ${err.message}`)));
-    ws.on('unexpected-response', (_req, res) => fail(new FerryError('ECONNECT', `host ${o.url} refused the connection (HTTP ${res.statusCode})`)));
-    ws.on('close', (code, reason) => fail(closeError(o.url, code, reason.toString())));
+    ws.on('error', (err) => fail(new FerryError('ECONNECT', `cannot reach ferry host at ${shown}: ${err.message}`)));
+    ws.on('unexpected-response', (_req, res) => fail(new FerryError('ECONNECT', `host ${shown} refused the connection (HTTP ${res.statusCode})`)));
+    ws.on('close', (code, reason) => fail(closeError(shown, code, reason.toString())));
     ws.on('message', (data: Buffer) => {
       let msg: Record<string, unknown>;
       try {
         msg = packr.unpack(data) as Record<string, unknown>;
       } catch {
-        fail(new FerryError('EPROTO', `host ${o.url} sent a malformed message during hello`));
+        fail(new FerryError('EPROTO', `host ${shown} sent a malformed message during hello`));
         return;
       }
       if (msg?.t === 'hello') {
         if (msg.v !== o.version) {
-          fail(new FerryError('EVERSION', `host ${o.url} speaks protocol ${String(msg.v)}; this side speaks ${o.version}`));
+          fail(new FerryError('EVERSION', `host ${shown} speaks protocol ${String(msg.v)}; this side speaks ${o.version}`));
           return;
         }
         const challenge = msg.challenge;
         if (challenge instanceof Uint8Array && o.token === undefined) {
-          fail(new FerryError('EAUTH', `host ${o.url} requires a cluster token: pass --token-file F or set FERRY_TOKEN`));
+          fail(new FerryError('EAUTH', `host ${shown} requires a cluster token: pass --token-file F or set FERRY_TOKEN`));
           return;
         }
         ws.send(packr.pack({
@@ -82,7 +85,7 @@ export function openLink(o: LinkOptions): Promise<{ ws: WebSocket; host: string 
       }
       if (msg?.t === 'ready') {
         if (o.token !== undefined && msg.proof !== undefined && !verifyProof(o.token, 'host', nonce, msg.proof)) {
-          fail(new FerryError('EAUTH', `host ${o.url} could not prove it holds the cluster token`));
+          fail(new FerryError('EAUTH', `host ${shown} could not prove it holds the cluster token`));
           return;
         }
         settled = true;
@@ -91,7 +94,7 @@ export function openLink(o: LinkOptions): Promise<{ ws: WebSocket; host: string 
         resolve({ ws, host: String(msg.host) });
         return;
       }
-      fail(new FerryError('EPROTO', `unexpected "${String(msg?.t)}" from host ${o.url} during hello`));
+      fail(new FerryError('EPROTO', `unexpected "${String(msg?.t)}" from host ${shown} during hello`));
     });
   });
 }

@@ -4,7 +4,7 @@ import type { Logger } from '../log.ts';
 import { checkRamSize } from '../memory/guest-memory.ts';
 import { DEFAULT_RAM_SIZE } from '../memory/layout.ts';
 import { formatBootArgs } from '../vm/boot.ts';
-import { loadProgram } from '../vm/programs.ts';
+import { loadBuiltProgram } from '../vm/programs.ts';
 import { Vm, type VmInfo, type VmState } from '../vm/vm.ts';
 
 export const VM_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
@@ -92,7 +92,7 @@ export class VmRegistry extends EventEmitter {
     this.checkRoom(p.name, memory);
     formatBootArgs(p.args ?? []);
     const { elf, program } = p.program !== undefined
-      ? { elf: loadProgram(p.program).elf, program: p.program }
+      ? { elf: loadBuiltProgram(p.program), program: p.program }
       : { elf: p.elf!, program: `elf:${p.elfName ?? 'uploaded'}` };
     const vm = Vm.create({ elf, memory, icount: p.icount ?? false, insnLimit: p.insnLimit ?? 0, args: p.args ?? [] });
     const rec = this.add(p.name, program, vm, false);
@@ -155,6 +155,7 @@ export class VmRegistry extends EventEmitter {
   private wire(rec: VmRecord): void {
     const { vm } = rec;
     vm.on('state', (state: VmState) => {
+      if (state === 'destroyed') return; // remove() announces it, once, with the reason
       rec.log.info({ state }, 'vm state');
       this.emit('vm.state', rec.name, this.summary(rec));
     });

@@ -241,6 +241,7 @@ export class OutgoingMigration {
     let bytes = 0;
     for (let i = 0; i < pages.length; i += PAGES_PER_FRAME) {
       this.checkCancelled();
+      this.inbox!.check(); // a dead link stops the round now, not at its end
       const j = Math.min(pages.length, i + PAGES_PER_FRAME);
       await this.window(MAX_FRAME_BYTES);
       const buf = this.spareFrames.pop() ?? Buffer.allocUnsafe(MAX_FRAME_BYTES);
@@ -250,10 +251,10 @@ export class OutgoingMigration {
         this.inflight -= frame.length;
         this.spareFrames.push(buf);
         if (err) this.inbox?.interrupt(new FerryError('ELINK', `link to ${this.p.to} failed: ${err.message}`));
+        else this.stats.sent(frame.length, j - i, zero, phase); // counted once it has left
         this.wake();
       });
       bytes += frame.length;
-      this.stats.sent(frame.length, j - i, zero, phase);
     }
     await this.window(0);
     return { bytes };
@@ -300,6 +301,7 @@ export class OutgoingMigration {
     }
     if (this.pausedByUs && this.vm.state === 'paused') this.vm.resume();
     this.vm.setThrottle(0);
+    if (e instanceof FerryError) this.stats.info['error-code'] = e.code;
     this.stats.setStatus(cancelled ? 'cancelled' : 'failed', reason);
     this.log[cancelled ? 'info' : 'warn']({ err: reason, to: this.p.to }, cancelled ? 'migration cancelled; the VM runs on here' : 'migration failed; the VM runs on here');
   }

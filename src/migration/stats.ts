@@ -14,6 +14,8 @@ export interface MigrationInfo {
   peer: string;
   status: MigrationStatus;
   'error-desc'?: string;
+  /** Ferry's error code for a failure (EEXIST, ENOMEM, EAUTH, ELINK, ...). */
+  'error-code'?: string;
   'total-time-ms': number;
   'setup-time-ms': number;
   'downtime-ms'?: number;

@@ -1,6 +1,6 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { UsageError } from '../errors.ts';
+import { FerryError, UsageError } from '../errors.ts';
 
 /** Where the committed guest ELFs live (guest-programs/build). */
 export const GUEST_BUILD_DIR = fileURLToPath(new URL('../../guest-programs/build/', import.meta.url));
@@ -26,4 +26,16 @@ export function resolveProgram(spec: string): { name: string; path: string } {
 export function loadProgram(spec: string): { name: string; elf: Uint8Array } {
   const { name, path } = resolveProgram(spec);
   return { name, elf: new Uint8Array(readFileSync(path)) };
+}
+
+/**
+ * A built guest by name only (what a host accepts from clients): never a path, so a client
+ * cannot make a host read its files. Uploaded ELF bytes have their own parameter.
+ */
+export function loadBuiltProgram(name: string): Uint8Array {
+  const path = `${GUEST_BUILD_DIR}${name}.elf`;
+  if (!/^[A-Za-z0-9_-]+$/.test(name) || !existsSync(path)) {
+    throw new FerryError('ENOPROGRAM', `unknown program "${name}"; built programs: ${builtPrograms().join(', ') || '(none)'}`);
+  }
+  return new Uint8Array(readFileSync(path));
 }

@@ -352,7 +352,7 @@ export class Vm extends EventEmitter {
    * thread, so an incoming migration resumes without waiting for a new thread. The memory
    * must already hold the guest's RAM.
    */
-  async restore(st: VmStateExport): Promise<void> {
+  async restore(st: VmStateExport, run: 'running' | 'paused' | 'created' | 'halted' = 'created'): Promise<void> {
     if (this.stateName !== 'created') throw new FerryError('ESTATE', `restore needs a VM that never ran (this one is ${this.stateName})`);
     checkCompatible(st, this.memory, this.config, this.insnLimit);
     this.cpuState.set(st.cpu);
@@ -369,6 +369,8 @@ export class Vm extends EventEmitter {
       return;
     }
     await this.acked(seq);
+    // A guest that had run and was paused arrives paused (resume, not start, continues it).
+    if (run === 'paused' || run === 'running') this.setState('paused');
   }
 
   /**
