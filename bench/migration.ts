@@ -35,6 +35,14 @@ const CASES: Case[] = quick
     { name: 'idle-1GiB', program: 'counter', memory: 1024 * MiB, args: ['period_ms=1000'], warmMs: 300 },
     { name: 'memstress-16MiB-in-1GiB', program: 'memstress', memory: 1024 * MiB, args: ['ws_mib=16'], warmMs: 500 },
     { name: 'memstress-64MiB-in-1GiB', program: 'memstress', memory: 1024 * MiB, args: ['ws_mib=64'], warmMs: 800 },
+    {
+      name: 'memstress-64MiB-in-1GiB-limit-25ms-auto-converge', program: 'memstress', memory: 1024 * MiB, args: ['ws_mib=64'], warmMs: 800,
+      params: { downtimeLimitMs: 25, autoConverge: true, maxRounds: 30 },
+    },
+    {
+      name: 'memstress-64MiB-at-32MiBps-in-1GiB', program: 'memstress', memory: 1024 * MiB, args: ['ws_mib=64', 'rate_mib_s=32'], warmMs: 2500,
+      params: { downtimeLimitMs: 25 },
+    },
     { name: 'memstress-256MiB-in-1GiB', program: 'memstress', memory: 1024 * MiB, args: ['ws_mib=256'], warmMs: 2000, params: { maxRounds: 10 } },
     {
       name: 'memstress-256MiB-in-1GiB-auto-converge', program: 'memstress', memory: 1024 * MiB, args: ['ws_mib=256'], warmMs: 2000,

@@ -822,7 +822,7 @@ export class Cpu {
     this.exitReason = '';
     this.rok.fill(0);
     this.wok.fill(0);
-    this.dropCode();
+    if (this.codePages > 0) this.dropCode();
   }
 
   /** Publishes instret into the state words (for snapshots and the digest). */

@@ -165,8 +165,9 @@ export class IncomingMigration {
     if (this.bulk.readyState !== this.bulk.OPEN) throw new FerryError('ELINK', `link from ${this.peer} closed during the switch-over`);
     if (m.run === 'running') vm.resume();
     this.done = true;
-    this.hooks.adopt(this.setup.vm, m.console);
+    // The acknowledgement ends the source's downtime clock: send it before any bookkeeping.
     this.send({ t: 'completed', resumedAt: Date.now() });
+    this.hooks.adopt(this.setup.vm, m.console);
     this.stats?.setStatus('completed');
     this.hooks.update(this.stats!);
     this.log.info({ vm: this.setup.vm, from: this.peer, run: m.run }, 'incoming migration completed');
