@@ -32,6 +32,8 @@ export class IncomingMigration {
   private done = false;
   private pagesReceived = 0;
   private busy: Promise<void> = Promise.resolve();
+  /** Frames that arrived while an asynchronous step (the restore) was running, in order. */
+  private backlog: [Buffer, boolean][] | undefined;
 
   constructor(
     readonly id: string,
@@ -41,10 +43,7 @@ export class IncomingMigration {
     private readonly log: Logger,
     private readonly hooks: IncomingHooks,
   ) {
-    bulk.on('message', (data: Buffer, isBinary: boolean) => {
-      // Messages are handled strictly in order, even when one needs to wait (restore).
-      this.busy = this.busy.then(() => this.onFrame(data, isBinary)).catch((e: Error) => this.abort(e));
-    });
+    bulk.on('message', (data: Buffer, isBinary: boolean) => this.onMessage(data, isBinary));
     bulk.on('close', () => {
       this.busy = this.busy.then(() => {
         if (!this.done) return this.abort(new FerryError('ELINK', `link from ${peer} closed before the switch-over`));
@@ -76,25 +75,56 @@ export class IncomingMigration {
     if (this.bulk.readyState === this.bulk.OPEN) this.bulk.send(encodeMsg(m));
   }
 
-  private async onFrame(data: Buffer, isBinary: boolean): Promise<void> {
-    if (this.done) return;
+  /**
+   * Frames are handled in order and synchronously (page frames are copied as they arrive, so a
+   * slow destination pushes back on the socket instead of buffering); only the state section
+   * waits, and whatever arrives meanwhile queues behind it.
+   */
+  private onMessage(data: Buffer, isBinary: boolean): void {
+    if (this.backlog) {
+      this.backlog.push([data, isBinary]);
+      return;
+    }
+    let pending: Promise<void> | undefined;
+    try {
+      pending = this.onFrame(data, isBinary);
+    } catch (e) {
+      this.busy = this.busy.then(() => this.abort(e as Error));
+      return;
+    }
+    if (pending === undefined) return;
+    this.backlog = [];
+    this.busy = pending.then(
+      () => {
+        const queued = this.backlog ?? [];
+        this.backlog = undefined;
+        for (const [d, b] of queued) this.onMessage(d, b);
+      },
+      (e: Error) => {
+        this.backlog = undefined;
+        return this.abort(e);
+      },
+    );
+  }
+
+  private onFrame(data: Buffer, isBinary: boolean): Promise<void> | undefined {
+    if (this.done) return undefined;
     if (isBinary && isPageFrame(data)) {
       if (!this.vm) throw new FerryError('EPROTO', 'pages before setup');
       this.receivePages(data);
-      return;
+      return undefined;
     }
     const m = decodeMsg(data);
     switch (m.t) {
       case 'setup':
         this.onSetup(m);
-        return;
+        return undefined;
       case 'round-end':
         this.send({ t: 'round-ack', round: m.round, pages: this.pagesReceived });
         this.stats?.setStatus('active');
-        return;
+        return undefined;
       case 'state':
-        await this.onState(m);
-        return;
+        return this.onState(m);
       default:
         throw new FerryError('EPROTO', `unexpected "${m.t}" on the migration stream`);
     }
