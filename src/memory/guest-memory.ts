@@ -101,7 +101,23 @@ export function checkRamSize(size: number): void {
  * the log it just left and clears that log for the next switch.
  */
 export function harvestDirty(mem: GuestMemory): Uint32Array {
-  const log = mem.dirtyLogs[(Atomics.load(mem.dirtyCtl, DIRTY_ACTIVE) & 1) ^ 1]!;
+  return harvestLog(mem, (Atomics.load(mem.dirtyCtl, DIRTY_ACTIVE) & 1) ^ 1);
+}
+
+/**
+ * Takes and clears both logs at once. Only while no vCPU runs (paused or halted): then nobody
+ * writes either log and no switch is needed.
+ */
+export function harvestBothLogsStopped(mem: GuestMemory): Uint32Array {
+  const a = harvestLog(mem, 0);
+  const b = harvestLog(mem, 1);
+  if (b.length === 0) return a;
+  if (a.length === 0) return b;
+  return Uint32Array.from(new Set([...a, ...b])).sort();
+}
+
+function harvestLog(mem: GuestMemory, index: number): Uint32Array {
+  const log = mem.dirtyLogs[index]!;
   // Scan four pages at a time; a log is mostly zeros.
   const words = new Uint32Array(log.buffer, log.byteOffset, logStride(mem.pages) >>> 2);
   const out: number[] = [];

@@ -187,13 +187,10 @@ export class IncomingMigration {
     const vm = this.vm;
     if (!vm || !this.setup) throw new FerryError('EPROTO', 'state before setup');
     this.stats?.setStatus('device');
-    const t0 = performance.now();
-    await vm.restore(m.state, m.run);
-    this.log.debug({ restoreMs: Math.round((performance.now() - t0) * 100) / 100 }, 'state restored');
     // Resume only while the source is still listening; if the link is gone the source owns the
     // guest and resumes it itself (see OutgoingMigration.destinationHasVm).
     if (this.bulk.readyState !== this.bulk.OPEN) throw new FerryError('ELINK', `link from ${this.peer} closed during the switch-over`);
-    if (m.run === 'running') vm.resume();
+    await vm.restore(m.state, m.run); // for a running guest: restores and resumes it
     this.done = true;
     // The acknowledgement ends the source's downtime clock: send it before any bookkeeping.
     this.send({ t: 'completed', resumedAt: Date.now() });

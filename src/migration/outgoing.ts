@@ -211,7 +211,8 @@ export class OutgoingMigration {
     }
     const tPaused = performance.now();
     if (throttle) vm.setThrottle(0);
-    const last = await vm.syncDirty();
+    // Paused (or halted): no handshake needed to take what was dirtied since the last round.
+    const last = vm.state === 'created' ? await vm.syncDirty() : vm.dirtyWhileStopped();
     const tSynced = performance.now();
     await this.sendPages(union(pages, last), 'downtime');
     const tSent = performance.now();

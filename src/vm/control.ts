@@ -10,6 +10,7 @@
  * - Progress: the vCPU publishes PC and INSTRET at every slice boundary for `info`.
  * - Console input: a single-producer/single-consumer byte ring; the host writes bytes then
  *   stores RX_HEAD, the vCPU reads bytes then stores RX_TAIL.
+ * - Restore: see C_RESTORE.
  */
 export const C_DOORBELL = 0;
 export const C_CMD = 1;
@@ -22,6 +23,12 @@ export const C_INSTRET_LO = 7;
 export const C_INSTRET_HI = 8;
 export const C_RX_HEAD = 9;
 export const C_RX_TAIL = 10;
+/**
+ * Restore requests (a counter): the host writes the CPU words, posts the device state on the
+ * state port, then bumps this before its next command. The vCPU restores before it looks at
+ * the command, so "restore, then run" needs no round trip (an incoming migration's switch-over).
+ */
+export const C_RESTORE = 11;
 export const CONTROL_WORDS = 16;
 
 export const RX_RING_SIZE = 4096;
@@ -33,8 +40,6 @@ export const enum Cmd {
   Exit = 3,
   /** Power the guest off for good; its state stays readable (reason 'stopped'). */
   Halt = 4,
-  /** Rebuild the machine from state the host has just written (incoming migration). */
-  Restore = 5,
 }
 
 /** What the vCPU is doing, as it publishes it in C_STATE. */

@@ -6,7 +6,7 @@ import { parentPort, receiveMessageOnPort } from 'node:worker_threads';
 import { StepExit } from '../cpu/cpu.ts';
 import { DIRTY_ACK, DIRTY_ACTIVE, DIRTY_REQ, GuestMemory } from '../memory/guest-memory.ts';
 import {
-  C_CMD, C_CMD_SEQ, C_DOORBELL, C_INSTRET_HI, C_INSTRET_LO, C_PC, C_RX_HEAD, C_RX_TAIL, C_STATE, C_STEP_N, C_THROTTLE,
+  C_CMD, C_CMD_SEQ, C_DOORBELL, C_RESTORE, C_INSTRET_HI, C_INSTRET_LO, C_PC, C_RX_HEAD, C_RX_TAIL, C_STATE, C_STEP_N, C_THROTTLE,
   Cmd, RX_RING_SIZE, VcpuState,
 } from './control.ts';
 import { Machine, type MachineIo } from './machine.ts';
@@ -106,6 +106,7 @@ function sleep(bell: number, ms: number): void {
 }
 
 let ackedSeq = 0; // the host numbers commands from 1
+let restored = 0;
 let budget = 100_000;
 let stepTarget = -1;
 let halted = init.halted !== undefined;
@@ -138,16 +139,14 @@ function loop(): void {
     const cmd = Atomics.load(ctl, C_CMD) as Cmd;
     const seq = Atomics.load(ctl, C_CMD_SEQ);
     if (cmd === Cmd.Exit) return;
-    if (cmd === Cmd.Restore && seq !== ackedSeq) {
+    const restoreReq = Atomics.load(ctl, C_RESTORE);
+    if (restoreReq !== restored) {
+      restored = restoreReq;
       restore();
-      if (halted) enterHalted(cpu.exitReason, cpu.exitCode);
-      else enterPaused(seq);
-      ackedSeq = seq;
-      continue;
-    }
-    if (cmd === Cmd.Restore) {
-      sleep(bell, 1000);
-      continue;
+      if (halted) {
+        enterHalted(cpu.exitReason, cpu.exitCode);
+        continue;
+      }
     }
     if (cmd === Cmd.Halt && !halted) {
       ackedSeq = seq;

@@ -4,11 +4,11 @@ import { CPU_STATE_WORDS, createCpuState, readInstret, S_PC } from '../cpu/state
 import type { ClockMode } from '../devices/clock.ts';
 import { FerryError } from '../errors.ts';
 import { computeDigest } from '../memory/digest.ts';
-import { DIRTY_ACK, DIRTY_REQ, GuestMemory, harvestDirty } from '../memory/guest-memory.ts';
+import { DIRTY_ACK, DIRTY_REQ, GuestMemory, harvestBothLogsStopped, harvestDirty } from '../memory/guest-memory.ts';
 import { DEFAULT_RAM_SIZE } from '../memory/layout.ts';
 import { bootElf } from './boot.ts';
 import {
-  C_CMD, C_CMD_SEQ, C_INSTRET_HI, C_INSTRET_LO, C_PC, C_RX_HEAD, C_RX_TAIL, C_STEP_N, C_THROTTLE, Cmd, CONTROL_WORDS,
+  C_CMD, C_CMD_SEQ, C_INSTRET_HI, C_RESTORE, C_INSTRET_LO, C_PC, C_RX_HEAD, C_RX_TAIL, C_STEP_N, C_THROTTLE, Cmd, CONTROL_WORDS,
   ring, RX_RING_SIZE,
 } from './control.ts';
 import type { DeviceStates, MachineConfig } from './machine.ts';
@@ -305,6 +305,17 @@ export class Vm extends EventEmitter {
     return harvestDirty(this.memory);
   }
 
+  /**
+   * Every page dirtied since the last sync, taken without a handshake: the VM must be paused or
+   * halted (no vCPU writes), so both logs can be read and cleared directly.
+   */
+  dirtyWhileStopped(): Uint32Array {
+    if (this.stateName !== 'paused' && this.stateName !== 'halted') {
+      throw new FerryError('ESTATE', `VM is ${this.stateName}; the dirty log can only be taken directly while it is stopped`);
+    }
+    return harvestBothLogsStopped(this.memory);
+  }
+
   info(): VmInfo {
     const instret = this.instret();
     const now = performance.now();
@@ -358,19 +369,25 @@ export class Vm extends EventEmitter {
     this.cpuState.set(st.cpu);
     const msg: RestoreMessage = { devices: st.devices, ...(st.halted ? { halted: st.halted } : {}) };
     this.statePort.postMessage(msg);
-    const seq = this.command(Cmd.Restore);
     this.devices = st.devices;
     const instret = readInstret(this.cpuState);
     Atomics.store(this.ctl, C_PC, this.cpuState[S_PC]!);
     Atomics.store(this.ctl, C_INSTRET_LO, instret % 2 ** 32 | 0);
     Atomics.store(this.ctl, C_INSTRET_HI, Math.floor(instret / 2 ** 32));
+    Atomics.add(this.ctl, C_RESTORE, 1);
     if (st.halted) {
+      ring(this.ctl);
       await this.waitHalted();
       return;
     }
-    await this.acked(seq);
+    if (run === 'running') {
+      // The vCPU restores before it reads this command: nothing to wait for.
+      this.start();
+      return;
+    }
+    await this.acked(this.command(Cmd.Pause));
     // A guest that had run and was paused arrives paused (resume, not start, continues it).
-    if (run === 'paused' || run === 'running') this.setState('paused');
+    if (run === 'paused') this.setState('paused');
   }
 
   /**
