@@ -130,10 +130,15 @@ export class OutgoingMigration {
       t: 'setup', vm: this.name, program: this.program, mode: this.p.mode, config: this.vm.config, insnLimit: this.vm.insnLimit,
       pageSize: PAGE_SIZE, isa: ISA, devices: DEVICES,
     });
+    // The priority channel joins while the destination checks the setup.
+    const prio = openLink({ ...common, hello: { role: 'prio', id: this.id } });
+    prio.catch(() => undefined);
     const reply = await this.inbox.next(['setup-ok', 'refused'], ACK_TIMEOUT_MS);
-    if (reply.t === 'refused') throw new FerryError(reply.code, `destination refused: ${reply.message}`);
-    const prio = await openLink({ ...common, hello: { role: 'prio', id: this.id } });
-    this.prio = prio.ws;
+    if (reply.t === 'refused') {
+      void prio.then((l) => l.ws.close(), () => undefined);
+      throw new FerryError(reply.code, `destination refused: ${reply.message}`);
+    }
+    this.prio = (await prio).ws;
     this.prio.on('error', () => {});
     this.checkCancelled();
   }

@@ -44,6 +44,7 @@ export function takeVcpuThread(): Worker {
     w.removeAllListeners('error');
   }
   w.ref();
-  refill();
+  // Start the next spare off this call's critical path (creating a thread costs milliseconds).
+  setTimeout(refill, 20).unref();
   return w;
 }
