@@ -118,12 +118,13 @@ export function harvestBothLogsStopped(mem: GuestMemory): Uint32Array {
 
 function harvestLog(mem: GuestMemory, index: number): Uint32Array {
   const log = mem.dirtyLogs[index]!;
-  // Scan four pages at a time; a log is mostly zeros.
-  const words = new Uint32Array(log.buffer, log.byteOffset, logStride(mem.pages) >>> 2);
+  // Scan eight pages at a time; a log is mostly zeros. Log bytes are 0 or 1, so a nonzero
+  // group never reads as a float64 zero (that would need a 0x80 byte for -0).
+  const words = new Float64Array(log.buffer, log.byteOffset, logStride(mem.pages) >>> 3);
   const out: number[] = [];
   for (let w = 0; w < words.length; w++) {
     if (words[w] === 0) continue;
-    for (let p = w * 4; p < w * 4 + 4; p++) if (log[p] !== 0) out.push(p);
+    for (let p = w * 8; p < w * 8 + 8; p++) if (log[p] !== 0) out.push(p);
     words[w] = 0;
   }
   return Uint32Array.from(out);
