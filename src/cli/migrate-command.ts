@@ -1,3 +1,4 @@
+import { Presets, SingleBar } from 'cli-progress';
 import { Command, Option } from 'commander';
 import type { ControlClient } from '../host/control-client.ts';
 import type { MigrationInfo } from '../migration/stats.ts';
@@ -33,7 +34,37 @@ export function migrationSummary(s: MigrationInfo): string {
   return `${base} (${s.direction === 'outgoing' ? 'to' : 'from'} ${s.peer}): ${parts.join(', ')}`;
 }
 
-/** A one-line progress display on a TTY: status, round, remaining, rate, expected downtime. */
+/** A progress bar on a TTY: sent out of sent + still dirty (it can move back), round, rate, expected downtime. */
+function progressBar(): { update(s: MigrationInfo): void; stop(): void } {
+  const bar = new SingleBar({
+    format: '{vm} {status} [{bar}] {percentage}% | round {round} | {sent} sent, {dirty} dirty | {rate} Mbit/s | expected downtime {expected} ms',
+    stream: process.stderr,
+    hideCursor: true,
+    clearOnComplete: true,
+  }, Presets.shades_classic);
+  let started = false;
+  return {
+    update(s) {
+      const total = Math.max(1, s['transferred-bytes'] + s['remaining-bytes']);
+      const payload = {
+        vm: s.vm, status: s.status, round: s['dirty-sync-count'], sent: fmtBytes(s['transferred-bytes']),
+        dirty: fmtBytes(s['remaining-bytes']), rate: s.mbps.toFixed(0), expected: s['expected-downtime-ms'] ?? '-',
+      };
+      if (!started) {
+        bar.start(total, s['transferred-bytes'], payload);
+        started = true;
+      } else {
+        bar.setTotal(total);
+        bar.update(s['transferred-bytes'], payload);
+      }
+    },
+    stop() {
+      if (started) bar.stop();
+    },
+  };
+}
+
+/** One line of live status (migrate status, the monitor): status, round, remaining, rate, expected downtime. */
 function progressLine(s: MigrationInfo): string {
   const exp = s['expected-downtime-ms'] !== undefined ? `, expected downtime ${s['expected-downtime-ms']} ms` : '';
   return `${s.vm} ${s.status}: round ${s['dirty-sync-count']}, ${fmtBytes(s['transferred-bytes'])} sent, `
@@ -97,9 +128,8 @@ export function migrateCommand(): Command {
           else process.stdout.write(`${name}: migration to ${o.to} started\n`);
           return;
         }
-        const tty = process.stderr.isTTY === true && !o.json;
-        const final = await waitForMigration(c, name, tty ? (s) => process.stderr.write(`\r\x1b[K${progressLine(s)}`) : undefined);
-        if (tty) process.stderr.write('\r\x1b[K');
+        const bar = process.stderr.isTTY === true && !o.json ? progressBar() : undefined;
+        const final = await waitForMigration(c, name, bar ? (s) => bar.update(s) : undefined).finally(() => bar?.stop());
         if (o.json) printJson(final);
         else process.stdout.write(`${migrationSummary(final)}\n`);
         if (final.status !== 'completed') throw new FerryError('EMIGRATE', migrationSummary(final));

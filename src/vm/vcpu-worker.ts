@@ -68,7 +68,12 @@ const cpu = machine.cpu;
  * how an incoming migration resumes without waiting for a new thread to start.
  */
 function restore(): void {
-  const got = receiveMessageOnPort(init.statePort);
+  // The host posts the state before it bumps C_RESTORE; allow for a late delivery all the same.
+  let got = receiveMessageOnPort(init.statePort);
+  for (let i = 0; got === undefined && i < 200; i++) {
+    Atomics.wait(ctl, C_DOORBELL, Atomics.load(ctl, C_DOORBELL), 1);
+    got = receiveMessageOnPort(init.statePort);
+  }
   if (got === undefined) throw new Error('restore requested but no state was posted');
   const st = got.message as RestoreMessage;
   machine.load(st.devices);
