@@ -3,11 +3,14 @@ import { createCpuState } from '../cpu/state.ts';
 import { FerryError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { checkRamSize, GuestMemory } from '../memory/guest-memory.ts';
-import { PAGE_EVER_WRITTEN, PAGE_SHIFT, PAGE_SIZE } from '../memory/layout.ts';
+import { PAGE_SIZE } from '../memory/layout.ts';
 import { Vm } from '../vm/vm.ts';
 import {
-  decodeMsg, decodePages, DEVICES, encodeMsg, ISA, isPageFrame, type MigrationMsg, type SetupMsg,
+  decodeMsg, DEVICES, encodeMsg, ISA, isPageFrame, type MigrationMsg, pageFrameCount, type SetupMsg,
 } from './protocol.ts';
+
+/** Frames (of up to 1 MiB) queued for the vCPU thread before the socket is paused. */
+const MAX_PENDING_FRAMES = 16;
 import { MigrationStats } from './stats.ts';
 
 export interface IncomingHooks {
@@ -163,24 +166,27 @@ export class IncomingMigration {
     }
   }
 
+  /**
+   * Page frames go to the new VM's idle vCPU thread, which writes them into RAM; this thread
+   * only receives. If that thread falls behind, the socket is paused so frames back up in TCP,
+   * not in memory.
+   */
   private receivePages(frame: Buffer): void {
-    const mem = this.vm!.memory;
-    const ram = mem.ram;
-    const ps = mem.pageState;
-    let zero = 0;
-    const n = decodePages(frame, mem.pages, (p, data) => {
-      const off = p << PAGE_SHIFT;
-      if (data === undefined) {
-        if (ps[p]! & PAGE_EVER_WRITTEN) ram.fill(0, off, off + PAGE_SIZE);
-        zero++;
-        return;
-      }
-      ram.set(data, off);
-      // This thread is the only writer of page state while the VM waits for its state section.
-      if ((ps[p]! & PAGE_EVER_WRITTEN) === 0) Atomics.or(ps, p, PAGE_EVER_WRITTEN);
-    });
+    const vm = this.vm!;
+    const n = pageFrameCount(frame);
+    const bytes = frame.length;
+    vm.postPageFrame(frame);
     this.pagesReceived += n;
-    this.stats?.sent(frame.length, n, zero, 'precopy');
+    this.stats?.sent(bytes, n, 0, 'precopy');
+    if (vm.pageFramesPending() > MAX_PENDING_FRAMES && !this.bulk.isPaused) {
+      this.bulk.pause();
+      const poll = () => {
+        if (this.done || this.bulk.readyState !== this.bulk.OPEN) return;
+        if (vm.pageFramesPending() > MAX_PENDING_FRAMES / 2) setTimeout(poll, 1);
+        else this.bulk.resume();
+      };
+      setTimeout(poll, 1);
+    }
   }
 
   private async onState(m: Extract<MigrationMsg, { t: 'state' }>): Promise<void> {

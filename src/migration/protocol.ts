@@ -23,7 +23,7 @@
  */
 import { Packr } from 'msgpackr';
 import { FerryError } from '../errors.ts';
-import { PAGE_SIZE } from '../memory/layout.ts';
+import { PAGE_EVER_WRITTEN as PAGE_EVER_WRITTEN_BIT, PAGE_SIZE } from '../memory/layout.ts';
 import type { MachineConfig } from '../vm/machine.ts';
 import type { VmStateExport } from '../vm/vm.ts';
 
@@ -146,4 +146,30 @@ export function decodePages(frame: Uint8Array, pages: number, fn: (page: number,
   }
   if (data !== frame.length) throw new FerryError('EPROTO', 'page frame has trailing bytes');
   return count;
+}
+
+/**
+ * Writes one page frame into guest memory (destination side): page bytes copied in, zero pages
+ * cleared if they had been written, every non-zero page marked ever-written. Runs on the
+ * destination VM's own (still idle) vCPU thread, so the first-touch cost of fresh guest RAM is
+ * paid beside the thread that receives the stream, not on it.
+ */
+export function applyPageFrame(ram: Uint8Array, pageState: Int32Array, pages: number, frame: Uint8Array): { pages: number; zero: number } {
+  let zero = 0;
+  const n = decodePages(frame, pages, (p, data) => {
+    const off = p * PAGE_SIZE;
+    if (data === undefined) {
+      if (Atomics.load(pageState, p) & PAGE_EVER_WRITTEN_BIT) ram.fill(0, off, off + PAGE_SIZE);
+      zero++;
+      return;
+    }
+    ram.set(data, off);
+    if ((Atomics.load(pageState, p) & PAGE_EVER_WRITTEN_BIT) === 0) Atomics.or(pageState, p, PAGE_EVER_WRITTEN_BIT);
+  });
+  return { pages: n, zero };
+}
+
+/** Pages named by a frame, read from its header. */
+export function pageFrameCount(frame: Uint8Array): number {
+  return new DataView(frame.buffer, frame.byteOffset, frame.byteLength).getUint32(4, true);
 }

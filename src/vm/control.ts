@@ -29,6 +29,13 @@ export const C_RX_TAIL = 10;
  * the command, so "restore, then run" needs no round trip (an incoming migration's switch-over).
  */
 export const C_RESTORE = 11;
+/**
+ * Incoming page frames (migration destination): the host posts a frame on the pages port and
+ * bumps PAGES_POSTED; the vCPU thread, idle until the switch-over, writes them into RAM in
+ * order and bumps PAGES_DONE. A restore first applies every frame posted before it.
+ */
+export const C_PAGES_POSTED = 12;
+export const C_PAGES_DONE = 13;
 export const CONTROL_WORDS = 16;
 
 export const RX_RING_SIZE = 4096;

@@ -15,8 +15,10 @@ export interface VcpuInit {
   insnLimit: number;
   /** Start already halted (a powered-off guest that was migrated). */
   halted?: HaltInfo;
-  /** Where the host posts a RestoreMessage before a Restore command. */
+  /** Where the host posts a RestoreMessage before a restore request. */
   statePort: MessagePort;
+  /** Where the host posts incoming page frames (Uint8Array) during a migration. */
+  pagesPort: MessagePort;
 }
 
 export interface HaltInfo {

@@ -6,9 +6,10 @@ import { parentPort, receiveMessageOnPort } from 'node:worker_threads';
 import { StepExit } from '../cpu/cpu.ts';
 import { DIRTY_ACK, DIRTY_ACTIVE, DIRTY_REQ, GuestMemory } from '../memory/guest-memory.ts';
 import {
-  C_CMD, C_CMD_SEQ, C_DOORBELL, C_RESTORE, C_INSTRET_HI, C_INSTRET_LO, C_PC, C_RX_HEAD, C_RX_TAIL, C_STATE, C_STEP_N, C_THROTTLE,
+  C_CMD, C_CMD_SEQ, C_DOORBELL, C_PAGES_DONE, C_PAGES_POSTED, C_RESTORE, C_INSTRET_HI, C_INSTRET_LO, C_PC, C_RX_HEAD, C_RX_TAIL, C_STATE, C_STEP_N, C_THROTTLE,
   Cmd, RX_RING_SIZE, VcpuState,
 } from './control.ts';
+import { applyPageFrame } from '../migration/protocol.ts';
 import { Machine, type MachineIo } from './machine.ts';
 import type { RestoreMessage, VcpuInit, VcpuMessage } from './vcpu-protocol.ts';
 
@@ -68,6 +69,13 @@ const cpu = machine.cpu;
  * how an incoming migration resumes without waiting for a new thread to start.
  */
 function restore(): void {
+  // Every page frame posted before the restore request is in RAM first.
+  applyPages();
+  for (let i = 0; Atomics.load(ctl, C_PAGES_DONE) !== Atomics.load(ctl, C_PAGES_POSTED) && i < 200; i++) {
+    Atomics.wait(ctl, C_DOORBELL, Atomics.load(ctl, C_DOORBELL), 1);
+    applyPages();
+  }
+  if (Atomics.load(ctl, C_PAGES_DONE) !== Atomics.load(ctl, C_PAGES_POSTED)) throw new Error('restore requested but page frames are missing');
   // The host posts the state before it bumps C_RESTORE; allow for a late delivery all the same.
   let got = receiveMessageOnPort(init.statePort);
   for (let i = 0; got === undefined && i < 200; i++) {
@@ -91,6 +99,18 @@ function publishProgress(): void {
   Atomics.store(ctl, C_INSTRET_HI, Math.floor(n / 2 ** 32));
 }
 
+/** Applies every page frame the host has posted so far (incoming migration), in order. */
+function applyPages(): void {
+  let got = receiveMessageOnPort(init.pagesPort);
+  if (got === undefined) return;
+  while (got !== undefined) {
+    applyPageFrame(mem.ram, mem.pageState, mem.pages, got.message as Uint8Array);
+    Atomics.add(ctl, C_PAGES_DONE, 1);
+    got = receiveMessageOnPort(init.pagesPort);
+  }
+  Atomics.notify(ctl, C_PAGES_DONE);
+}
+
 /** Dirty-log switch (DESIGN §3): only here, at a slice boundary, does the active log change. */
 function serveDirtySync(): void {
   const req = Atomics.load(mem.dirtyCtl, DIRTY_REQ);
@@ -105,9 +125,11 @@ function serveDirtySync(): void {
 /** Sleeps until the host rings the doorbell or `ms` pass; returns early on a ring. */
 function sleep(bell: number, ms: number): void {
   serveDirtySync();
+  applyPages();
   if (Atomics.load(ctl, C_DOORBELL) !== bell) return;
   Atomics.wait(ctl, C_DOORBELL, bell, ms);
   serveDirtySync();
+  applyPages();
 }
 
 let ackedSeq = 0; // the host numbers commands from 1

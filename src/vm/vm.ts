@@ -8,7 +8,7 @@ import { DIRTY_ACK, DIRTY_REQ, GuestMemory, harvestBothLogsStopped, harvestDirty
 import { DEFAULT_RAM_SIZE } from '../memory/layout.ts';
 import { bootElf } from './boot.ts';
 import {
-  C_CMD, C_CMD_SEQ, C_INSTRET_HI, C_RESTORE, C_INSTRET_LO, C_PC, C_RX_HEAD, C_RX_TAIL, C_STEP_N, C_THROTTLE, Cmd, CONTROL_WORDS,
+  C_CMD, C_CMD_SEQ, C_INSTRET_HI, C_PAGES_DONE, C_PAGES_POSTED, C_RESTORE, C_INSTRET_LO, C_PC, C_RX_HEAD, C_RX_TAIL, C_STEP_N, C_THROTTLE, Cmd, CONTROL_WORDS,
   ring, RX_RING_SIZE,
 } from './control.ts';
 import type { DeviceStates, MachineConfig } from './machine.ts';
@@ -72,6 +72,7 @@ export class Vm extends EventEmitter {
   private readonly rx: Uint8Array;
   private readonly worker: Worker;
   private readonly statePort: MessagePort;
+  private readonly pagesPort: MessagePort;
   private stateName: VmState = 'created';
   private devices: DeviceStates | undefined;
   private seq = 0;
@@ -111,6 +112,8 @@ export class Vm extends EventEmitter {
     Atomics.store(this.ctl, C_INSTRET_HI, Math.floor(instret / 2 ** 32));
     const { port1, port2 } = new MessageChannel();
     this.statePort = port1;
+    const pages = new MessageChannel();
+    this.pagesPort = pages.port1;
     if (halted) {
       this.stateName = 'halted';
       this.exitCodeValue = halted.exitCode;
@@ -118,6 +121,7 @@ export class Vm extends EventEmitter {
     }
     const init: VcpuInit = {
       statePort: port2,
+      pagesPort: pages.port2,
       ...(halted ? { halted } : {}),
       memory: memory.buffers,
       cpu: cpuState.buffer as SharedArrayBuffer,
@@ -128,7 +132,7 @@ export class Vm extends EventEmitter {
       ...(devices ? { devices } : {}),
     };
     this.worker = takeVcpuThread();
-    this.worker.postMessage(init, [port2]);
+    this.worker.postMessage(init, [port2, pages.port2]);
     this.worker.on('message', (m: VcpuMessage) => this.onMessage(m));
     this.exited = new Promise((resolve) => {
       this.worker.once('exit', () => resolve());
@@ -306,6 +310,24 @@ export class Vm extends EventEmitter {
   }
 
   /**
+   * Hands an incoming page frame to this (not yet started) VM's vCPU thread, which writes it
+   * into RAM in order (see C_PAGES_POSTED). A frame that owns its whole ArrayBuffer moves
+   * without a copy.
+   */
+  postPageFrame(frame: Uint8Array): void {
+    if (this.stateName !== 'created') throw new FerryError('ESTATE', 'page frames go only to a VM that has not started');
+    const own = frame.byteOffset === 0 && frame.byteLength === frame.buffer.byteLength && frame.buffer instanceof ArrayBuffer;
+    this.pagesPort.postMessage(frame, own ? [frame.buffer as ArrayBuffer] : []);
+    Atomics.add(this.ctl, C_PAGES_POSTED, 1);
+    ring(this.ctl);
+  }
+
+  /** Page frames posted but not yet written into RAM. */
+  pageFramesPending(): number {
+    return Atomics.load(this.ctl, C_PAGES_POSTED) - Atomics.load(this.ctl, C_PAGES_DONE);
+  }
+
+  /**
    * Every page dirtied since the last sync, taken without a handshake: the VM must be paused or
    * halted (no vCPU writes), so both logs can be read and cleared directly.
    */
@@ -419,6 +441,7 @@ export class Vm extends EventEmitter {
   async destroy(): Promise<void> {
     if (this.inputTimer) clearTimeout(this.inputTimer);
     this.statePort.close();
+    this.pagesPort.close();
     if (this.stateName === 'destroyed') {
       await this.worker.terminate();
       return;
