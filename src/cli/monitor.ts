@@ -8,6 +8,7 @@ import { UsageError } from '../errors.ts';
 import { hex32, vmDetails, vmTable } from './output.ts';
 import { parseCount, parseSize } from './parse.ts';
 import { connect, type GlobalOptions } from './vm-commands.ts';
+import { builtPrograms } from '../vm/programs.ts';
 import { migrationSummary } from './migrate-command.ts';
 import { FINAL_STATUSES, type MigrationInfo } from '../migration/stats.ts';
 
@@ -173,16 +174,23 @@ class Monitor {
   }
 
   complete(line: string): [string[], string] {
-    const words = line.trimStart().split(/\s+/);
-    const last = words[words.length - 1] ?? '';
-    let pool: string[];
-    if (words.length <= 1) pool = Object.keys(VERBS);
-    else if (words[0] === 'info' && words.length === 2) pool = INFO_TOPICS;
-    else if (words[0] === 'create' && words.length === 3) pool = ['hello', 'counter', 'memstress', 'sieve', 'life', 'echo'];
-    else if (words[0] === 'console' && words.length === 2) pool = [...this.names, 'off'];
-    else pool = this.names;
-    return [pool.filter((p) => p.startsWith(last)), last];
+    return completeMonitorLine(line, this.names);
   }
+}
+
+/** Tab completion: verbs first, then `info` topics, program names for `create`, VM names elsewhere. */
+export function completeMonitorLine(line: string, vmNames: readonly string[]): [string[], string] {
+  const words = line.trimStart().split(/\s+/);
+  const last = words[words.length - 1] ?? '';
+  let pool: readonly string[];
+  if (words.length <= 1) pool = Object.keys(VERBS);
+  else if (words[0] === 'info' && words.length === 2) pool = INFO_TOPICS;
+  else if (words[0] === 'info' && words.length === 3 && words[1] !== 'vms' && words[1] !== 'host') pool = vmNames;
+  else if (words[0] === 'create' && words.length === 3) pool = builtPrograms();
+  else if (words[0] === 'console' && words.length === 2) pool = [...vmNames, 'off'];
+  else if (words.length === 2) pool = vmNames;
+  else pool = [];
+  return [pool.filter((p) => p.startsWith(last)), last];
 }
 
 export function monitorCommand(): Command {
