@@ -74,6 +74,31 @@ async function migrateOnce(a: HostProcess, b: HostProcess, c: Case, raw: number)
   };
 }
 
+/** An idle 1 GiB VM migrated back and forth between warm hosts: the median of `times` migrations. */
+async function idlePingPong(a: HostProcess, b: HostProcess, times: number): Promise<Record<string, unknown>> {
+  const name = 'idle-1GiB-ping-pong';
+  await a.client.request('vm.create', { name, program: 'counter', memory: 1024 * MiB, args: ['period_ms=1000'], start: true });
+  const runs: MigrationInfo[] = [];
+  let [src, dst] = [a, b];
+  for (let i = 0; i < times; i++) {
+    await new Promise((r) => setTimeout(r, 200));
+    const done = waitForMigration(src.client, name);
+    await src.client.request('migrate.start', { name, to: dst.url });
+    runs.push(await done);
+    [src, dst] = [dst, src];
+  }
+  await src.client.request('vm.destroy', { name }).catch(() => undefined);
+  const med = (k: 'total-time-ms' | 'downtime-ms' | 'setup-time-ms') => {
+    const v = runs.map((r) => r[k] ?? 0).sort((x, y) => x - y);
+    return v[Math.floor(v.length / 2)];
+  };
+  return {
+    name: `${name}-median-of-${times}`, status: runs.every((r) => r.status === 'completed') ? 'completed' : 'failed',
+    totalMs: med('total-time-ms'), downtimeMs: med('downtime-ms'), setupMs: med('setup-time-ms'),
+    downtimes: runs.map((r) => r['downtime-ms']), rounds: runs[0]?.['dirty-sync-count'],
+  };
+}
+
 async function main(): Promise<void> {
   const raw = await rawWsThroughput(quick ? 128 * MiB : 512 * MiB);
   emit({ name: 'ws.raw-throughput', unit: 'MB/s', value: Math.round(raw) });
@@ -88,6 +113,11 @@ async function main(): Promise<void> {
     rows.push(first);
     for (const c of CASES) {
       const r = await migrateOnce(a, b, c, raw);
+      emit(r);
+      rows.push(r);
+    }
+    if (!quick) {
+      const r = await idlePingPong(a, b, 7);
       emit(r);
       rows.push(r);
     }
