@@ -107,7 +107,7 @@ export function migrateCommand(): Command {
     .description('Move a VM live to another host (status, cancel: see below)')
     .argument('<name>', 'VM name')
     .option('--to <url>', 'destination host, ws://HOST:PORT')
-    .addOption(new Option('--mode <mode>', 'pre-copy while it runs, or cold for a stopped VM').choices(['precopy', 'cold']).default('precopy'))
+    .addOption(new Option('--mode <mode>', 'pre-copy while it runs; post-copy (resume there at once, fetch pages on demand); cold for a stopped VM').choices(['precopy', 'postcopy', 'cold']).default('precopy'))
     .option('--downtime-limit <ms>', 'switch over once the rest fits in this downtime (default 300, as QEMU)')
     .option('--max-bandwidth <bytes/s>', 'cap the page stream, e.g. 100M (default unlimited)')
     .option('--max-rounds <n>', 'stop-and-copy after this many rounds even if not converged (default 30)')

@@ -93,8 +93,8 @@ export const METHODS: Record<string, Handler> = {
   'console.input': (p, c) => c.registry.input(str(p, 'name'), p.data),
   'migrate.start': (p, c) => {
     const mode = p.mode === undefined ? undefined : str(p, 'mode');
-    if (mode !== undefined && mode !== 'precopy' && mode !== 'cold') {
-      throw new FerryError('EINVAL', `migration mode "${mode}" is not one of precopy, cold`);
+    if (mode !== undefined && mode !== 'precopy' && mode !== 'cold' && mode !== 'postcopy') {
+      throw new FerryError('EINVAL', `migration mode "${mode}" is not one of precopy, postcopy, cold`);
     }
     const downtimeLimitMs = optNum(p, 'downtimeLimitMs');
     const maxBandwidth = optNum(p, 'maxBandwidth');

@@ -64,6 +64,10 @@ export class MigrationManager {
     this.last.set(rec.name, m.stats);
     rec.log.info({ to: p.to, mode: p.mode, downtimeLimitMs: p.downtimeLimitMs, maxBandwidth: p.maxBandwidth }, 'migration starting');
     void m.run().finally(() => {
+      if (m.lost) {
+        // Split across the hosts and the link is gone: this copy must never run again.
+        void this.registry.remove(rec.name, 'lost in post-copy');
+      }
       rec.migrating = false;
       if (this.outgoing.get(rec.name) === m) this.outgoing.delete(rec.name);
     });
@@ -101,7 +105,8 @@ export class MigrationManager {
     }
     const m = new IncomingMigration(id, ws, peer, this.registry.maxMemory, this.log.child({ migration: 'in' }), {
       reserve: (setup, vm) => this.registry.reserveIncoming(setup.vm, setup.program, vm),
-      adopt: (name, history) => this.registry.adoptIncoming(name, history),
+      adopt: (name, history, settling) => this.registry.adoptIncoming(name, history, settling),
+      settled: (name) => this.registry.settleIncoming(name),
       discard: (name) => this.registry.remove(name, 'incoming migration failed'),
       update: (s) => {
         this.last.set(s.info.vm, s);

@@ -131,14 +131,24 @@ export class VmRegistry extends EventEmitter {
   }
 
   /** The incoming VM runs here now; it brings its console history along. */
-  adoptIncoming(name: string, consoleHistory: Uint8Array): void {
+  adoptIncoming(name: string, consoleHistory: Uint8Array, settling = false): void {
     const r = this.get(name);
     r.incoming = false;
+    // During post-copy the guest runs but part of its memory is still on the way.
+    r.migrating = settling;
     if (consoleHistory.length) {
       r.history.unshift(Buffer.from(consoleHistory));
       r.historyBytes += consoleHistory.length;
     }
     r.log.info('vm arrived by migration');
+    this.emit('vm.state', name, this.summary(r));
+  }
+
+  /** Post-copy is over: the VM is fully here and can be driven. */
+  settleIncoming(name: string): void {
+    const r = this.vms.get(name);
+    if (!r) return;
+    r.migrating = false;
     this.emit('vm.state', name, this.summary(r));
   }
 

@@ -3,10 +3,10 @@ import { createCpuState } from '../cpu/state.ts';
 import { FerryError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { checkRamSize, GuestMemory } from '../memory/guest-memory.ts';
-import { PAGE_SIZE } from '../memory/layout.ts';
+import { PAGE_PRESENT, PAGE_SIZE } from '../memory/layout.ts';
 import { Vm } from '../vm/vm.ts';
 import {
-  decodeMsg, DEVICES, encodeMsg, ISA, isPageFrame, type MigrationMsg, pageFrameCount, type SetupMsg,
+  decodeMsg, DEVICES, encodeMsg, fillMissingPages, ISA, isPageFrame, type MigrationMsg, pageFrameCount, type SetupMsg,
 } from './protocol.ts';
 
 /** Frames (of up to 1 MiB) queued for the vCPU thread before the socket is paused. */
@@ -16,8 +16,10 @@ import { MigrationStats } from './stats.ts';
 export interface IncomingHooks {
   /** Reserves the VM's name and memory on this host (throws ENOMEM / EEXIST to refuse). */
   reserve(setup: SetupMsg, vm: Vm): void;
-  /** The VM runs here now. */
-  adopt(name: string, console: Uint8Array): void;
+  /** The VM runs here now (`settling`: post-copy is still bringing its pages). */
+  adopt(name: string, console: Uint8Array, settling?: boolean): void;
+  /** Post-copy finished: the VM is fully here. */
+  settled(name: string): void;
   /** Forget the half-built VM. */
   discard(name: string): Promise<void>;
   update(stats: MigrationStats): void;
@@ -35,6 +37,9 @@ export class IncomingMigration {
   private done = false;
   private pagesReceived = 0;
   private busy: Promise<void> = Promise.resolve();
+  /** Post-copy after the switch-over: the VM runs here while its pages arrive. */
+  private postcopy: { remaining: number; done: boolean; faults: Map<number, number>; latencies: number[] } | undefined;
+  private prio: WebSocket | undefined;
   /** Frames that arrived while an asynchronous step (the restore) was running, in order. */
   private backlog: [Buffer, boolean][] | undefined;
 
@@ -60,7 +65,12 @@ export class IncomingMigration {
   }
 
   attachPriority(ws: WebSocket): void {
-    ws.on('message', (data: Buffer) => {
+    this.prio = ws;
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      if (isBinary && isPageFrame(data)) {
+        if (this.postcopy) this.fillPages(data);
+        return;
+      }
       let m: MigrationMsg;
       try {
         m = decodeMsg(data);
@@ -128,6 +138,11 @@ export class IncomingMigration {
         return undefined;
       case 'state':
         return this.onState(m);
+      case 'postcopy-done':
+        if (!this.postcopy) throw new FerryError('EPROTO', 'postcopy-done outside post-copy');
+        this.postcopy.done = true;
+        this.checkPostcopyComplete();
+        return undefined;
       default:
         throw new FerryError('EPROTO', `unexpected "${m.t}" on the migration stream`);
     }
@@ -144,6 +159,8 @@ export class IncomingMigration {
       checkRamSize(s.config.ramSize);
       if (s.config.ramSize > this.maxRamPerVm) throw new FerryError('ENOMEM', `a ${s.config.ramSize}-byte VM exceeds this host's limit`);
       const memory = GuestMemory.allocate(s.config.ramSize);
+      // Post-copy: nothing is here yet; the vCPU traps on every page until it arrives.
+      if (s.mode === 'postcopy') memory.pageState.fill(0);
       // The vCPU thread starts now, so the switch-over does not wait for it.
       const vm = new Vm(memory, createCpuState(), { ...s.config }, s.insnLimit);
       try {
@@ -172,6 +189,10 @@ export class IncomingMigration {
    * not in memory.
    */
   private receivePages(frame: Buffer): void {
+    if (this.postcopy) {
+      this.fillPages(frame);
+      return;
+    }
     const vm = this.vm!;
     const n = pageFrameCount(frame);
     const bytes = frame.length;
@@ -196,6 +217,10 @@ export class IncomingMigration {
     // Resume only while the source is still listening; if the link is gone the source owns the
     // guest and resumes it itself (see OutgoingMigration.destinationHasVm).
     if (this.bulk.readyState !== this.bulk.OPEN) throw new FerryError('ELINK', `link from ${this.peer} closed during the switch-over`);
+    if (m.postcopy) {
+      await this.startPostcopy(vm, m);
+      return;
+    }
     await vm.restore(m.state, m.run); // for a running guest: restores and resumes it
     this.done = true;
     // The acknowledgement ends the source's downtime clock: send it before any bookkeeping.
@@ -206,7 +231,71 @@ export class IncomingMigration {
     this.log.info({ vm: this.setup.vm, from: this.peer, run: m.run }, 'incoming migration completed');
   }
 
+  /**
+   * Post-copy switch-over: pages that were never written are present (zero) at once, the rest
+   * stay missing; the VM resumes immediately and faults bring its pages first.
+   */
+  private async startPostcopy(vm: Vm, m: Extract<MigrationMsg, { t: 'state' }>): Promise<void> {
+    const { missing, missingCount } = m.postcopy!;
+    const ps = vm.memory.pageState;
+    for (let p = 0; p < vm.memory.pages; p++) {
+      if ((missing[p >>> 3]! & (1 << (p & 7))) === 0) Atomics.store(ps, p, PAGE_PRESENT);
+    }
+    this.postcopy = { remaining: missingCount, done: false, faults: new Map(), latencies: [] };
+    vm.on('fault', (page: number) => {
+      this.postcopy?.faults.set(page, performance.now());
+      if (this.stats) this.stats.info['postcopy-requests']++;
+      if (this.prio?.readyState === this.prio?.OPEN) this.prio!.send(encodeMsg({ t: 'page-req', page }));
+    });
+    await vm.restore(m.state, m.run);
+    this.send({ t: 'resumed' });
+    this.hooks.adopt(this.setup!.vm, m.console, true);
+    this.stats?.setStatus('postcopy-active');
+    this.hooks.update(this.stats!);
+    this.log.info({ vm: this.setup!.vm, missing: missingCount }, 'post-copy: the VM runs here; fetching its pages');
+    this.checkPostcopyComplete();
+  }
+
+  private fillPages(frame: Buffer): void {
+    const pc = this.postcopy!;
+    const mem = this.vm!.memory;
+    const filled = fillMissingPages(mem.ram, mem.pageState, mem.pages, frame);
+    pc.remaining -= filled.length;
+    const now = performance.now();
+    for (const p of filled) {
+      const t0 = pc.faults.get(p);
+      if (t0 !== undefined) {
+        pc.latencies.push((now - t0) * 1000);
+        pc.faults.delete(p);
+      }
+    }
+    this.stats?.sent(frame.length, filled.length, 0, 'postcopy');
+    this.checkPostcopyComplete();
+  }
+
+  private checkPostcopyComplete(): void {
+    const pc = this.postcopy;
+    if (!pc || !pc.done || pc.remaining > 0 || this.done) return;
+    this.done = true;
+    this.send({ t: 'completed', resumedAt: Date.now() });
+    this.hooks.settled(this.setup!.vm);
+    this.stats?.faultLatencies(pc.latencies);
+    this.stats?.setStatus('completed');
+    this.hooks.update(this.stats!);
+    this.log.info({ vm: this.setup!.vm, faults: this.stats?.info['postcopy-requests'] }, 'post-copy completed: every page is here');
+  }
+
   private async abort(e: Error, cancelled = false): Promise<void> {
+    if (this.postcopy && !this.done) {
+      // The guest runs here but part of its memory is still on the source: it cannot go on.
+      this.done = true;
+      const name = this.setup!.vm;
+      this.log.error({ vm: name, err: e.message }, 'post-copy lost its link: the VM is lost');
+      this.stats?.setStatus('failed', `post-copy lost its link; the VM is lost: ${e.message}`);
+      if (this.stats) this.hooks.update(this.stats);
+      await this.hooks.discard(name);
+      return;
+    }
     if (this.done && !cancelled) return;
     if (this.done && cancelled && this.stats?.info.status === 'completed') return;
     this.done = true;

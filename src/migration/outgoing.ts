@@ -8,12 +8,12 @@ import { PAGE_EVER_WRITTEN, PAGE_SIZE } from '../memory/layout.ts';
 import type { Vm } from '../vm/vm.ts';
 import { Inbox } from './inbox.ts';
 import {
-  DEVICES, encodeMsg, encodePages, ISA, MAX_FRAME_BYTES, MIGRATION_MAX_PAYLOAD, MIGRATION_PROTOCOL_VERSION, type MigrationMsg,
+  decodeMsg as decodeMsgLoose, DEVICES, encodeMsg, encodePages, ISA, MAX_FRAME_BYTES, MIGRATION_MAX_PAYLOAD, MIGRATION_PROTOCOL_VERSION, type MigrationMsg,
   PAGES_PER_FRAME, type RunState,
 } from './protocol.ts';
 import { MigrationStats, round2 } from './stats.ts';
 
-export type MigrationMode = 'precopy' | 'cold';
+export type MigrationMode = 'precopy' | 'cold' | 'postcopy';
 
 export interface MigrateParams {
   to: string;
@@ -64,6 +64,8 @@ export class OutgoingMigration {
   private pausedByUs = false;
   /** The state section has been sent: from here a failure leaves the outcome to be checked. */
   private stateSent = false;
+  /** Post-copy has resumed the guest on the destination: this side must never run it again. */
+  private postcopyActive = false;
   private inflight = 0;
   /** Frame buffers whose send has completed, for reuse. */
   private readonly spareFrames: Buffer[] = [];
@@ -82,6 +84,11 @@ export class OutgoingMigration {
     this.stats = new MigrationStats(name, 'outgoing', p.mode, p.to, vm.memory.size);
   }
 
+  /** Post-copy failed after the switch-over: the guest can run on neither host. */
+  get lost(): boolean {
+    return this.postcopyActive && this.stats.info.status === 'failed';
+  }
+
   cancel(reason = 'cancelled by user'): boolean {
     if (this.stats.final || this.stateSent) return false;
     this.cancelled = reason;
@@ -98,6 +105,7 @@ export class OutgoingMigration {
       this.stats.setStatus('active');
       this.hooks.update(this.stats);
       if (this.p.mode === 'cold') await this.cold();
+      else if (this.p.mode === 'postcopy') await this.postcopy();
       else await this.precopy();
       this.stats.setStatus('completed');
       t.info({ ...this.summary() }, 'migration completed');
@@ -230,6 +238,88 @@ export class OutgoingMigration {
     }, 'stop-and-copy timing');
   }
 
+  /**
+   * Post-copy: pause, send only the CPU and device state plus the list of pages still to come,
+   * and let the destination resume at once. Then push every page exactly once, pages the
+   * destination faults on first (priority channel) and the background scan restarted at each
+   * faulted page, so the neighbourhood of a fault follows it.
+   */
+  private async postcopy(): Promise<void> {
+    const vm = this.vm;
+    this.stats.setStatus('device');
+    this.hooks.update(this.stats);
+    const tPause = performance.now();
+    if (vm.state === 'running') {
+      this.pausedByUs = true;
+      await vm.pause();
+    }
+    const order = this.everWrittenPages();
+    const pages = vm.memory.pages;
+    const missing = new Uint8Array(Math.ceil(pages / 8));
+    const indexOf = new Int32Array(pages).fill(-1);
+    order.forEach((p, i) => {
+      missing[p >>> 3]! |= 1 << (p & 7);
+      indexOf[p] = i;
+    });
+    const sent = new Uint8Array(pages);
+    let cursor = 0;
+    let left = order.length;
+    const ram = vm.memory.ram;
+    // Listen for faults before the guest can resume over there.
+    this.prio!.on('message', (data: Buffer) => {
+      let m;
+      try {
+        m = decodeMsgLoose(data);
+      } catch {
+        return;
+      }
+      if (m?.t !== 'page-req' || typeof m.page !== 'number' || m.page < 0 || m.page >= pages) return;
+      this.stats.info['postcopy-requests']++;
+      const p = m.page;
+      if (indexOf[p]! >= 0) cursor = indexOf[p]!; // restart the background scan at the fault
+      if (sent[p]) return; // already on its way on the bulk stream
+      sent[p] = 1;
+      left--;
+      const { frame, zero } = encodePages(ram, [p], 0, 1);
+      this.prio!.send(frame);
+      this.stats.sent(frame.length, 1, zero, 'postcopy');
+    });
+    const run: RunState = this.pausedByUs ? 'running' : (vm.state as RunState);
+    this.stateSent = true;
+    this.send({
+      t: 'state', state: vm.exportState(), run, console: this.hooks.consoleHistory(),
+      postcopy: { missing, missingCount: order.length },
+    });
+    await this.inbox!.next(['resumed'], ACK_TIMEOUT_MS);
+    this.stats.info['downtime-ms'] = round2(performance.now() - tPause);
+    // From here the guest runs on the destination; this side only serves its memory.
+    this.postcopyActive = true;
+    this.stats.setStatus('postcopy-active');
+    this.hooks.update(this.stats);
+
+    const chunk: number[] = [];
+    while (left > 0) {
+      this.inbox!.check();
+      chunk.length = 0;
+      // The next unsent pages from the cursor on, wrapping around.
+      for (let k = 0; k < order.length && chunk.length < PAGES_PER_FRAME; k++) {
+        const i = (cursor + k) % order.length;
+        const p = order[i]!;
+        if (sent[p]) continue;
+        sent[p] = 1;
+        chunk.push(p);
+      }
+      if (chunk.length === 0) break;
+      cursor = (indexOf[chunk[chunk.length - 1]!]! + 1) % order.length;
+      left -= chunk.length;
+      await this.sendFrame(chunk, 'postcopy');
+    }
+    await this.window(0);
+    this.send({ t: 'postcopy-done', pages: order.length });
+    await this.inbox!.next(['completed'], ACK_TIMEOUT_MS);
+    this.stats.info['remaining-bytes'] = 0;
+  }
+
   /** The device + CPU section, then the destination's acknowledgement that the VM runs there. */
   private async sendState(): Promise<void> {
     this.checkCancelled();
@@ -243,27 +333,31 @@ export class OutgoingMigration {
 
   /** Streams pages in frames, keeping at most WINDOW_BYTES unsent and honouring max-bandwidth. */
   private async sendPages(pages: ArrayLike<number>, phase: 'precopy' | 'downtime'): Promise<{ bytes: number }> {
-    const ram = this.vm.memory.ram;
     let bytes = 0;
     for (let i = 0; i < pages.length; i += PAGES_PER_FRAME) {
       this.checkCancelled();
       this.inbox!.check(); // a dead link stops the round now, not at its end
       const j = Math.min(pages.length, i + PAGES_PER_FRAME);
-      await this.window(MAX_FRAME_BYTES);
-      const buf = this.spareFrames.pop() ?? Buffer.allocUnsafe(MAX_FRAME_BYTES);
-      const { frame, zero } = encodePages(ram, pages, i, j, buf);
-      this.inflight += frame.length;
-      this.bulk!.send(frame, (err) => {
-        this.inflight -= frame.length;
-        this.spareFrames.push(buf);
-        if (err) this.inbox?.interrupt(new FerryError('ELINK', `link to ${this.p.to} failed: ${err.message}`));
-        else this.stats.sent(frame.length, j - i, zero, phase); // counted once it has left
-        this.wake();
-      });
-      bytes += frame.length;
+      bytes += await this.sendFrame(pages, phase, i, j);
     }
     await this.window(0);
     return { bytes };
+  }
+
+  /** Encodes pages[from, to) into a reused frame buffer and sends it on the bulk stream within the window. */
+  private async sendFrame(pages: ArrayLike<number>, phase: 'precopy' | 'downtime' | 'postcopy', from = 0, to = pages.length): Promise<number> {
+    await this.window(MAX_FRAME_BYTES);
+    const buf = this.spareFrames.pop() ?? Buffer.allocUnsafe(MAX_FRAME_BYTES);
+    const { frame, zero } = encodePages(this.vm.memory.ram, pages, from, to, buf);
+    this.inflight += frame.length;
+    this.bulk!.send(frame, (err) => {
+      this.inflight -= frame.length;
+      this.spareFrames.push(buf);
+      if (err) this.inbox?.interrupt(new FerryError('ELINK', `link to ${this.p.to} failed: ${err.message}`));
+      else this.stats.sent(frame.length, to - from, zero, phase); // counted once it has left
+      this.wake();
+    });
+    return frame.length;
   }
 
   private wake(): void {
@@ -289,6 +383,13 @@ export class OutgoingMigration {
   }
 
   private async fail(e: Error): Promise<void> {
+    if (this.postcopyActive) {
+      // The guest's memory is split between the hosts: neither side can run it alone.
+      this.stats.info['error-code'] = e instanceof FerryError ? e.code : 'EINTERNAL';
+      this.stats.setStatus('failed', `post-copy lost its link after the switch-over; the VM is lost (its pages here are kept): ${e.message}`);
+      this.log.error({ err: e.message, to: this.p.to }, 'post-copy failed after the switch-over: the VM is lost');
+      return;
+    }
     const cancelled = this.cancelled !== undefined || (e instanceof FerryError && e.code === 'ECANCELED');
     const reason = cancelled ? (this.cancelled ?? e.message) : e.message;
     if (this.stateSent && !cancelled) {

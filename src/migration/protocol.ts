@@ -23,7 +23,7 @@
  */
 import { Packr } from 'msgpackr';
 import { FerryError } from '../errors.ts';
-import { PAGE_EVER_WRITTEN as PAGE_EVER_WRITTEN_BIT, PAGE_SIZE } from '../memory/layout.ts';
+import { PAGE_EVER_WRITTEN as PAGE_EVER_WRITTEN_BIT, PAGE_PRESENT as PAGE_PRESENT_BIT, PAGE_SIZE } from '../memory/layout.ts';
 import type { MachineConfig } from '../vm/machine.ts';
 import type { VmStateExport } from '../vm/vm.ts';
 
@@ -41,11 +41,20 @@ export const MIGRATION_MAX_PAYLOAD = HEADER + PAGES_PER_FRAME * (4 + PAGE_SIZE) 
 
 export type RunState = 'running' | 'paused' | 'created' | 'halted';
 
+/**
+ * Post-copy switch-over: which pages the destination still has to receive (a bitmap, one bit per
+ * page). Every other page is zero or already there, and is present at once.
+ */
+export interface PostcopySection {
+  missing: Uint8Array;
+  missingCount: number;
+}
+
 export interface SetupMsg {
   t: 'setup';
   vm: string;
   program: string;
-  mode: 'precopy' | 'cold';
+  mode: 'precopy' | 'cold' | 'postcopy';
   config: MachineConfig;
   insnLimit: number;
   pageSize: number;
@@ -59,7 +68,13 @@ export type MigrationMsg =
   | { t: 'refused'; code: string; message: string }
   | { t: 'round-end'; round: number }
   | { t: 'round-ack'; round: number; pages: number }
-  | { t: 'state'; state: VmStateExport; run: RunState; console: Uint8Array }
+  | { t: 'state'; state: VmStateExport; run: RunState; console: Uint8Array; postcopy?: PostcopySection }
+  /** Post-copy: the destination runs the VM now (the source's downtime clock stops). */
+  | { t: 'resumed' }
+  /** Post-copy, on the priority channel: the vCPU faulted on this page. */
+  | { t: 'page-req'; page: number }
+  /** Post-copy: every page has been sent once. */
+  | { t: 'postcopy-done'; pages: number }
   | { t: 'completed'; resumedAt: number }
   | { t: 'cancel'; reason: string }
   | { t: 'failed'; code: string; message: string };
@@ -172,4 +187,24 @@ export function applyPageFrame(ram: Uint8Array, pageState: Int32Array, pages: nu
 /** Pages named by a frame, read from its header. */
 export function pageFrameCount(frame: Uint8Array): number {
   return new DataView(frame.buffer, frame.byteOffset, frame.byteLength).getUint32(4, true);
+}
+
+/**
+ * Post-copy page fill on the destination while the guest runs: a page is written only while it
+ * is not present (a late duplicate is dropped, a present page is never overwritten), then
+ * PRESENT is published with Atomics.store and a vCPU waiting on it is woken. Returns the pages
+ * that became present, for fault bookkeeping.
+ */
+export function fillMissingPages(ram: Uint8Array, pageState: Int32Array, pages: number, frame: Uint8Array): number[] {
+  const filled: number[] = [];
+  decodePages(frame, pages, (p, data) => {
+    if (Atomics.load(pageState, p) & PAGE_PRESENT_BIT) return;
+    const off = p * PAGE_SIZE;
+    if (data === undefined) ram.fill(0, off, off + PAGE_SIZE);
+    else ram.set(data, off);
+    Atomics.store(pageState, p, PAGE_PRESENT_BIT | PAGE_EVER_WRITTEN_BIT);
+    Atomics.notify(pageState, p);
+    filled.push(p);
+  });
+  return filled;
 }

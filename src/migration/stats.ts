@@ -30,6 +30,12 @@ export interface MigrationInfo {
   mbps: number;
   'precopy-bytes': number;
   'downtime-bytes': number;
+  'postcopy-bytes': number;
+  /** Post-copy network faults: pages the destination's vCPU asked for. */
+  'postcopy-requests': number;
+  /** Destination: fault latency, from the vCPU's fault to the page being present. */
+  'fault-latency-p50-us'?: number;
+  'fault-latency-p99-us'?: number;
   'throttle-percent': number;
   rounds: RoundInfo[];
 }
@@ -55,7 +61,7 @@ export class MigrationStats {
       vm, direction, mode, peer, status: 'setup',
       'total-time-ms': 0, 'setup-time-ms': 0, 'transferred-bytes': 0, 'remaining-bytes': 0, 'total-bytes': totalBytes,
       'pages-sent': 0, 'zero-pages': 0, 'dirty-sync-count': 0, 'dirty-pages-rate': 0, mbps: 0,
-      'precopy-bytes': 0, 'downtime-bytes': 0, 'throttle-percent': 0, rounds: [],
+      'precopy-bytes': 0, 'downtime-bytes': 0, 'postcopy-bytes': 0, 'postcopy-requests': 0, 'throttle-percent': 0, rounds: [],
     };
   }
 
@@ -75,11 +81,19 @@ export class MigrationStats {
   }
 
   /** Counts bytes sent; `phase` says whether the VM was still running (precopy) or stopped (downtime). */
-  sent(bytes: number, pages: number, zero: number, phase: 'precopy' | 'downtime'): void {
+  sent(bytes: number, pages: number, zero: number, phase: 'precopy' | 'downtime' | 'postcopy'): void {
     this.info['transferred-bytes'] += bytes;
     this.info['pages-sent'] += pages;
     this.info['zero-pages'] += zero;
-    this.info[phase === 'precopy' ? 'precopy-bytes' : 'downtime-bytes'] += bytes;
+    this.info[`${phase}-bytes`] += bytes;
+  }
+
+  /** Fault latencies in microseconds, summarised as p50/p99. */
+  faultLatencies(us: number[]): void {
+    if (us.length === 0) return;
+    const s = [...us].sort((a, b) => a - b);
+    this.info['fault-latency-p50-us'] = Math.round(s[Math.floor(s.length * 0.5)]!);
+    this.info['fault-latency-p99-us'] = Math.round(s[Math.min(s.length - 1, Math.floor(s.length * 0.99))]!);
   }
 
   round(r: RoundInfo, remainingPages: number): void {

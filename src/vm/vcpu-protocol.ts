@@ -38,4 +38,6 @@ export type VcpuMessage =
   | { type: 'paused'; seq: number; devices: DeviceStates; instret: number }
   | { type: 'halted'; exitCode: number; reason: string; devices: DeviceStates; instret: number }
   | { type: 'exited' }
+  /** Post-copy: the vCPU touched a page that is not here yet and waits for it. */
+  | { type: 'fault'; page: number }
   | { type: 'fatal'; message: string };

@@ -10,6 +10,7 @@ import {
   Cmd, RX_RING_SIZE, VcpuState,
 } from './control.ts';
 import { applyPageFrame } from '../migration/protocol.ts';
+import { PAGE_PRESENT, PAGE_REQUESTED } from '../memory/layout.ts';
 import { Machine, type MachineIo } from './machine.ts';
 import type { RestoreMessage, VcpuInit, VcpuMessage } from './vcpu-protocol.ts';
 
@@ -58,6 +59,22 @@ const io: MachineIo = {
       return b;
     },
   },
+};
+/**
+ * The post-copy trap (DESIGN §3): a page that is not present is requested once (REQUESTED
+ * marks it), then the vCPU blocks in Atomics.wait on the page's state word until the host has
+ * written the page and stored PRESENT.
+ */
+io.missingPage = (page: number): void => {
+  const ps = mem.pageState;
+  const before = Atomics.or(ps, page, PAGE_REQUESTED);
+  if ((before & (PAGE_PRESENT | PAGE_REQUESTED)) === 0) {
+    flushConsole();
+    post({ type: 'fault', page });
+  }
+  for (let v = Atomics.load(ps, page); (v & PAGE_PRESENT) === 0; v = Atomics.load(ps, page)) {
+    Atomics.wait(ps, page, v, 1000);
+  }
 };
 const cpuState = new Int32Array(init.cpu);
 const machine = new Machine(mem, cpuState, init.config, io, init.devices);

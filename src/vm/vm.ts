@@ -183,6 +183,9 @@ export class Vm extends EventEmitter {
         for (const w of this.waiters.splice(0)) w.resolve();
         this.emit('halted', { exitCode: m.exitCode, reason: m.reason });
         break;
+      case 'fault':
+        this.emit('fault', m.page);
+        break;
       case 'fatal':
         this.fail(new FerryError('EVCPU', `vCPU failed: ${m.message}`));
         break;

@@ -1,0 +1,95 @@
+// Post-copy: the destination resumes at once; the vCPU traps on pages that are not there
+// (Atomics.wait on the page's state word) and the host fetches them on the priority channel
+// while the source pushes the rest. Checked against the oracle digest of an unmigrated run.
+import { afterEach, describe, expect, it } from 'vitest';
+import type { ControlClient } from '../src/host/control-client.ts';
+import { PAGE_EVER_WRITTEN } from '../src/memory/layout.ts';
+import type { MigrationInfo } from '../src/migration/stats.ts';
+import { MiB } from './helpers.ts';
+import {
+  createParams, everWrittenCount, finalDigest, hostTracker, type GuestSpec, migrate, oracleDigest, waitInfo, waitInstret,
+} from './migration-helpers.ts';
+
+const hosts = hostTracker();
+afterEach(async () => {
+  await hosts.cleanup();
+});
+
+const MEM8: GuestSpec = { program: 'memstress', memory: 32 * MiB, args: ['ws_mib=8'], insnLimit: 200_000_000 };
+const MEM64: GuestSpec = { program: 'memstress', memory: 128 * MiB, args: ['ws_mib=64'], insnLimit: 300_000_000 };
+const SIEVE: GuestSpec = { program: 'sieve', memory: 16 * MiB, args: ['n=2000000', 'reps=20'], insnLimit: 200_000_000 };
+const LIFE: GuestSpec = { program: 'life', memory: 16 * MiB, args: ['gens=0'], insnLimit: 150_000_000 };
+
+/** Waits until the destination's side of the migration of `name` is over, and returns it. */
+async function incomingDone(c: ControlClient, name: string): Promise<MigrationInfo> {
+  const t0 = Date.now();
+  for (;;) {
+    const s = await c.request<MigrationInfo>('migrate.status', { name }).catch(() => undefined);
+    if (s && (s.status === 'completed' || s.status === 'failed')) return s;
+    if (Date.now() - t0 > 30_000) throw new Error(`incoming post-copy of ${name} did not end`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+async function postcopyAndCompare(g: GuestSpec, at: number, name: string): Promise<{ out: MigrationInfo; inc: MigrationInfo; ever: number }> {
+  const oracle = oracleDigest(g);
+  const a = await hosts.start('a');
+  const b = await hosts.start('b');
+  const ca = await hosts.connect(a.url);
+  const cb = await hosts.connect(b.url);
+  await ca.request('vm.create', createParams(name, g));
+  await waitInstret(ca, name, Math.floor(g.insnLimit * at));
+  const ever = everWrittenCount(a.host.registry.get(name).vm.memory.pageState, PAGE_EVER_WRITTEN);
+  const out = await migrate(ca, name, { to: b.url, mode: 'postcopy' });
+  expect(out.status, out['error-desc']).toBe('completed');
+  expect(out.mode).toBe('postcopy');
+  const inc = await incomingDone(cb, name);
+  expect(inc.status, inc['error-desc']).toBe('completed');
+  // Every page crossed the wire exactly once: nothing before the switch-over, nothing twice.
+  expect(out['precopy-bytes']).toBe(0);
+  expect(out['pages-sent']).toBeGreaterThanOrEqual(ever);
+  expect(inc['pages-sent']).toBe(out['pages-sent']);
+  expect(out['transferred-bytes']).toBe(out['postcopy-bytes']);
+  expect(out['downtime-ms']).toBeLessThan(out['total-time-ms']);
+  await waitInfo(cb, name, (i) => i.migrating !== true, 'settled on the destination');
+  expect(await finalDigest(cb, name)).toBe(await oracle);
+  return { out, inc, ever };
+}
+
+describe('post-copy reaches the unmigrated digest', () => {
+  it('memstress ws_mib=8, migrated mid-run: faults are taken and served', async () => {
+    const { inc } = await postcopyAndCompare(MEM8, 0.4, 'pc-ms8');
+    expect(inc['postcopy-requests']).toBeGreaterThan(0);
+    expect(inc['fault-latency-p50-us']).toBeGreaterThan(0);
+  });
+
+  it('memstress ws_mib=64, migrated early', async () => {
+    await postcopyAndCompare(MEM64, 0.2, 'pc-ms64');
+  });
+
+  it('sieve, migrated mid-run', async () => {
+    await postcopyAndCompare(SIEVE, 0.5, 'pc-sieve');
+  });
+
+  it('life, migrated mid-run', async () => {
+    await postcopyAndCompare(LIFE, 0.5, 'pc-life');
+  });
+
+  it('a paused VM arrives paused and, resumed, reaches the digest', async () => {
+    const g = MEM8;
+    const oracle = oracleDigest(g);
+    const a = await hosts.start('a');
+    const b = await hosts.start('b');
+    const ca = await hosts.connect(a.url);
+    const cb = await hosts.connect(b.url);
+    await ca.request('vm.create', createParams('pc-paused', g));
+    await waitInstret(ca, 'pc-paused', 50_000_000);
+    await ca.request('vm.pause', { name: 'pc-paused' });
+    const out = await migrate(ca, 'pc-paused', { to: b.url, mode: 'postcopy' });
+    expect(out.status, out['error-desc']).toBe('completed');
+    await waitInfo(cb, 'pc-paused', (i) => i.migrating !== true && i.state === 'paused', 'paused and settled');
+    await cb.request('vm.resume', { name: 'pc-paused' });
+    expect(await finalDigest(cb, 'pc-paused')).toBe(await oracle);
+  });
+});
+
