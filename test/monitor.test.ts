@@ -6,7 +6,7 @@ describe('monitor tab completion', () => {
   const vms = ['c1', 'c2', 'm1'];
   it.each([
     ['in', ['info', 'input'], 'in'],
-    ['mig', ['migrate', 'migrate_cancel'], 'mig'],
+    ['mig', ['migrate', 'migrate_start_postcopy', 'migrate_cancel'], 'mig'],
     ['info r', ['registers'], 'r'],
     ['info vm c', ['c1', 'c2'], 'c'],
     ['info vms ', [], ''],

@@ -18,6 +18,8 @@ afterEach(async () => {
 const MEM8: GuestSpec = { program: 'memstress', memory: 32 * MiB, args: ['ws_mib=8'], insnLimit: 200_000_000 };
 const MEM64: GuestSpec = { program: 'memstress', memory: 128 * MiB, args: ['ws_mib=64'], insnLimit: 300_000_000 };
 const SIEVE: GuestSpec = { program: 'sieve', memory: 16 * MiB, args: ['n=2000000', 'reps=20'], insnLimit: 200_000_000 };
+/** Lives long enough (≈2 s) for a few bandwidth-capped pre-copy rounds before a hybrid switch. */
+const MEM8_LONG: GuestSpec = { program: 'memstress', memory: 32 * MiB, args: ['ws_mib=8'], insnLimit: 600_000_000 };
 const LIFE: GuestSpec = { program: 'life', memory: 16 * MiB, args: ['gens=0'], insnLimit: 150_000_000 };
 
 /** Waits until the destination's side of the migration of `name` is over, and returns it. */
@@ -31,7 +33,9 @@ async function incomingDone(c: ControlClient, name: string): Promise<MigrationIn
   }
 }
 
-async function postcopyAndCompare(g: GuestSpec, at: number, name: string): Promise<{ out: MigrationInfo; inc: MigrationInfo; ever: number }> {
+async function postcopyAndCompare(
+  g: GuestSpec, at: number, name: string, params: Record<string, unknown> = { mode: 'postcopy' },
+): Promise<{ out: MigrationInfo; inc: MigrationInfo; ever: number }> {
   const oracle = oracleDigest(g);
   const a = await hosts.start('a');
   const b = await hosts.start('b');
@@ -40,17 +44,24 @@ async function postcopyAndCompare(g: GuestSpec, at: number, name: string): Promi
   await ca.request('vm.create', createParams(name, g));
   await waitInstret(ca, name, Math.floor(g.insnLimit * at));
   const ever = everWrittenCount(a.host.registry.get(name).vm.memory.pageState, PAGE_EVER_WRITTEN);
-  const out = await migrate(ca, name, { to: b.url, mode: 'postcopy' });
+  const out = await migrate(ca, name, { to: b.url, ...params });
   expect(out.status, out['error-desc']).toBe('completed');
-  expect(out.mode).toBe('postcopy');
+  expect(out.mode).toBe(params.mode);
   const inc = await incomingDone(cb, name);
   expect(inc.status, inc['error-desc']).toBe('completed');
-  // Every page crossed the wire exactly once: nothing before the switch-over, nothing twice.
-  expect(out['precopy-bytes']).toBe(0);
-  expect(out['pages-sent']).toBeGreaterThanOrEqual(ever);
-  expect(inc['pages-sent']).toBe(out['pages-sent']);
-  expect(out['transferred-bytes']).toBe(out['postcopy-bytes']);
   expect(out['downtime-ms']).toBeLessThan(out['total-time-ms']);
+  if (params.mode === 'postcopy') {
+    // Every page crossed the wire exactly once: nothing before the switch-over, nothing twice.
+    expect(out['precopy-bytes']).toBe(0);
+    expect(out['pages-sent']).toBeGreaterThanOrEqual(ever);
+    expect(inc['pages-sent']).toBe(out['pages-sent']);
+    expect(out['transferred-bytes']).toBe(out['postcopy-bytes']);
+  } else {
+    expect(out['precopy-bytes']).toBeGreaterThan(0);
+    expect(out['postcopy-switch']).toBeDefined();
+    // Post-copy pages arrive once each: what the source pushed is what the destination filled.
+    expect(inc['postcopy-bytes']).toBe(out['postcopy-bytes']);
+  }
   await waitInfo(cb, name, (i) => i.migrating !== true, 'settled on the destination');
   expect(await finalDigest(cb, name)).toBe(await oracle);
   return { out, inc, ever };
@@ -73,6 +84,46 @@ describe('post-copy reaches the unmigrated digest', () => {
 
   it('life, migrated mid-run', async () => {
     await postcopyAndCompare(LIFE, 0.5, 'pc-life');
+  });
+
+  it('hybrid, switching after 1 pre-copy round (memstress ws_mib=8)', async () => {
+    const { out } = await postcopyAndCompare(MEM8, 0.3, 'hy-ms8', { mode: 'hybrid', postcopyAfterRounds: 1, downtimeLimitMs: 1 });
+    expect(out['postcopy-switch']).toBe('after 1 rounds');
+    expect(out['dirty-sync-count']).toBe(1);
+  });
+
+  it('hybrid switches by itself when pre-copy does not converge (memstress at full speed, 40 MB/s link)', async () => {
+    const { out } = await postcopyAndCompare(MEM8_LONG, 0.15, 'hy-auto', { mode: 'hybrid', maxBandwidth: 40_000_000, downtimeLimitMs: 1 });
+    expect(out['postcopy-switch']).toBe('pre-copy is not converging');
+    expect(out['dirty-sync-count']).toBeGreaterThanOrEqual(2);
+  });
+
+  it('migrate.start-postcopy switches a hybrid migration at the end of its round', async () => {
+    const g = MEM8_LONG;
+    const oracle = oracleDigest(g);
+    const a = await hosts.start('a');
+    const b = await hosts.start('b');
+    const ca = await hosts.connect(a.url);
+    const cb = await hosts.connect(b.url);
+    await ca.request('vm.create', createParams('hy-cmd', g));
+    await waitInstret(ca, 'hy-cmd', 60_000_000);
+    const done = migrate(ca, 'hy-cmd', { to: b.url, mode: 'hybrid', maxBandwidth: 40_000_000, postcopyAfterRounds: 1000, maxRounds: 1000, downtimeLimitMs: 1 });
+    await waitInfo(ca, 'hy-cmd', (i) => i.migrating === true, 'migrating');
+    // Within round 0 (≈ 0.2 s at 40 MB/s), before the automatic switch could happen.
+    await ca.request('migrate.start-postcopy', { name: 'hy-cmd' });
+    const out = await done;
+    expect(out.status, out['error-desc']).toBe('completed');
+    expect(out['postcopy-switch']).toBe('requested');
+    await incomingDone(cb, 'hy-cmd');
+    await waitInfo(cb, 'hy-cmd', (i) => i.migrating !== true, 'settled');
+    expect(await finalDigest(cb, 'hy-cmd')).toBe(await oracle);
+    // A pure pre-copy migration cannot be switched.
+    await ca.request('vm.create', createParams('pre', { ...g, insnLimit: 0 }));
+    await waitInstret(ca, 'pre', 1_000_000);
+    const pre = migrate(ca, 'pre', { to: b.url, maxBandwidth: 20_000_000, maxRounds: 2, downtimeLimitMs: 1 });
+    await waitInfo(ca, 'pre', (i) => i.migrating === true, 'migrating');
+    await expect(ca.request('migrate.start-postcopy', { name: 'pre' })).rejects.toMatchObject({ code: 'ESTATE' });
+    await pre;
   });
 
   it('a paused VM arrives paused and, resumed, reaches the digest', async () => {

@@ -15,6 +15,7 @@ interface MigrateOpts {
   maxBandwidth?: string;
   maxRounds?: string;
   autoConverge?: boolean;
+  postcopyAfterRounds?: string;
   wait: boolean;
   json?: boolean;
 }
@@ -107,11 +108,12 @@ export function migrateCommand(): Command {
     .description('Move a VM live to another host (status, cancel: see below)')
     .argument('<name>', 'VM name')
     .option('--to <url>', 'destination host, ws://HOST:PORT')
-    .addOption(new Option('--mode <mode>', 'pre-copy while it runs; post-copy (resume there at once, fetch pages on demand); cold for a stopped VM').choices(['precopy', 'postcopy', 'cold']).default('precopy'))
+    .addOption(new Option('--mode <mode>', 'precopy while it runs; postcopy (resume there at once, pages fetched on demand); hybrid (pre-copy, then post-copy); cold for a stopped VM').choices(['precopy', 'postcopy', 'hybrid', 'cold']).default('precopy'))
     .option('--downtime-limit <ms>', 'switch over once the rest fits in this downtime (default 300, as QEMU)')
     .option('--max-bandwidth <bytes/s>', 'cap the page stream, e.g. 100M (default unlimited)')
     .option('--max-rounds <n>', 'stop-and-copy after this many rounds even if not converged (default 30)')
     .option('--auto-converge', 'throttle the vCPU when it dirties memory faster than it can be sent')
+    .option('--postcopy-after-rounds <n>', 'hybrid: switch to post-copy after N pre-copy rounds (it also switches when pre-copy does not converge)')
     .option('--no-wait', 'return as soon as the migration has started')
     .option('--json', 'print the final statistics as JSON')
     .action(async (name: string, o: MigrateOpts, self: Command) => {
@@ -120,6 +122,7 @@ export function migrateCommand(): Command {
       if (o.downtimeLimit !== undefined) params.downtimeLimitMs = parseCount(o.downtimeLimit, 'downtime limit');
       if (o.maxBandwidth !== undefined) params.maxBandwidth = parseSize(o.maxBandwidth, 'max bandwidth');
       if (o.maxRounds !== undefined) params.maxRounds = parseCount(o.maxRounds, 'max rounds');
+      if (o.postcopyAfterRounds !== undefined) params.postcopyAfterRounds = parseCount(o.postcopyAfterRounds, 'post-copy after rounds');
       const c = await connect(self.optsWithGlobals<GlobalOptions>(), 'ferry-migrate');
       try {
         const started = await c.request<MigrationInfo>('migrate.start', params);
@@ -150,6 +153,19 @@ export function migrateCommand(): Command {
         const s = await c.request<MigrationInfo>('migrate.status', { name });
         if (o.json) printJson(s);
         else process.stdout.write(`${s.status === 'active' || s.status === 'setup' || s.status === 'device' ? progressLine(s) : migrationSummary(s)}\n`);
+      } finally {
+        await c.close();
+      }
+    });
+
+  cmd.command('start-postcopy')
+    .description('Switch a running hybrid migration to post-copy now (as QEMU migrate-start-postcopy)')
+    .argument('<name>', 'VM name')
+    .action(async (name: string, _o: unknown, self: Command) => {
+      const c = await connect(self.optsWithGlobals<GlobalOptions>(), 'ferry-migrate');
+      try {
+        await c.request('migrate.start-postcopy', { name });
+        process.stdout.write(`${name}: switching to post-copy at the end of the current round\n`);
       } finally {
         await c.close();
       }

@@ -128,14 +128,15 @@ const VERBS: Record<string, Verb> = {
     },
   },
   migrate: {
-    usage: 'migrate NAME ws://HOST:PORT [cold] [downtime-limit=MS] [max-bandwidth=SIZE] [max-rounds=N] [auto-converge]',
+    usage: 'migrate NAME ws://HOST:PORT [cold|postcopy|hybrid] [downtime-limit=MS] [max-bandwidth=SIZE] [max-rounds=N] [auto-converge] [postcopy-after-rounds=N]',
     help: 'migrate a VM live to another host (progress shows here; the monitor stays usable)',
     async run(args, m) {
       need(args, 2, VERBS.migrate!.usage);
       const [name, to, ...rest] = args;
       const params: Record<string, unknown> = { name, to };
       for (const a of rest) {
-        if (a === 'cold') params.mode = 'cold';
+        if (a === 'cold' || a === 'postcopy' || a === 'hybrid') params.mode = a;
+        else if (a.startsWith('postcopy-after-rounds=')) params.postcopyAfterRounds = parseCount(a.slice(22), 'post-copy after rounds');
         else if (a === 'auto-converge') params.autoConverge = true;
         else if (a.startsWith('downtime-limit=')) params.downtimeLimitMs = parseCount(a.slice(15), 'downtime limit');
         else if (a.startsWith('max-bandwidth=')) params.maxBandwidth = parseSize(a.slice(14), 'max bandwidth');
@@ -145,6 +146,14 @@ const VERBS: Record<string, Verb> = {
       await m.client.request('migrate.start', params);
       m.watching.add(name!);
       return `${name}: migration to ${to} started; "info migrate ${name}" shows progress`;
+    },
+  },
+  migrate_start_postcopy: {
+    usage: 'migrate_start_postcopy NAME', help: 'switch a hybrid migration to post-copy now',
+    async run(args, m) {
+      need(args, 1, 'migrate_start_postcopy NAME');
+      await m.client.request('migrate.start-postcopy', { name: args[0] });
+      return `${args[0]}: switching to post-copy`;
     },
   },
   migrate_cancel: {

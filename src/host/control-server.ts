@@ -93,9 +93,10 @@ export const METHODS: Record<string, Handler> = {
   'console.input': (p, c) => c.registry.input(str(p, 'name'), p.data),
   'migrate.start': (p, c) => {
     const mode = p.mode === undefined ? undefined : str(p, 'mode');
-    if (mode !== undefined && mode !== 'precopy' && mode !== 'cold' && mode !== 'postcopy') {
-      throw new FerryError('EINVAL', `migration mode "${mode}" is not one of precopy, postcopy, cold`);
+    if (mode !== undefined && mode !== 'precopy' && mode !== 'cold' && mode !== 'postcopy' && mode !== 'hybrid') {
+      throw new FerryError('EINVAL', `migration mode "${mode}" is not one of precopy, postcopy, hybrid, cold`);
     }
+    const postcopyAfterRounds = optNum(p, 'postcopyAfterRounds');
     const downtimeLimitMs = optNum(p, 'downtimeLimitMs');
     const maxBandwidth = optNum(p, 'maxBandwidth');
     const maxRounds = optNum(p, 'maxRounds');
@@ -107,8 +108,10 @@ export const METHODS: Record<string, Handler> = {
       ...(maxBandwidth !== undefined ? { maxBandwidth } : {}),
       ...(maxRounds !== undefined ? { maxRounds } : {}),
       ...(autoConverge !== undefined ? { autoConverge } : {}),
+      ...(postcopyAfterRounds !== undefined ? { postcopyAfterRounds } : {}),
     });
   },
+  'migrate.start-postcopy': (p, c) => c.migrations.startPostcopy(str(p, 'name')),
   'migrate.status': (p, c) => c.migrations.status(str(p, 'name')),
   'migrate.cancel': (p, c) => c.migrations.cancel(str(p, 'name')),
 };

@@ -15,6 +15,7 @@ export interface MigrateRequest {
   maxBandwidth?: number;
   maxRounds?: number;
   autoConverge?: boolean;
+  postcopyAfterRounds?: number;
 }
 
 /**
@@ -51,6 +52,7 @@ export class MigrationManager {
     if (r.maxBandwidth !== undefined) p.maxBandwidth = r.maxBandwidth;
     if (r.maxRounds !== undefined) p.maxRounds = Math.max(1, r.maxRounds);
     if (r.autoConverge !== undefined) p.autoConverge = r.autoConverge;
+    if (r.postcopyAfterRounds !== undefined) p.postcopyAfterRounds = Math.max(1, r.postcopyAfterRounds);
     if (p.mode === 'cold' && rec.vm.state === 'running') {
       throw new FerryError('ESTATE', `cold migration needs a stopped VM: pause "${r.name}" first, or use --mode precopy`);
     }
@@ -78,6 +80,16 @@ export class MigrationManager {
     const s = this.last.get(name);
     if (!s) throw new FerryError('ENOMIGRATION', `no migration of "${name}" is known on this host`);
     return s.snapshot();
+  }
+
+  /** `migrate start-postcopy`: a running hybrid migration switches at the end of its round. */
+  startPostcopy(name: string): MigrationInfo {
+    const m = this.outgoing.get(name);
+    if (!m) throw new FerryError('ENOMIGRATION', `no outgoing migration of "${name}" is in progress on this host`);
+    if (!m.startPostcopy()) {
+      throw new FerryError('ESTATE', `the migration of "${name}" is not a hybrid migration still in pre-copy (start it with --mode hybrid)`);
+    }
+    return m.stats.snapshot();
   }
 
   cancel(name: string): MigrationInfo {

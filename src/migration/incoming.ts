@@ -3,7 +3,7 @@ import { createCpuState } from '../cpu/state.ts';
 import { FerryError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { checkRamSize, GuestMemory } from '../memory/guest-memory.ts';
-import { PAGE_PRESENT, PAGE_SIZE } from '../memory/layout.ts';
+import { PAGE_EVER_WRITTEN, PAGE_PRESENT, PAGE_SIZE } from '../memory/layout.ts';
 import { Vm } from '../vm/vm.ts';
 import {
   decodeMsg, DEVICES, encodeMsg, fillMissingPages, ISA, isPageFrame, type MigrationMsg, pageFrameCount, type SetupMsg,
@@ -237,9 +237,14 @@ export class IncomingMigration {
    */
   private async startPostcopy(vm: Vm, m: Extract<MigrationMsg, { t: 'state' }>): Promise<void> {
     const { missing, missingCount } = m.postcopy!;
+    // Hybrid: pre-copy frames still queued for the vCPU thread land before page states change.
+    while (vm.pageFramesPending() > 0) await new Promise((r) => setTimeout(r, 1));
     const ps = vm.memory.pageState;
     for (let p = 0; p < vm.memory.pages; p++) {
-      if ((missing[p >>> 3]! & (1 << (p & 7))) === 0) Atomics.store(ps, p, PAGE_PRESENT);
+      // Missing (never sent, or dirtied since it was): not present, so the vCPU traps on it.
+      // Anything else is zero (never written) or arrived during pre-copy: present.
+      if (missing[p >>> 3]! & (1 << (p & 7))) Atomics.store(ps, p, PAGE_EVER_WRITTEN);
+      else Atomics.or(ps, p, PAGE_PRESENT);
     }
     this.postcopy = { remaining: missingCount, done: false, faults: new Map(), latencies: [] };
     vm.on('fault', (page: number) => {
@@ -280,6 +285,7 @@ export class IncomingMigration {
     this.send({ t: 'completed', resumedAt: Date.now() });
     this.hooks.settled(this.setup!.vm);
     this.stats?.faultLatencies(pc.latencies);
+    if (this.stats) this.stats.info['postcopy-blocktime-ms'] = Math.round(this.vm!.blockedMs() * 100) / 100;
     this.stats?.setStatus('completed');
     this.hooks.update(this.stats!);
     this.log.info({ vm: this.setup!.vm, faults: this.stats?.info['postcopy-requests'] }, 'post-copy completed: every page is here');

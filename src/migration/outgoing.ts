@@ -13,7 +13,7 @@ import {
 } from './protocol.ts';
 import { MigrationStats, round2 } from './stats.ts';
 
-export type MigrationMode = 'precopy' | 'cold' | 'postcopy';
+export type MigrationMode = 'precopy' | 'cold' | 'postcopy' | 'hybrid';
 
 export interface MigrateParams {
   to: string;
@@ -25,14 +25,19 @@ export interface MigrateParams {
   /** Stop-and-copy after this many rounds even if not converged. */
   maxRounds: number;
   autoConverge: boolean;
+  /** Hybrid: switch to post-copy after this many pre-copy rounds (also on start-postcopy, or when not converging). */
+  postcopyAfterRounds: number;
 }
 
 /** QEMU's defaults where they exist (downtime-limit 300 ms; guestperf's 30 iterations). */
 export const MIGRATE_DEFAULTS: Omit<MigrateParams, 'to'> = {
-  mode: 'precopy', downtimeLimitMs: 300, maxBandwidth: 0, maxRounds: 30, autoConverge: false,
+  mode: 'precopy', downtimeLimitMs: 300, maxBandwidth: 0, maxRounds: 30, autoConverge: false, postcopyAfterRounds: 30,
 };
 
 const WINDOW_BYTES = 8 * 1024 * 1024;
+/** After a post-copy switch-over the bulk push keeps little in flight: faults must not queue behind it. */
+const POSTCOPY_WINDOW_BYTES = 1024 * 1024;
+const MIN_PUSH_CHUNK = 16;
 const ACK_TIMEOUT_MS = 30_000;
 /** Auto-converge as QEMU: trigger when dirtying outpaces 50 % of sending twice, 20 % then +10 %, cap 99 %. */
 const THROTTLE_TRIGGER = 0.5;
@@ -66,6 +71,8 @@ export class OutgoingMigration {
   private stateSent = false;
   /** Post-copy has resumed the guest on the destination: this side must never run it again. */
   private postcopyActive = false;
+  /** `migrate start-postcopy`: switch at the end of the current round (hybrid). */
+  private postcopyRequested = false;
   private inflight = 0;
   /** Frame buffers whose send has completed, for reuse. */
   private readonly spareFrames: Buffer[] = [];
@@ -82,6 +89,13 @@ export class OutgoingMigration {
     private readonly hooks: OutgoingHooks,
   ) {
     this.stats = new MigrationStats(name, 'outgoing', p.mode, p.to, vm.memory.size);
+  }
+
+  /** Switches a hybrid migration to post-copy at the end of its current round. */
+  startPostcopy(): boolean {
+    if (this.p.mode !== 'hybrid' || this.stats.final || this.stateSent) return false;
+    this.postcopyRequested = true;
+    return true;
   }
 
   /** Post-copy failed after the switch-over: the guest can run on neither host. */
@@ -106,7 +120,7 @@ export class OutgoingMigration {
       this.hooks.update(this.stats);
       if (this.p.mode === 'cold') await this.cold();
       else if (this.p.mode === 'postcopy') await this.postcopy();
-      else await this.precopy();
+      else await this.precopy(); // precopy, or hybrid (pre-copy that may switch to post-copy)
       this.stats.setStatus('completed');
       t.info({ ...this.summary() }, 'migration completed');
       await this.hooks.release();
@@ -185,6 +199,7 @@ export class OutgoingMigration {
     let round = 0;
     let hot = 0;
     let throttle = 0;
+    let notConverging = 0;
     for (;;) {
       const r0 = performance.now();
       const { bytes } = await this.sendPages(pages, 'precopy');
@@ -204,7 +219,30 @@ export class OutgoingMigration {
       pages = dirty;
       round++;
       this.checkCancelled();
-      if (dirtyBytes <= limitBytesPerMs(bw) || round >= this.p.maxRounds || vm.state !== 'running') break;
+      if (dirtyBytes <= limitBytesPerMs(bw) || vm.state !== 'running') break;
+      if (this.p.mode === 'hybrid') {
+        // A round leaves more than half of what it sent dirty again (QEMU's convergence trigger),
+        // twice in a row: dirtying keeps up with the link, so pre-copy will not converge.
+        notConverging = dirtyBytes > THROTTLE_TRIGGER * bytes ? notConverging + 1 : 0;
+        const why = this.postcopyRequested ? 'requested'
+          : round >= this.p.postcopyAfterRounds ? `after ${round} rounds`
+            : notConverging >= 2 ? 'pre-copy is not converging'
+              : round >= this.p.maxRounds ? `max rounds (${round})` : undefined;
+        if (why !== undefined) {
+          this.log.info({ round, why }, 'switching to post-copy');
+          this.stats.info['postcopy-switch'] = why;
+          this.stats.setStatus('device');
+          const tPause = performance.now();
+          if (vm.state === 'running') {
+            this.pausedByUs = true;
+            await vm.pause();
+          }
+          if (throttle) vm.setThrottle(0);
+          await this.postcopySwitch(union(pages, vm.dirtyWhileStopped()), tPause);
+          return;
+        }
+      }
+      if (round >= this.p.maxRounds) break;
       if (this.p.autoConverge && bytes > 0 && dirtyBytes > THROTTLE_TRIGGER * bytes) {
         if (++hot >= 2) {
           throttle = throttle === 0 ? THROTTLE_INITIAL : Math.min(THROTTLE_MAX, throttle + THROTTLE_STEP);
@@ -245,15 +283,22 @@ export class OutgoingMigration {
    * faulted page, so the neighbourhood of a fault follows it.
    */
   private async postcopy(): Promise<void> {
-    const vm = this.vm;
     this.stats.setStatus('device');
     this.hooks.update(this.stats);
     const tPause = performance.now();
-    if (vm.state === 'running') {
+    if (this.vm.state === 'running') {
       this.pausedByUs = true;
-      await vm.pause();
+      await this.vm.pause();
     }
-    const order = this.everWrittenPages();
+    await this.postcopySwitch(this.everWrittenPages(), tPause);
+  }
+
+  /**
+   * The post-copy switch-over and what follows it, with the VM already stopped: `order` lists
+   * the pages the destination does not have (or has stale), in push order.
+   */
+  private async postcopySwitch(order: Uint32Array, tPause: number): Promise<void> {
+    const vm = this.vm;
     const pages = vm.memory.pages;
     const missing = new Uint8Array(Math.ceil(pages / 8));
     const indexOf = new Int32Array(pages).fill(-1);
@@ -264,6 +309,9 @@ export class OutgoingMigration {
     const sent = new Uint8Array(pages);
     let cursor = 0;
     let left = order.length;
+    // The background push chunk grows while no fault comes and shrinks back on a fault (CRIU's
+    // lazy-pages policy), so a fault never waits behind much bulk data.
+    let chunkPages = MIN_PUSH_CHUNK;
     const ram = vm.memory.ram;
     // Listen for faults before the guest can resume over there.
     this.prio!.on('message', (data: Buffer) => {
@@ -277,6 +325,7 @@ export class OutgoingMigration {
       this.stats.info['postcopy-requests']++;
       const p = m.page;
       if (indexOf[p]! >= 0) cursor = indexOf[p]!; // restart the background scan at the fault
+      chunkPages = MIN_PUSH_CHUNK; // and push small chunks again until faults stop
       if (sent[p]) return; // already on its way on the bulk stream
       sent[p] = 1;
       left--;
@@ -302,7 +351,7 @@ export class OutgoingMigration {
       this.inbox!.check();
       chunk.length = 0;
       // The next unsent pages from the cursor on, wrapping around.
-      for (let k = 0; k < order.length && chunk.length < PAGES_PER_FRAME; k++) {
+      for (let k = 0; k < order.length && chunk.length < chunkPages; k++) {
         const i = (cursor + k) % order.length;
         const p = order[i]!;
         if (sent[p]) continue;
@@ -313,6 +362,7 @@ export class OutgoingMigration {
       cursor = (indexOf[chunk[chunk.length - 1]!]! + 1) % order.length;
       left -= chunk.length;
       await this.sendFrame(chunk, 'postcopy');
+      chunkPages = Math.min(PAGES_PER_FRAME, chunkPages * 2);
     }
     await this.window(0);
     this.send({ t: 'postcopy-done', pages: order.length });
@@ -367,7 +417,8 @@ export class OutgoingMigration {
   }
 
   private async window(next: number): Promise<void> {
-    while (this.inflight > 0 && this.inflight + next > WINDOW_BYTES) {
+    const limit = this.postcopyActive ? POSTCOPY_WINDOW_BYTES : WINDOW_BYTES;
+    while (this.inflight > 0 && this.inflight + next > limit) {
       this.checkCancelled();
       this.inbox!.check();
       await new Promise<void>((resolve) => { this.drained = resolve; });

@@ -54,7 +54,7 @@ export interface SetupMsg {
   t: 'setup';
   vm: string;
   program: string;
-  mode: 'precopy' | 'cold' | 'postcopy';
+  mode: 'precopy' | 'cold' | 'postcopy' | 'hybrid';
   config: MachineConfig;
   insnLimit: number;
   pageSize: number;

@@ -36,6 +36,10 @@ export interface MigrationInfo {
   /** Destination: fault latency, from the vCPU's fault to the page being present. */
   'fault-latency-p50-us'?: number;
   'fault-latency-p99-us'?: number;
+  /** Destination: total time the vCPU spent blocked on missing pages (QEMU's postcopy-blocktime). */
+  'postcopy-blocktime-ms'?: number;
+  /** Hybrid: why it switched to post-copy. */
+  'postcopy-switch'?: string;
   'throttle-percent': number;
   rounds: RoundInfo[];
 }

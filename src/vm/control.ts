@@ -36,6 +36,8 @@ export const C_RESTORE = 11;
  */
 export const C_PAGES_POSTED = 12;
 export const C_PAGES_DONE = 13;
+/** Post-copy: microseconds the vCPU has spent blocked on missing pages (QEMU's blocktime). */
+export const C_BLOCKED_US = 14;
 export const CONTROL_WORDS = 16;
 
 export const RX_RING_SIZE = 4096;

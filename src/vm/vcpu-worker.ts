@@ -6,7 +6,7 @@ import { parentPort, receiveMessageOnPort } from 'node:worker_threads';
 import { StepExit } from '../cpu/cpu.ts';
 import { DIRTY_ACK, DIRTY_ACTIVE, DIRTY_REQ, GuestMemory } from '../memory/guest-memory.ts';
 import {
-  C_CMD, C_CMD_SEQ, C_DOORBELL, C_PAGES_DONE, C_PAGES_POSTED, C_RESTORE, C_INSTRET_HI, C_INSTRET_LO, C_PC, C_RX_HEAD, C_RX_TAIL, C_STATE, C_STEP_N, C_THROTTLE,
+  C_BLOCKED_US, C_CMD, C_CMD_SEQ, C_DOORBELL, C_PAGES_DONE, C_PAGES_POSTED, C_RESTORE, C_INSTRET_HI, C_INSTRET_LO, C_PC, C_RX_HEAD, C_RX_TAIL, C_STATE, C_STEP_N, C_THROTTLE,
   Cmd, RX_RING_SIZE, VcpuState,
 } from './control.ts';
 import { applyPageFrame } from '../migration/protocol.ts';
@@ -72,9 +72,12 @@ io.missingPage = (page: number): void => {
     flushConsole();
     post({ type: 'fault', page });
   }
+  if (Atomics.load(ps, page) & PAGE_PRESENT) return;
+  const t0 = performance.now();
   for (let v = Atomics.load(ps, page); (v & PAGE_PRESENT) === 0; v = Atomics.load(ps, page)) {
     Atomics.wait(ps, page, v, 1000);
   }
+  Atomics.add(ctl, C_BLOCKED_US, Math.round((performance.now() - t0) * 1000));
 };
 const cpuState = new Int32Array(init.cpu);
 const machine = new Machine(mem, cpuState, init.config, io, init.devices);

@@ -8,7 +8,7 @@ import { DIRTY_ACK, DIRTY_REQ, GuestMemory, harvestBothLogsStopped, harvestDirty
 import { DEFAULT_RAM_SIZE } from '../memory/layout.ts';
 import { bootElf } from './boot.ts';
 import {
-  C_CMD, C_CMD_SEQ, C_INSTRET_HI, C_PAGES_DONE, C_PAGES_POSTED, C_RESTORE, C_INSTRET_LO, C_PC, C_RX_HEAD, C_RX_TAIL, C_STEP_N, C_THROTTLE, Cmd, CONTROL_WORDS,
+  C_BLOCKED_US, C_CMD, C_CMD_SEQ, C_INSTRET_HI, C_PAGES_DONE, C_PAGES_POSTED, C_RESTORE, C_INSTRET_LO, C_PC, C_RX_HEAD, C_RX_TAIL, C_STEP_N, C_THROTTLE, Cmd, CONTROL_WORDS,
   ring, RX_RING_SIZE,
 } from './control.ts';
 import type { DeviceStates, MachineConfig } from './machine.ts';
@@ -323,6 +323,11 @@ export class Vm extends EventEmitter {
     this.pagesPort.postMessage(frame, own ? [frame.buffer as ArrayBuffer] : []);
     Atomics.add(this.ctl, C_PAGES_POSTED, 1);
     ring(this.ctl);
+  }
+
+  /** Milliseconds the vCPU has spent blocked on missing pages (post-copy). */
+  blockedMs(): number {
+    return Atomics.load(this.ctl, C_BLOCKED_US) / 1000;
   }
 
   /** Page frames posted but not yet written into RAM. */
