@@ -13,6 +13,8 @@ import type { MigrationInfo } from '../src/migration/stats.ts';
 import { rawWsThroughput } from './ws-raw.ts';
 
 const quick = process.env.FERRY_BENCH_QUICK === '1';
+/** FERRY_BENCH_ONLY=postcopy runs just the post-copy and hybrid cases. */
+const only = process.env.FERRY_BENCH_ONLY;
 const MiB = 1024 * 1024;
 
 interface Case {
@@ -74,6 +76,44 @@ async function migrateOnce(a: HostProcess, b: HostProcess, c: Case, raw: number)
   };
 }
 
+/**
+ * Post-copy and hybrid on a working set pre-copy cannot converge on: memstress over 768 MiB of a
+ * 1 GiB VM. Reports downtime, total time against touched RAM ÷ raw throughput, bytes against
+ * touched RAM, faults as a share of touched pages, and fault latency with and without the push.
+ */
+async function postcopyCase(
+  a: HostProcess, b: HostProcess, name: string, params: Record<string, unknown>, raw: number, wsMib = 768,
+): Promise<Record<string, unknown>> {
+  await a.client.request('vm.create', { name, program: 'memstress', memory: 1024 * MiB, args: [`ws_mib=${wsMib}`], start: true });
+  // Let memstress touch its whole working set first (its first pass faults every page in).
+  await new Promise((r) => setTimeout(r, 4000));
+  const done = waitForMigration(a.client, name);
+  await a.client.request('migrate.start', { name, to: b.url, ...params });
+  const s: MigrationInfo = await done;
+  let inc: MigrationInfo | undefined;
+  for (let i = 0; i < 600; i++) {
+    inc = await b.client.request<MigrationInfo>('migrate.status', { name }).catch(() => undefined);
+    if (inc && (inc.status === 'completed' || inc.status === 'failed')) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  await b.client.request('vm.destroy', { name }).catch(() => undefined);
+  await a.client.request('vm.destroy', { name }).catch(() => undefined);
+  const touchedBytes = (s['touched-pages'] ?? 0) * 4096;
+  const idealMs = touchedBytes / raw / 1000;
+  return {
+    name, status: s.status, error: s['error-desc'], switch: s['postcopy-switch'],
+    totalMs: s['total-time-ms'], downtimeMs: s['downtime-ms'], setupMs: s['setup-time-ms'], rounds: s['dirty-sync-count'],
+    bytes: s['transferred-bytes'], touchedBytes, bytesVsTouched: round2(s['transferred-bytes'] / Math.max(1, touchedBytes)),
+    totalVsIdeal: round2(s['total-time-ms'] / Math.max(0.001, idealMs)),
+    faults: inc?.['postcopy-requests'], faultShare: round2((inc?.['postcopy-requests'] ?? 0) / Math.max(1, s['touched-pages'] ?? 1)),
+    faultP50us: inc?.['fault-latency-p50-us'], faultP99us: inc?.['fault-latency-p99-us'], blocktimeMs: inc?.['postcopy-blocktime-ms'],
+  };
+}
+
+function round2(v: number): number {
+  return Math.round(v * 100) / 100;
+}
+
 /** An idle 1 GiB VM migrated back and forth between warm hosts: the median of `times` migrations. */
 async function idlePingPong(a: HostProcess, b: HostProcess, times: number): Promise<Record<string, unknown>> {
   const name = 'idle-1GiB-ping-pong';
@@ -105,21 +145,38 @@ async function main(): Promise<void> {
   const a = await startHostProcess('bench-a');
   const b = await startHostProcess('bench-b');
   const rows: Record<string, unknown>[] = [];
+  const postcopyRows: Record<string, unknown>[] = [];
   try {
     // A host's first migration also pays for compiling its code paths: report it on its own
     // row, then measure warm hosts, as long-running hosts are.
-    const first = await migrateOnce(a, b, { name: 'first-migration-idle-64MiB', program: 'counter', memory: 64 * MiB, args: ['period_ms=1000'], warmMs: 300 }, raw);
-    emit(first);
-    rows.push(first);
-    for (const c of CASES) {
+    const first = only === 'postcopy' ? undefined : await migrateOnce(a, b, { name: 'first-migration-idle-64MiB', program: 'counter', memory: 64 * MiB, args: ['period_ms=1000'], warmMs: 300 }, raw);
+    if (first) {
+      emit(first);
+      rows.push(first);
+    }
+    for (const c of only === 'postcopy' ? [] : CASES) {
       const r = await migrateOnce(a, b, c, raw);
       emit(r);
       rows.push(r);
     }
     if (!quick) {
-      const r = await idlePingPong(a, b, 7);
-      emit(r);
-      rows.push(r);
+      if (only !== 'postcopy') {
+        const r = await idlePingPong(a, b, 7);
+        emit(r);
+        rows.push(r);
+      }
+      // With the push held back for 3 s, pages move only on faults meanwhile: latency without push.
+      const pc: [string, Record<string, unknown>, number][] = [
+        ['postcopy-memstress-768MiB-in-1GiB', { mode: 'postcopy' }, 768],
+        ['hybrid-after-1-round-memstress-768MiB-in-1GiB', { mode: 'hybrid', postcopyAfterRounds: 1 }, 768],
+        ['postcopy-memstress-64MiB-in-1GiB', { mode: 'postcopy' }, 64],
+        ['postcopy-push-delayed-3s-memstress-64MiB-in-1GiB', { mode: 'postcopy', pushDelayMs: 3000 }, 64],
+      ];
+      for (const [name, params, ws] of pc) {
+        const r2 = await postcopyCase(a, b, name, params, raw, ws);
+        emit(r2);
+        postcopyRows.push(r2);
+      }
     }
   } finally {
     await Promise.all([a.stop(), b.stop()]);
@@ -128,6 +185,11 @@ async function main(): Promise<void> {
   process.stdout.write(`\nraw WebSocket throughput between two processes: ${Math.round(raw)} MB/s\n\n`);
   process.stdout.write(`| ${cols.join(' | ')} |\n|${cols.map(() => '---').join('|')}|\n`);
   for (const r of rows) process.stdout.write(`| ${cols.map((k) => String(r[k] ?? '')).join(' | ')} |\n`);
+  if (postcopyRows.length) {
+    const pcols = ['name', 'status', 'totalMs', 'downtimeMs', 'totalVsIdeal', 'bytesVsTouched', 'faults', 'faultShare', 'faultP50us', 'faultP99us', 'blocktimeMs'];
+    process.stdout.write(`\n| ${pcols.join(' | ')} |\n|${pcols.map(() => '---').join('|')}|\n`);
+    for (const r of postcopyRows) process.stdout.write(`| ${pcols.map((k) => String(r[k] ?? '')).join(' | ')} |\n`);
+  }
 }
 
 await main();

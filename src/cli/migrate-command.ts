@@ -80,6 +80,8 @@ export function waitForMigration(c: ControlClient, name: string, onProgress?: (s
       if (settled) return;
       settled = true;
       clearInterval(poll);
+      c.off('event', onEvent);
+      c.off('close', onClose);
       resolve(s);
     };
     const check = (s: MigrationInfo) => {
@@ -87,16 +89,19 @@ export function waitForMigration(c: ControlClient, name: string, onProgress?: (s
       onProgress?.(s);
       if (FINAL_STATUSES.includes(s.status)) finish(s);
     };
-    c.on('event', (event: string, vm: string | undefined, data: unknown) => {
+    const onEvent = (event: string, vm: string | undefined, data: unknown) => {
       if (event === 'migration' && vm === name) check(data as MigrationInfo);
-    });
-    c.on('close', (e: Error) => {
+    };
+    const onClose = (e: Error) => {
       if (!settled) {
         settled = true;
         clearInterval(poll);
+        c.off('event', onEvent);
         reject(e);
       }
-    });
+    };
+    c.on('event', onEvent);
+    c.on('close', onClose);
     const poll = setInterval(() => {
       c.request<MigrationInfo>('migrate.status', { name }).then(check, () => undefined);
     }, 500);

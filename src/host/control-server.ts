@@ -97,6 +97,7 @@ export const METHODS: Record<string, Handler> = {
       throw new FerryError('EINVAL', `migration mode "${mode}" is not one of precopy, postcopy, hybrid, cold`);
     }
     const postcopyAfterRounds = optNum(p, 'postcopyAfterRounds');
+    const pushDelayMs = optNum(p, 'pushDelayMs');
     const downtimeLimitMs = optNum(p, 'downtimeLimitMs');
     const maxBandwidth = optNum(p, 'maxBandwidth');
     const maxRounds = optNum(p, 'maxRounds');
@@ -109,6 +110,7 @@ export const METHODS: Record<string, Handler> = {
       ...(maxRounds !== undefined ? { maxRounds } : {}),
       ...(autoConverge !== undefined ? { autoConverge } : {}),
       ...(postcopyAfterRounds !== undefined ? { postcopyAfterRounds } : {}),
+      ...(pushDelayMs !== undefined ? { pushDelayMs } : {}),
     });
   },
   'migrate.start-postcopy': (p, c) => c.migrations.startPostcopy(str(p, 'name')),

@@ -16,6 +16,7 @@ export interface MigrateRequest {
   maxRounds?: number;
   autoConverge?: boolean;
   postcopyAfterRounds?: number;
+  pushDelayMs?: number;
 }
 
 /**
@@ -53,6 +54,7 @@ export class MigrationManager {
     if (r.maxRounds !== undefined) p.maxRounds = Math.max(1, r.maxRounds);
     if (r.autoConverge !== undefined) p.autoConverge = r.autoConverge;
     if (r.postcopyAfterRounds !== undefined) p.postcopyAfterRounds = Math.max(1, r.postcopyAfterRounds);
+    if (r.pushDelayMs !== undefined) p.pushDelayMs = r.pushDelayMs;
     if (p.mode === 'cold' && rec.vm.state === 'running') {
       throw new FerryError('ESTATE', `cold migration needs a stopped VM: pause "${r.name}" first, or use --mode precopy`);
     }

@@ -113,7 +113,13 @@ export function harvestBothLogsStopped(mem: GuestMemory): Uint32Array {
   const b = harvestLog(mem, 1);
   if (b.length === 0) return a;
   if (a.length === 0) return b;
-  return Uint32Array.from(new Set([...a, ...b])).sort();
+  const both = new Uint32Array(a.length + b.length);
+  both.set(a);
+  both.set(b, a.length);
+  both.sort();
+  let n = 0;
+  for (let i = 0; i < both.length; i++) if (i === 0 || both[i] !== both[i - 1]) both[n++] = both[i]!;
+  return both.slice(0, n);
 }
 
 function harvestLog(mem: GuestMemory, index: number): Uint32Array {
@@ -121,11 +127,20 @@ function harvestLog(mem: GuestMemory, index: number): Uint32Array {
   // Scan eight pages at a time; a log is mostly zeros. Log bytes are 0 or 1, so a nonzero
   // group never reads as a float64 zero (that would need a 0x80 byte for -0).
   const words = new Float64Array(log.buffer, log.byteOffset, logStride(mem.pages) >>> 3);
-  const out: number[] = [];
+  let out = new Uint32Array(256);
+  let n = 0;
   for (let w = 0; w < words.length; w++) {
     if (words[w] === 0) continue;
-    for (let p = w * 8; p < w * 8 + 8; p++) if (log[p] !== 0) out.push(p);
+    for (let p = w * 8; p < w * 8 + 8; p++) {
+      if (log[p] === 0) continue;
+      if (n === out.length) {
+        const bigger = new Uint32Array(out.length * 4);
+        bigger.set(out);
+        out = bigger;
+      }
+      out[n++] = p;
+    }
     words[w] = 0;
   }
-  return Uint32Array.from(out);
+  return out.slice(0, n);
 }

@@ -40,6 +40,8 @@ export class IncomingMigration {
   /** Post-copy after the switch-over: the VM runs here while its pages arrive. */
   private postcopy: { remaining: number; done: boolean; faults: Map<number, number>; latencies: number[] } | undefined;
   private prio: WebSocket | undefined;
+  /** The missing-page bitmap of a post-copy advice, already applied to the page states. */
+  private advised: Uint8Array | undefined;
   /** Frames that arrived while an asynchronous step (the restore) was running, in order. */
   private backlog: [Buffer, boolean][] | undefined;
 
@@ -138,6 +140,9 @@ export class IncomingMigration {
         return undefined;
       case 'state':
         return this.onState(m);
+      case 'postcopy-advise':
+        this.advise(m.section.missing);
+        return undefined;
       case 'postcopy-done':
         if (!this.postcopy) throw new FerryError('EPROTO', 'postcopy-done outside post-copy');
         this.postcopy.done = true;
@@ -239,12 +244,16 @@ export class IncomingMigration {
     const { missing, missingCount } = m.postcopy!;
     // Hybrid: pre-copy frames still queued for the vCPU thread land before page states change.
     while (vm.pageFramesPending() > 0) await new Promise((r) => setTimeout(r, 1));
-    const ps = vm.memory.pageState;
-    for (let p = 0; p < vm.memory.pages; p++) {
-      // Missing (never sent, or dirtied since it was): not present, so the vCPU traps on it.
-      // Anything else is zero (never written) or arrived during pre-copy: present.
-      if (missing[p >>> 3]! & (1 << (p & 7))) Atomics.store(ps, p, PAGE_EVER_WRITTEN);
-      else Atomics.or(ps, p, PAGE_PRESENT);
+    if (this.advised) {
+      // Only pages written since the advice differ: flip just those (missing, not present).
+      const ps = vm.memory.pageState;
+      for (let w = 0; w < missing.length; w++) {
+        const added = missing[w]! & ~this.advised[w]!;
+        if (added === 0) continue;
+        for (let bit = 0; bit < 8; bit++) if (added & (1 << bit)) ps[w * 8 + bit] = PAGE_EVER_WRITTEN;
+      }
+    } else {
+      this.markPageStates(missing);
     }
     this.postcopy = { remaining: missingCount, done: false, faults: new Map(), latencies: [] };
     vm.on('fault', (page: number) => {
@@ -259,6 +268,26 @@ export class IncomingMigration {
     this.hooks.update(this.stats!);
     this.log.info({ vm: this.setup!.vm, missing: missingCount }, 'post-copy: the VM runs here; fetching its pages');
     this.checkPostcopyComplete();
+  }
+
+  /** The post-copy advice: page states are prepared while the guest still runs on the source. */
+  private advise(missing: Uint8Array): void {
+    if (!this.vm || this.setup?.mode !== 'postcopy') throw new FerryError('EPROTO', 'postcopy-advise outside a post-copy migration');
+    this.markPageStates(missing);
+    this.advised = missing;
+  }
+
+  /**
+   * Missing pages (never sent, or dirtied since they were) are not present, so the vCPU traps
+   * on them; anything else is zero (never written) or arrived during pre-copy: present. Plain
+   * stores: the vCPU has not run yet, and the restore publishes them (Atomics).
+   */
+  private markPageStates(missing: Uint8Array): void {
+    const ps = this.vm!.memory.pageState;
+    for (let p = 0; p < ps.length; p++) {
+      if (missing[p >>> 3]! & (1 << (p & 7))) ps[p] = PAGE_EVER_WRITTEN;
+      else ps[p] = ps[p]! | PAGE_PRESENT;
+    }
   }
 
   private fillPages(frame: Buffer): void {

@@ -27,16 +27,21 @@ export interface MigrateParams {
   autoConverge: boolean;
   /** Hybrid: switch to post-copy after this many pre-copy rounds (also on start-postcopy, or when not converging). */
   postcopyAfterRounds: number;
+  /**
+   * Post-copy: start the background push this long after the switch-over (default 0). Until
+   * then pages move only when the guest faults on them (for measuring demand paging).
+   */
+  pushDelayMs: number;
 }
 
 /** QEMU's defaults where they exist (downtime-limit 300 ms; guestperf's 30 iterations). */
 export const MIGRATE_DEFAULTS: Omit<MigrateParams, 'to'> = {
-  mode: 'precopy', downtimeLimitMs: 300, maxBandwidth: 0, maxRounds: 30, autoConverge: false, postcopyAfterRounds: 30,
+  mode: 'precopy', downtimeLimitMs: 300, maxBandwidth: 0, maxRounds: 30, autoConverge: false, postcopyAfterRounds: 30, pushDelayMs: 0,
 };
 
 const WINDOW_BYTES = 8 * 1024 * 1024;
 /** After a post-copy switch-over the bulk push keeps little in flight: faults must not queue behind it. */
-const POSTCOPY_WINDOW_BYTES = 1024 * 1024;
+const POSTCOPY_WINDOW_BYTES = 256 * 1024;
 const MIN_PUSH_CHUNK = 16;
 const ACK_TIMEOUT_MS = 30_000;
 /** Auto-converge as QEMU: trigger when dirtying outpaces 50 % of sending twice, 20 % then +10 %, cap 99 %. */
@@ -175,10 +180,13 @@ export class OutgoingMigration {
 
   /** Pages that were ever written: the rest are known zero and cost nothing. */
   private everWrittenPages(): Uint32Array {
+    // Plain reads are enough: EVER_WRITTEN only ever goes from 0 to 1, and a page written after
+    // this scan is in the dirty log (or, with the VM paused, nothing changes).
     const ps = this.vm.memory.pageState;
-    const out: number[] = [];
-    for (let p = 0; p < ps.length; p++) if (Atomics.load(ps, p) & PAGE_EVER_WRITTEN) out.push(p);
-    return Uint32Array.from(out);
+    const out = new Uint32Array(ps.length);
+    let n = 0;
+    for (let p = 0; p < ps.length; p++) if (ps[p]! & PAGE_EVER_WRITTEN) out[n++] = p;
+    return out.slice(0, n);
   }
 
   private async cold(): Promise<void> {
@@ -186,6 +194,7 @@ export class OutgoingMigration {
     this.stats.setStatus('device');
     const t0 = performance.now();
     const pages = this.everWrittenPages();
+    this.stats.info['touched-pages'] = pages.length;
     await this.sendPages(pages, 'downtime');
     await this.sendState();
     this.stats.info['downtime-ms'] = round2(performance.now() - t0);
@@ -196,6 +205,7 @@ export class OutgoingMigration {
     const limitBytesPerMs = (bwBytesPerMs: number) => bwBytesPerMs * this.p.downtimeLimitMs;
     await vm.syncDirty(); // a fresh dirty epoch: every write from here on is logged
     let pages = this.everWrittenPages();
+    this.stats.info['touched-pages'] = pages.length;
     let round = 0;
     let hot = 0;
     let throttle = 0;
@@ -283,29 +293,46 @@ export class OutgoingMigration {
    * faulted page, so the neighbourhood of a fault follows it.
    */
   private async postcopy(): Promise<void> {
+    // Advise (as QEMU's postcopy ADVISE) while the guest still runs: scanning and marking a
+    // whole RAM's page states costs milliseconds that must not count as downtime. Writes from
+    // here on are in the dirty log and join the missing set at the switch-over.
+    const vm = this.vm;
+    await vm.syncDirty();
+    const touched = this.everWrittenPages();
+    const missing = pageBitmap(vm.memory.pages, touched);
+    const indexOf = pageIndex(vm.memory.pages, touched);
+    this.send({ t: 'postcopy-advise', section: { missing, missingCount: touched.length } });
     this.stats.setStatus('device');
     this.hooks.update(this.stats);
     const tPause = performance.now();
-    if (this.vm.state === 'running') {
+    if (vm.state === 'running') {
       this.pausedByUs = true;
-      await this.vm.pause();
+      await vm.pause();
     }
-    await this.postcopySwitch(this.everWrittenPages(), tPause);
+    // Pages first written since the advice: few, if any.
+    const late: number[] = [];
+    const dirty = vm.dirtyWhileStopped();
+    for (let i = 0; i < dirty.length; i++) {
+      const p = dirty[i]!;
+      if ((missing[p >>> 3]! & (1 << (p & 7))) !== 0) continue;
+      missing[p >>> 3]! |= 1 << (p & 7);
+      indexOf[p] = touched.length + late.length;
+      late.push(p);
+    }
+    const order = late.length ? Uint32Array.from([...touched, ...late]) : touched;
+    this.stats.info['touched-pages'] = order.length;
+    await this.postcopySwitch(order, tPause, { missing, indexOf });
   }
 
   /**
    * The post-copy switch-over and what follows it, with the VM already stopped: `order` lists
    * the pages the destination does not have (or has stale), in push order.
    */
-  private async postcopySwitch(order: Uint32Array, tPause: number): Promise<void> {
+  private async postcopySwitch(order: Uint32Array, tPause: number, prebuilt?: { missing: Uint8Array; indexOf: Int32Array }): Promise<void> {
     const vm = this.vm;
     const pages = vm.memory.pages;
-    const missing = new Uint8Array(Math.ceil(pages / 8));
-    const indexOf = new Int32Array(pages).fill(-1);
-    order.forEach((p, i) => {
-      missing[p >>> 3]! |= 1 << (p & 7);
-      indexOf[p] = i;
-    });
+    const missing = prebuilt?.missing ?? pageBitmap(pages, order);
+    const indexOf = prebuilt?.indexOf ?? pageIndex(pages, order);
     const sent = new Uint8Array(pages);
     let cursor = 0;
     let left = order.length;
@@ -347,6 +374,10 @@ export class OutgoingMigration {
     this.hooks.update(this.stats);
 
     const chunk: number[] = [];
+    for (const until = performance.now() + this.p.pushDelayMs; left > 0 && performance.now() < until;) {
+      this.inbox!.check(); // demand paging only, for now
+      await new Promise((r) => setTimeout(r, 5));
+    }
     while (left > 0) {
       this.inbox!.check();
       chunk.length = 0;
@@ -491,6 +522,23 @@ export class OutgoingMigration {
       if (ws && ws.readyState <= 1) ws.close(1000, 'migration over');
     }
   }
+}
+
+/** One bit per page, set for the pages listed. */
+function pageBitmap(pages: number, list: ArrayLike<number>): Uint8Array {
+  const bits = new Uint8Array(Math.ceil(pages / 8));
+  for (let i = 0; i < list.length; i++) {
+    const p = list[i]!;
+    bits[p >>> 3]! |= 1 << (p & 7);
+  }
+  return bits;
+}
+
+/** Position of each listed page in the list, -1 for the others (steers the push to a fault). */
+function pageIndex(pages: number, list: ArrayLike<number>): Int32Array {
+  const index = new Int32Array(pages).fill(-1);
+  for (let i = 0; i < list.length; i++) index[list[i]!] = i;
+  return index;
 }
 
 function union(a: ArrayLike<number>, b: ArrayLike<number>): Uint32Array {

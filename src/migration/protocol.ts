@@ -73,6 +73,8 @@ export type MigrationMsg =
   | { t: 'resumed' }
   /** Post-copy, on the priority channel: the vCPU faulted on this page. */
   | { t: 'page-req'; page: number }
+  /** Post-copy, before the switch-over: the pages the destination will have to fetch, so it can prepare. */
+  | { t: 'postcopy-advise'; section: PostcopySection }
   /** Post-copy: every page has been sent once. */
   | { t: 'postcopy-done'; pages: number }
   | { t: 'completed'; resumedAt: number }

@@ -38,6 +38,8 @@ export interface MigrationInfo {
   'fault-latency-p99-us'?: number;
   /** Destination: total time the vCPU spent blocked on missing pages (QEMU's postcopy-blocktime). */
   'postcopy-blocktime-ms'?: number;
+  /** Pages ever written when the migration started sending (the RAM the guest has touched). */
+  'touched-pages'?: number;
   /** Hybrid: why it switched to post-copy. */
   'postcopy-switch'?: string;
   'throttle-percent': number;
