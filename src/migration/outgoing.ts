@@ -43,6 +43,8 @@ const WINDOW_BYTES = 8 * 1024 * 1024;
 /** After a post-copy switch-over the bulk push keeps little in flight: faults must not queue behind it. */
 const POSTCOPY_WINDOW_BYTES = 256 * 1024;
 const MIN_PUSH_CHUNK = 16;
+/** The push yields between frames until no fault has come for this long. */
+const FAULT_QUIET_MS = 5;
 const ACK_TIMEOUT_MS = 30_000;
 /** Auto-converge as QEMU: trigger when dirtying outpaces 50 % of sending twice, 20 % then +10 %, cap 99 %. */
 const THROTTLE_TRIGGER = 0.5;
@@ -339,6 +341,7 @@ export class OutgoingMigration {
     // The background push chunk grows while no fault comes and shrinks back on a fault (CRIU's
     // lazy-pages policy), so a fault never waits behind much bulk data.
     let chunkPages = MIN_PUSH_CHUNK;
+    let lastFault = -Infinity;
     const ram = vm.memory.ram;
     // Listen for faults before the guest can resume over there.
     this.prio!.on('message', (data: Buffer) => {
@@ -353,6 +356,7 @@ export class OutgoingMigration {
       const p = m.page;
       if (indexOf[p]! >= 0) cursor = indexOf[p]!; // restart the background scan at the fault
       chunkPages = MIN_PUSH_CHUNK; // and push small chunks again until faults stop
+      lastFault = performance.now();
       if (sent[p]) return; // already on its way on the bulk stream
       sent[p] = 1;
       left--;
@@ -394,6 +398,9 @@ export class OutgoingMigration {
       left -= chunk.length;
       await this.sendFrame(chunk, 'postcopy');
       chunkPages = Math.min(PAGES_PER_FRAME, chunkPages * 2);
+      // While faults keep coming, leave both event loops room for them (DESIGN §9): a fault's
+      // round trip must not queue behind bulk frames.
+      if (performance.now() - lastFault < FAULT_QUIET_MS) await new Promise((r) => setTimeout(r, 1));
     }
     await this.window(0);
     this.send({ t: 'postcopy-done', pages: order.length });
