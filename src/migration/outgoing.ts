@@ -243,12 +243,7 @@ export class OutgoingMigration {
         if (why !== undefined) {
           this.log.info({ round, why }, 'switching to post-copy');
           this.stats.info['postcopy-switch'] = why;
-          this.stats.setStatus('device');
-          const tPause = performance.now();
-          if (vm.state === 'running') {
-            this.pausedByUs = true;
-            await vm.pause();
-          }
+          const tPause = await this.stopGuest();
           if (throttle) vm.setThrottle(0);
           await this.postcopySwitch(union(pages, vm.dirtyWhileStopped()), tPause);
           return;
@@ -265,13 +260,7 @@ export class OutgoingMigration {
       }
     }
     // Stop-and-copy: from here the guest is paused until the destination resumes it.
-    this.stats.setStatus('device');
-    this.hooks.update(this.stats);
-    const tPause = performance.now();
-    if (vm.state === 'running') {
-      this.pausedByUs = true;
-      await vm.pause();
-    }
+    const tPause = await this.stopGuest();
     const tPaused = performance.now();
     if (throttle) vm.setThrottle(0);
     // Paused (or halted): no handshake needed to take what was dirtied since the last round.
@@ -304,13 +293,7 @@ export class OutgoingMigration {
     const missing = pageBitmap(vm.memory.pages, touched);
     const indexOf = pageIndex(vm.memory.pages, touched);
     this.send({ t: 'postcopy-advise', section: { missing, missingCount: touched.length } });
-    this.stats.setStatus('device');
-    this.hooks.update(this.stats);
-    const tPause = performance.now();
-    if (vm.state === 'running') {
-      this.pausedByUs = true;
-      await vm.pause();
-    }
+    const tPause = await this.stopGuest();
     // Pages first written since the advice: few, if any.
     const late: number[] = [];
     const dirty = vm.dirtyWhileStopped();
@@ -406,6 +389,18 @@ export class OutgoingMigration {
     this.send({ t: 'postcopy-done', pages: order.length });
     await this.inbox!.next(['completed'], ACK_TIMEOUT_MS);
     this.stats.info['remaining-bytes'] = 0;
+  }
+
+  /** Enters the device phase and stops the guest at a slice boundary; returns when the downtime clock started. */
+  private async stopGuest(): Promise<number> {
+    this.stats.setStatus('device');
+    this.hooks.update(this.stats);
+    const tPause = performance.now();
+    if (this.vm.state === 'running') {
+      this.pausedByUs = true;
+      await this.vm.pause();
+    }
+    return tPause;
   }
 
   /** The device + CPU section, then the destination's acknowledgement that the VM runs there. */
