@@ -126,6 +126,33 @@ describe('post-copy reaches the unmigrated digest', () => {
     await pre;
   });
 
+  it('the destination dying during post-copy: the source reports the VM lost and keeps no runnable copy', async () => {
+    const a = await hosts.start('a');
+    const b = await hosts.start('b');
+    const ca = await hosts.connect(a.url);
+    await ca.request('vm.create', createParams('pc-lost', { ...MEM8, insnLimit: 0 }));
+    await waitInstret(ca, 'pc-lost', 20_000_000);
+    // Hold the push back so the migration is certainly still in post-copy when b goes away.
+    const done = migrate(ca, 'pc-lost', { to: b.url, mode: 'postcopy', pushDelayMs: 60_000 });
+    await waitInfo(ca, 'pc-lost', (i) => i.migrating === true, 'migrating');
+    for (let i = 0; i < 200; i++) {
+      const s = await ca.request<MigrationInfo>('migrate.status', { name: 'pc-lost' });
+      if (s.status === 'postcopy-active') break;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    await b.host.stop();
+    const out = await done;
+    expect(out.status).toBe('failed');
+    expect(out['error-desc']).toMatch(/VM is lost/);
+    // Its memory is split: the source must not keep a copy anyone could resume.
+    let code = '';
+    for (let i = 0; i < 200 && code === ''; i++) {
+      code = await ca.request('vm.info', { name: 'pc-lost' }).then(() => '', (e: { code: string }) => e.code);
+      if (code === '') await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(code).toBe('ENOVM');
+  });
+
   it('a paused VM arrives paused and, resumed, reaches the digest', async () => {
     const g = MEM8;
     const oracle = oracleDigest(g);
