@@ -47,9 +47,8 @@ export function hostCommand(): Command {
       } catch (e) {
         throw new UsageError((e as Error).message);
       }
-      const url = await h.start();
-      process.stdout.write(`ferry host ${name} listening on ${url}\n`);
-      await new Promise<void>((resolve) => {
+      // Signals are handled before anyone can learn the address: a stop never finds them unhandled.
+      const stopped = new Promise<void>((resolve) => {
         const stop = (signal: string) => {
           log.info({ signal }, 'signal received');
           void h.stop().then(resolve);
@@ -57,6 +56,9 @@ export function hostCommand(): Command {
         process.once('SIGINT', () => stop('SIGINT'));
         process.once('SIGTERM', () => stop('SIGTERM'));
       });
+      const url = await h.start();
+      process.stdout.write(`ferry host ${name} listening on ${url}\n`);
+      await stopped;
     });
   return host;
 }

@@ -138,7 +138,24 @@ const CTRL_RIGHT_BRACKET = 0x1d;
 
 /** Streams a VM's console until detach (Ctrl-], SIGINT), the VM ends, or the host goes away. */
 async function attachConsole(g: GlobalOptions, name: string, history: boolean): Promise<void> {
-  const c = await connect(g, 'ferry-console');
+  // Ctrl-C detaches from the first moment, even before the console is attached.
+  let interrupted = false;
+  let detach = () => { interrupted = true; };
+  const onSigint = () => detach();
+  process.on('SIGINT', onSigint);
+  try {
+    const c = await connect(g, 'ferry-console');
+    if (interrupted) {
+      await c.close();
+      return;
+    }
+    await streamConsole(c, name, history, (fn) => { detach = fn; if (interrupted) fn(); });
+  } finally {
+    process.off('SIGINT', onSigint);
+  }
+}
+
+async function streamConsole(c: ControlClient, name: string, history: boolean, onDetach: (fn: () => void) => void): Promise<void> {
   const r = await c.request<{ history: Uint8Array }>('console.attach', { name });
   if (history) process.stdout.write(r.history);
   const tty = process.stdin.isTTY === true;
@@ -148,7 +165,6 @@ async function attachConsole(g: GlobalOptions, name: string, history: boolean): 
       if (finished) return;
       finished = true;
       process.stdin.off('data', onInput);
-      process.off('SIGINT', onSigint);
       if (tty) process.stdin.setRawMode(false);
       process.stdin.pause();
       void c.close().then(() => (err ? reject(err) : resolve()));
@@ -164,7 +180,7 @@ async function attachConsole(g: GlobalOptions, name: string, history: boolean): 
       }
       c.request('console.input', { name, data: new Uint8Array(chunk) }).catch((e: Error) => done(e));
     };
-    const onSigint = () => done();
+    onDetach(() => done());
     c.on('event', (event: string, vm: string | undefined, data: unknown) => {
       if (vm !== name) return;
       if (event === 'console') process.stdout.write(data as Uint8Array);
@@ -178,7 +194,6 @@ async function attachConsole(g: GlobalOptions, name: string, history: boolean): 
       }
     });
     c.on('close', (e: Error) => done(e));
-    process.once('SIGINT', onSigint);
     if (tty) {
       process.stderr.write(`[attached to ${name}; Ctrl-] detaches]\n`);
       process.stdin.setRawMode(true);
