@@ -44,9 +44,8 @@ export class Host {
     }
     this.log = o.log;
     this.registry = new VmRegistry(o.name, o.maxMemory, o.log);
-    this.http = createServer((req, res) => {
+    this.http = createServer((_req, res) => {
       res.writeHead(404, { 'content-type': 'text/plain' }).end(`ferry host ${o.name}: WebSocket endpoints only (/control, /migrate)\n`);
-      void req;
     });
     this.control = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: CONTROL_MAX_PAYLOAD });
     this.migrate = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: MIGRATION_MAX_PAYLOAD });

@@ -8,7 +8,7 @@ import { PAGE_EVER_WRITTEN, PAGE_SIZE } from '../memory/layout.ts';
 import type { Vm } from '../vm/vm.ts';
 import { Inbox } from './inbox.ts';
 import {
-  decodeMsg as decodeMsgLoose, DEVICES, encodeMsg, encodePages, ISA, MAX_FRAME_BYTES, MIGRATION_MAX_PAYLOAD, MIGRATION_PROTOCOL_VERSION, type MigrationMsg,
+  decodeMsg, DEVICES, encodeMsg, encodePages, ISA, MAX_FRAME_BYTES, MIGRATION_MAX_PAYLOAD, MIGRATION_PROTOCOL_VERSION, type MigrationMsg,
   PAGES_PER_FRAME, type RunState,
 } from './protocol.ts';
 import { MigrationStats, round2 } from './stats.ts';
@@ -330,7 +330,7 @@ export class OutgoingMigration {
     this.prio!.on('message', (data: Buffer) => {
       let m;
       try {
-        m = decodeMsgLoose(data);
+        m = decodeMsg(data);
       } catch {
         return;
       }

@@ -31,6 +31,9 @@ export interface MachineIo {
   jitThreshold?: number;
 }
 
+/** A word nobody notifies: waiting on it is a sleep (this thread only, never a host's main thread). */
+const SLEEP_WORD = new Int32Array(new SharedArrayBuffer(4));
+
 const NO_INPUT: ByteSource = { available: () => false, take: () => 0 };
 
 /** A hart plus its devices over guest memory. Restore is construction: pass `devices`. */
@@ -98,7 +101,7 @@ export class Machine {
       if (r === StepExit.Wfi) {
         const ms = this.cpu.msUntilWake();
         if (!Number.isFinite(ms)) return r;
-        if (ms > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+        if (ms > 0) Atomics.wait(SLEEP_WORD, 0, 0, ms);
       }
     }
     return StepExit.Budget;
