@@ -1,10 +1,13 @@
 /** Errors that cross workers and sockets travel as `{ code, message }`. */
 export class FerryError extends Error {
   readonly code: string;
-  constructor(code: string, message: string) {
+  /** The system error underneath, when there is one (ECONNREFUSED, ...). */
+  readonly errno: string | undefined;
+  constructor(code: string, message: string, errno?: string) {
     super(message);
     this.name = 'FerryError';
     this.code = code;
+    this.errno = errno;
   }
   toJSON(): { code: string; message: string } {
     return { code: this.code, message: this.message };

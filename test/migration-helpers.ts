@@ -258,3 +258,14 @@ export async function startFakeDestination(b: FakeBehaviour): Promise<FakeDestin
   });
   return fake;
 }
+
+/** Waits until the destination's side of the migration of `name` is over, and returns it. */
+export async function incomingDone(c: ControlClient, name: string): Promise<MigrationInfo> {
+  const t0 = Date.now();
+  for (;;) {
+    const s = await c.request<MigrationInfo>('migrate.status', { name }).catch(() => undefined);
+    if (s && (s.status === 'completed' || s.status === 'failed')) return s;
+    if (Date.now() - t0 > 30_000) throw new Error(`incoming post-copy of ${name} did not end`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

@@ -2,12 +2,11 @@
 // (Atomics.wait on the page's state word) and the host fetches them on the priority channel
 // while the source pushes the rest. Checked against the oracle digest of an unmigrated run.
 import { afterEach, describe, expect, it } from 'vitest';
-import type { ControlClient } from '../src/host/control-client.ts';
 import { PAGE_EVER_WRITTEN } from '../src/memory/layout.ts';
 import type { MigrationInfo } from '../src/migration/stats.ts';
 import { MiB } from './helpers.ts';
 import {
-  createParams, everWrittenCount, finalDigest, hostTracker, type GuestSpec, migrate, oracleDigest, waitInfo, waitInstret,
+  createParams, everWrittenCount, finalDigest, hostTracker, type GuestSpec, incomingDone, migrate, oracleDigest, waitInfo, waitInstret,
 } from './migration-helpers.ts';
 
 const hosts = hostTracker();
@@ -21,17 +20,6 @@ const SIEVE: GuestSpec = { program: 'sieve', memory: 16 * MiB, args: ['n=2000000
 /** Lives long enough (≈2 s) for a few bandwidth-capped pre-copy rounds before a hybrid switch. */
 const MEM8_LONG: GuestSpec = { program: 'memstress', memory: 32 * MiB, args: ['ws_mib=8'], insnLimit: 600_000_000 };
 const LIFE: GuestSpec = { program: 'life', memory: 16 * MiB, args: ['gens=0'], insnLimit: 150_000_000 };
-
-/** Waits until the destination's side of the migration of `name` is over, and returns it. */
-async function incomingDone(c: ControlClient, name: string): Promise<MigrationInfo> {
-  const t0 = Date.now();
-  for (;;) {
-    const s = await c.request<MigrationInfo>('migrate.status', { name }).catch(() => undefined);
-    if (s && (s.status === 'completed' || s.status === 'failed')) return s;
-    if (Date.now() - t0 > 30_000) throw new Error(`incoming post-copy of ${name} did not end`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 async function postcopyAndCompare(
   g: GuestSpec, at: number, name: string, params: Record<string, unknown> = { mode: 'postcopy' },

@@ -102,6 +102,7 @@ export const METHODS: Record<string, Handler> = {
     const maxBandwidth = optNum(p, 'maxBandwidth');
     const maxRounds = optNum(p, 'maxRounds');
     const autoConverge = optBool(p, 'autoConverge');
+    const autoRecover = optBool(p, 'autoRecover');
     return c.migrations.start({
       name: str(p, 'name'), to: str(p, 'to'),
       ...(mode !== undefined ? { mode } : {}),
@@ -111,11 +112,14 @@ export const METHODS: Record<string, Handler> = {
       ...(autoConverge !== undefined ? { autoConverge } : {}),
       ...(postcopyAfterRounds !== undefined ? { postcopyAfterRounds } : {}),
       ...(pushDelayMs !== undefined ? { pushDelayMs } : {}),
+      ...(autoRecover !== undefined ? { autoRecover } : {}),
     });
   },
   'migrate.start-postcopy': (p, c) => c.migrations.startPostcopy(str(p, 'name')),
   'migrate.status': (p, c) => c.migrations.status(str(p, 'name')),
   'migrate.cancel': (p, c) => c.migrations.cancel(str(p, 'name')),
+  'migrate.recover': (p, c) => c.migrations.recover(str(p, 'name')),
+  'migrate.pause': (p, c) => c.migrations.pause(str(p, 'name')),
 };
 
 /**

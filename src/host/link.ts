@@ -56,7 +56,7 @@ export function openLink(o: LinkOptions): Promise<{ ws: WebSocket; host: string 
       ws.terminate();
       reject(e);
     };
-    ws.on('error', (err) => fail(new FerryError('ECONNECT', `cannot reach ferry host at ${shown}: ${err.message}`)));
+    ws.on('error', (err: NodeJS.ErrnoException) => fail(new FerryError('ECONNECT', `cannot reach ferry host at ${shown}: ${err.message}`, err.code)));
     ws.on('unexpected-response', (_req, res) => fail(new FerryError('ECONNECT', `host ${shown} refused the connection (HTTP ${res.statusCode})`)));
     ws.on('close', (code, reason) => fail(closeError(shown, code, reason.toString())));
     ws.on('message', (data: Buffer) => {

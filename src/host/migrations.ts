@@ -4,6 +4,7 @@ import type { Logger } from '../log.ts';
 import { IncomingMigration } from '../migration/incoming.ts';
 import { MIGRATE_DEFAULTS, OutgoingMigration, type MigrateParams, type MigrationMode } from '../migration/outgoing.ts';
 import type { MigrationInfo, MigrationStats } from '../migration/stats.ts';
+import { encodeMsg } from '../migration/protocol.ts';
 import type { VmRegistry } from './registry.ts';
 
 /** What a control client may ask for in `migrate.start`. */
@@ -17,7 +18,11 @@ export interface MigrateRequest {
   autoConverge?: boolean;
   postcopyAfterRounds?: number;
   pushDelayMs?: number;
+  autoRecover?: boolean;
 }
+
+/** How long a finished incoming migration still answers a late recovery (with its outcome). */
+const FINISHED_KEPT_MS = 60_000;
 
 /**
  * The migrations of one host: outgoing ones it drives for its VMs, incoming ones arriving on
@@ -55,6 +60,7 @@ export class MigrationManager {
     if (r.autoConverge !== undefined) p.autoConverge = r.autoConverge;
     if (r.postcopyAfterRounds !== undefined) p.postcopyAfterRounds = Math.max(1, r.postcopyAfterRounds);
     if (r.pushDelayMs !== undefined) p.pushDelayMs = r.pushDelayMs;
+    if (r.autoRecover !== undefined) p.autoRecover = r.autoRecover;
     if (p.mode === 'cold' && rec.vm.state === 'running') {
       throw new FerryError('ESTATE', `cold migration needs a stopped VM: pause "${r.name}" first, or use --mode precopy`);
     }
@@ -94,6 +100,36 @@ export class MigrationManager {
     return m.stats.snapshot();
   }
 
+  /** `migrate recover`: a post-copy that lost its link reconnects now. */
+  recover(name: string): MigrationInfo {
+    const m = this.outgoing.get(name);
+    if (!m) throw this.notTheSource(name, 'recover');
+    if (!m.recover()) {
+      throw new FerryError('ESTATE', `the migration of "${name}" is ${m.stats.info.status}; only a post-copy migration in postcopy-paused can be recovered`);
+    }
+    return m.stats.snapshot();
+  }
+
+  /** `migrate pause`: drops the link of a post-copy migration on purpose; it waits for `migrate recover`. */
+  pause(name: string): MigrationInfo {
+    const m = this.outgoing.get(name);
+    if (!m) throw this.notTheSource(name, 'pause');
+    if (!m.pauseLink()) {
+      throw new FerryError('ESTATE', `the migration of "${name}" is ${m.stats.info.status}; only a post-copy migration past its switch-over can be paused`);
+    }
+    return m.stats.snapshot();
+  }
+
+  /** The error for a command meant for the source host, sent elsewhere. */
+  private notTheSource(name: string, verb: string): FerryError {
+    for (const m of this.incoming.values()) {
+      if (m.vmName === name && !m.finished) {
+        return new FerryError('ENOMIGRATION', `"${name}" is arriving here from ${m.peer}: run migrate ${verb} against the source host`);
+      }
+    }
+    return new FerryError('ENOMIGRATION', `no outgoing migration of "${name}" is in progress on this host`);
+  }
+
   cancel(name: string): MigrationInfo {
     const m = this.outgoing.get(name);
     if (!m) throw new FerryError('ENOMIGRATION', `no outgoing migration of "${name}" is in progress on this host`);
@@ -104,6 +140,11 @@ export class MigrationManager {
   /** A `/migrate` connection after its hello: the bulk stream opens a migration, the priority channel joins it. */
   accept(ws: WebSocket, hello: Record<string, unknown>, peer: string): void {
     const id = typeof hello.id === 'string' ? hello.id : '';
+    if (hello.role === 'bulk' && hello.recover === true) {
+      // Answered once the source asks (its `recover`), so the answer cannot overtake the hello's end.
+      ws.once('message', () => this.recoverIncoming(ws, id));
+      return;
+    }
     if (hello.role === 'prio') {
       const m = this.incoming.get(id);
       if (!m) {
@@ -128,8 +169,30 @@ export class MigrationManager {
       },
     });
     this.incoming.set(id, m);
+    this.forgetWhenFinished(ws, id, m);
+  }
+
+  /** A source reconnecting a post-copy migration that lost its link. */
+  private recoverIncoming(ws: WebSocket, id: string): void {
+    const m = this.incoming.get(id);
+    if (!m) {
+      ws.send(encodeMsg({
+        t: 'failed', code: 'ENOMIGRATION',
+        message: 'this host knows no such migration (was its host process restarted?): the VM it was receiving is gone',
+      }));
+      ws.close(1000, 'no such migration');
+      return;
+    }
+    m.recover(ws);
+    this.forgetWhenFinished(ws, id, m);
+  }
+
+  /** A migration is forgotten a while after its link closes, unless post-copy waits for a recovery. */
+  private forgetWhenFinished(ws: WebSocket, id: string, m: IncomingMigration): void {
     ws.on('close', () => {
-      setTimeout(() => this.incoming.delete(id), 1000).unref();
+      setTimeout(() => {
+        if (m.finished && this.incoming.get(id) === m) this.incoming.delete(id);
+      }, FINISHED_KEPT_MS).unref();
     });
   }
 

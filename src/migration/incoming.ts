@@ -44,31 +44,141 @@ export class IncomingMigration {
   private advised: Uint8Array | undefined;
   /** Frames that arrived while an asynchronous step (the restore) was running, in order. */
   private backlog: [Buffer, boolean][] | undefined;
+  /** Bumped when a post-copy link is dropped: anything still arriving on the old sockets is ignored. */
+  private linkGen = 0;
+  /** When post-copy lost its link (0: the link is up). */
+  private pausedAt = 0;
 
   constructor(
     readonly id: string,
-    private readonly bulk: WebSocket,
-    private readonly peer: string,
+    private bulk: WebSocket,
+    readonly peer: string,
     private readonly maxRamPerVm: number,
     private readonly log: Logger,
     private readonly hooks: IncomingHooks,
   ) {
-    bulk.on('message', (data: Buffer, isBinary: boolean) => this.onMessage(data, isBinary));
-    bulk.on('close', () => {
-      this.busy = this.busy.then(() => {
-        if (!this.done) return this.abort(new FerryError('ELINK', `link from ${peer} closed before the switch-over`));
-      });
-    });
-    bulk.on('error', () => {});
+    this.bindBulk(bulk);
   }
 
   get vmName(): string | undefined {
     return this.setup?.vm;
   }
 
-  attachPriority(ws: WebSocket): void {
-    this.prio = ws;
+  /** Completed, failed or discarded: nothing more will happen. */
+  get finished(): boolean {
+    return this.done;
+  }
+
+  /** Post-copy without a link: waiting for the source to recover it. */
+  get paused(): boolean {
+    return this.pausedAt !== 0 && !this.done;
+  }
+
+  private bindBulk(ws: WebSocket): void {
+    const gen = this.linkGen;
     ws.on('message', (data: Buffer, isBinary: boolean) => {
+      if (gen === this.linkGen) this.onMessage(data, isBinary);
+    });
+    ws.on('close', () => {
+      if (gen === this.linkGen) this.linkDown(`link from ${this.peer} closed`);
+    });
+    ws.on('error', () => {});
+  }
+
+  /** Before the switch-over a lost link ends the migration (the source keeps the guest); in post-copy it pauses it. */
+  private linkDown(why: string): void {
+    this.busy = this.busy.then(() => {
+      if (this.done) return undefined;
+      if (this.postcopy) {
+        this.pausePostcopy(why);
+        return undefined;
+      }
+      return this.abort(new FerryError('ELINK', `${why} before the switch-over`));
+    });
+  }
+
+  /**
+   * Post-copy lost its link: the guest runs on here (its vCPU blocks only on a missing page),
+   * faults are remembered, and the source's next link (`recover`) picks up from the pages here.
+   */
+  private pausePostcopy(why: string): void {
+    if (this.pausedAt !== 0 || this.done) return;
+    this.pausedAt = performance.now();
+    this.linkGen++;
+    for (const ws of [this.bulk, this.prio]) {
+      if (!ws) continue;
+      ws.removeAllListeners('message');
+      ws.on('error', () => {});
+      ws.terminate();
+    }
+    this.stats?.setStatus('postcopy-paused', `link lost: ${why}`);
+    if (this.stats) this.hooks.update(this.stats);
+    this.log.warn({ vm: this.setup?.vm, err: why, missing: this.postcopy?.remaining }, 'post-copy paused: the link is lost; the VM runs on here until it touches a missing page, and waits for the source to recover the link');
+  }
+
+  /**
+   * The source reconnects after a lost link (hello with `recover`). In post-copy: the new link
+   * replaces the old one and the source learns which pages are here. Before the guest resumed
+   * here: the migration is given up, so the source can run its own copy.
+   */
+  recover(ws: WebSocket): void {
+    const answer = (m: MigrationMsg) => {
+      ws.send(encodeMsg(m));
+      ws.close(1000, 'migration over');
+    };
+    if (this.done) {
+      if (this.postcopy && this.stats?.info.status === 'completed') answer({ t: 'completed', resumedAt: Date.now() });
+      else answer({ t: 'failed', code: 'ENOMIGRATION', message: `the migration of ${this.setup?.vm ?? 'this VM'} ended here: ${this.stats?.info['error-desc'] ?? 'discarded'}` });
+      return;
+    }
+    if (!this.postcopy) {
+      this.done = true; // from now on the guest can never resume here
+      this.busy = this.busy.then(() => this.giveUp(new FerryError('ELINK', 'the source reconnected before the guest resumed here; it keeps the guest')));
+      answer({ t: 'failed', code: 'ENOMIGRATION', message: 'the guest never resumed here; the source keeps it' });
+      return;
+    }
+    this.pausePostcopy('the source opened a new link');
+    this.bulk = ws;
+    this.bindBulk(ws);
+    const mem = this.vm!.memory;
+    const received = new Uint8Array(Math.ceil(mem.pages / 8));
+    let receivedCount = 0;
+    for (let p = 0; p < mem.pages; p++) {
+      if (Atomics.load(mem.pageState, p) & PAGE_PRESENT) {
+        received[p >>> 3]! |= 1 << (p & 7);
+        receivedCount++;
+      }
+    }
+    this.send({ t: 'recv-bitmap', received, receivedCount });
+    const pausedMs = performance.now() - this.pausedAt;
+    this.pausedAt = 0;
+    if (this.stats) {
+      const i = this.stats.info;
+      i['postcopy-recoveries'] = (i['postcopy-recoveries'] ?? 0) + 1;
+      i['postcopy-paused-ms'] = Math.round(((i['postcopy-paused-ms'] ?? 0) + pausedMs) * 100) / 100;
+      delete i['error-desc'];
+      this.stats.setStatus('postcopy-active');
+      this.hooks.update(this.stats);
+    }
+    this.log.info({ vm: this.setup!.vm, pausedMs: Math.round(pausedMs), missing: this.postcopy.remaining }, 'post-copy link recovered');
+  }
+
+  attachPriority(ws: WebSocket): void {
+    const gen = this.linkGen;
+    this.prio = ws;
+    ws.on('close', () => {
+      if (gen === this.linkGen && this.postcopy) this.linkDown(`priority channel from ${this.peer} closed`);
+    });
+    // After a recovery: ask again for the pages the vCPU is (or was) waiting on.
+    const pc = this.postcopy;
+    if (pc && !this.done) {
+      const ps = this.vm!.memory.pageState;
+      for (const page of pc.faults.keys()) {
+        if ((Atomics.load(ps, page) & PAGE_PRESENT) === 0) ws.send(encodeMsg({ t: 'page-req', page }));
+      }
+    }
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      if (gen !== this.linkGen) return;
       if (isBinary && isPageFrame(data)) {
         if (this.postcopy) this.fillPages(data);
         return;
@@ -244,6 +354,9 @@ export class IncomingMigration {
     const { missing, missingCount } = m.postcopy!;
     // Hybrid: pre-copy frames still queued for the vCPU thread land before page states change.
     while (vm.pageFramesPending() > 0) await new Promise((r) => setTimeout(r, 1));
+    // A recovery that came meanwhile gave the guest back to the source.
+    if (this.done) return;
+    const gen = this.linkGen;
     if (this.advised) {
       // Only pages written since the advice differ: flip just those (missing, not present).
       const ps = vm.memory.pageState;
@@ -259,10 +372,11 @@ export class IncomingMigration {
     vm.on('fault', (page: number) => {
       this.postcopy?.faults.set(page, performance.now());
       if (this.stats) this.stats.info['postcopy-requests']++;
-      if (this.prio?.readyState === this.prio?.OPEN) this.prio!.send(encodeMsg({ t: 'page-req', page }));
+      // Without a link the fault waits in `faults`; the recovered link asks for it again.
+      if (this.pausedAt === 0 && this.prio?.readyState === this.prio?.OPEN) this.prio!.send(encodeMsg({ t: 'page-req', page }));
     });
     await vm.restore(m.state, m.run);
-    this.send({ t: 'resumed' });
+    if (gen === this.linkGen) this.send({ t: 'resumed' }); // else the recovery has told the source
     this.hooks.adopt(this.setup!.vm, m.console, true);
     this.stats?.setStatus('postcopy-active');
     this.hooks.update(this.stats!);
@@ -325,8 +439,8 @@ export class IncomingMigration {
       // The guest runs here but part of its memory is still on the source: it cannot go on.
       this.done = true;
       const name = this.setup!.vm;
-      this.log.error({ vm: name, err: e.message }, 'post-copy lost its link: the VM is lost');
-      this.stats?.setStatus('failed', `post-copy lost its link; the VM is lost: ${e.message}`);
+      this.log.error({ vm: name, err: e.message }, 'post-copy failed: the VM is lost');
+      this.stats?.setStatus('failed', `post-copy failed; the VM is lost: ${e.message}`);
       if (this.stats) this.hooks.update(this.stats);
       await this.hooks.discard(name);
       return;
@@ -334,6 +448,11 @@ export class IncomingMigration {
     if (this.done && !cancelled) return;
     if (this.done && cancelled && this.stats?.info.status === 'completed') return;
     this.done = true;
+    await this.giveUp(e, cancelled);
+  }
+
+  /** Discards the half-built VM and tells the source why (the guest never ran here). */
+  private async giveUp(e: Error, cancelled = false): Promise<void> {
     const name = this.setup?.vm;
     this.log.warn({ vm: name, err: e.message }, cancelled ? 'incoming migration cancelled' : 'incoming migration failed');
     this.send({ t: 'failed', code: e instanceof FerryError ? e.code : 'EINTERNAL', message: e.message });

@@ -32,11 +32,13 @@ export interface MigrateParams {
    * then pages move only when the guest faults on them (for measuring demand paging).
    */
   pushDelayMs: number;
+  /** Post-copy: reconnect by itself, with backoff, when the link drops (else only on `migrate recover`). */
+  autoRecover: boolean;
 }
 
 /** QEMU's defaults where they exist (downtime-limit 300 ms; guestperf's 30 iterations). */
 export const MIGRATE_DEFAULTS: Omit<MigrateParams, 'to'> = {
-  mode: 'precopy', downtimeLimitMs: 300, maxBandwidth: 0, maxRounds: 30, autoConverge: false, postcopyAfterRounds: 30, pushDelayMs: 0,
+  mode: 'precopy', downtimeLimitMs: 300, maxBandwidth: 0, maxRounds: 30, autoConverge: false, postcopyAfterRounds: 30, pushDelayMs: 0, autoRecover: true,
 };
 
 const WINDOW_BYTES = 8 * 1024 * 1024;
@@ -46,11 +48,35 @@ const MIN_PUSH_CHUNK = 16;
 /** The push yields between frames until no fault has come for this long. */
 const FAULT_QUIET_MS = 5;
 const ACK_TIMEOUT_MS = 30_000;
+/** Post-copy recovery retries: the first after this long, doubling up to RECOVER_MAX_MS. */
+const RECOVER_FIRST_MS = 100;
+const RECOVER_MAX_MS = 5_000;
 /** Auto-converge as QEMU: trigger when dirtying outpaces 50 % of sending twice, 20 % then +10 %, cap 99 %. */
 const THROTTLE_TRIGGER = 0.5;
 const THROTTLE_INITIAL = 20;
 const THROTTLE_STEP = 10;
 const THROTTLE_MAX = 99;
+
+/** The post-copy push, kept across link losses. */
+interface PostcopyPush {
+  /** The pages the destination lacked at the switch-over, in push order. */
+  order: Uint32Array;
+  /** Position of each page in `order`, -1 for the others (steers the push to a fault). */
+  indexOf: Int32Array;
+  /** Pages handed to a socket (reset from the destination's bitmap after a recovery). */
+  sent: Uint8Array;
+  cursor: number;
+  left: number;
+  chunkPages: number;
+  lastFault: number;
+  /** The background push waits until then (pushDelayMs). */
+  notBefore: number;
+}
+
+/** Errors after which a post-copy link is recovered rather than the migration failed. */
+function isLinkLoss(e: unknown): boolean {
+  return e instanceof FerryError && (e.code === 'ELINK' || e.code === 'ETIMEDOUT' || e.code === 'EPAUSED');
+}
 
 export interface OutgoingHooks {
   /** The VM now lives on the destination: drop it here. */
@@ -76,8 +102,19 @@ export class OutgoingMigration {
   private pausedByUs = false;
   /** The state section has been sent: from here a failure leaves the outcome to be checked. */
   private stateSent = false;
+  /** The post-copy state section has gone out: the destination may run the guest from here on. */
+  private postcopySent = false;
   /** Post-copy has resumed the guest on the destination: this side must never run it again. */
   private postcopyActive = false;
+  /** Post-copy ended without the destination: the guest is lost, this copy must not run. */
+  private vmLost = false;
+  private pc: PostcopyPush | undefined;
+  /** Bumped whenever a link is dropped: callbacks of an older link are ignored. */
+  private linkGen = 0;
+  /** `migrate pause` holds a paused post-copy until `migrate recover`. */
+  private holdRecovery = false;
+  private recoverRequested = false;
+  private recoverWake: (() => void) | undefined;
   /** `migrate start-postcopy`: switch at the end of the current round (hybrid). */
   private postcopyRequested = false;
   private inflight = 0;
@@ -107,7 +144,25 @@ export class OutgoingMigration {
 
   /** Post-copy failed after the switch-over: the guest can run on neither host. */
   get lost(): boolean {
-    return this.postcopyActive && this.stats.info.status === 'failed';
+    return this.vmLost;
+  }
+
+  /** `migrate pause` (QEMU's migrate-pause): drops a post-copy link on purpose; it stays paused until `recover`. */
+  pauseLink(): boolean {
+    if (!this.postcopySent || this.stats.final || this.stats.info.status === 'postcopy-paused') return false;
+    this.holdRecovery = true;
+    this.inbox?.interrupt(new FerryError('EPAUSED', 'post-copy paused by command'));
+    this.wake();
+    return true;
+  }
+
+  /** `migrate recover`: a paused post-copy reconnects now. */
+  recover(): boolean {
+    if (this.stats.final || this.stats.info.status !== 'postcopy-paused') return false;
+    this.holdRecovery = false;
+    this.recoverRequested = true;
+    this.recoverWake?.();
+    return true;
   }
 
   cancel(reason = 'cancelled by user'): boolean {
@@ -147,10 +202,14 @@ export class OutgoingMigration {
     };
   }
 
-  private async connect(): Promise<void> {
+  private linkOptions() {
     const base = new URL(this.p.to);
     base.pathname = '/migrate';
-    const common = { url: base.href, version: MIGRATION_PROTOCOL_VERSION, maxPayload: MIGRATION_MAX_PAYLOAD, ...(this.token ? { token: this.token } : {}) };
+    return { url: base.href, version: MIGRATION_PROTOCOL_VERSION, maxPayload: MIGRATION_MAX_PAYLOAD, ...(this.token ? { token: this.token } : {}) };
+  }
+
+  private async connect(): Promise<void> {
+    const common = this.linkOptions();
     const bulk = await openLink({ ...common, zeroMask: true, hello: { role: 'bulk', id: this.id } });
     this.bulk = bulk.ws;
     this.inbox = new Inbox(bulk.ws, this.p.to);
@@ -317,17 +376,56 @@ export class OutgoingMigration {
     const vm = this.vm;
     const pages = vm.memory.pages;
     const missing = prebuilt?.missing ?? pageBitmap(pages, order);
-    const indexOf = prebuilt?.indexOf ?? pageIndex(pages, order);
-    const sent = new Uint8Array(pages);
-    let cursor = 0;
-    let left = order.length;
-    // The background push chunk grows while no fault comes and shrinks back on a fault (CRIU's
-    // lazy-pages policy), so a fault never waits behind much bulk data.
-    let chunkPages = MIN_PUSH_CHUNK;
-    let lastFault = -Infinity;
-    const ram = vm.memory.ram;
-    // Listen for faults before the guest can resume over there.
-    this.prio!.on('message', (data: Buffer) => {
+    const pc: PostcopyPush = {
+      order, indexOf: prebuilt?.indexOf ?? pageIndex(pages, order), sent: new Uint8Array(pages), cursor: 0, left: order.length,
+      chunkPages: MIN_PUSH_CHUNK, lastFault: -Infinity, notBefore: 0,
+    };
+    this.pc = pc;
+    this.serveFaults(this.prio!); // listen before the guest can resume over there
+    const run: RunState = this.pausedByUs ? 'running' : (vm.state as RunState);
+    this.stateSent = true;
+    this.postcopySent = true;
+    this.send({
+      t: 'state', state: vm.exportState(), run, console: this.hooks.consoleHistory(),
+      postcopy: { missing, missingCount: order.length },
+    });
+    let outcome: 'resumed' | 'recovered' | 'completed' = 'resumed';
+    try {
+      await this.inbox!.next(['resumed'], ACK_TIMEOUT_MS);
+    } catch (e) {
+      // Whether the destination resumed before the link went, only it knows: a recovery asks.
+      if (!isLinkLoss(e)) throw e;
+      outcome = await this.recoverLink(e as FerryError);
+    }
+    this.stats.info['downtime-ms'] = round2(performance.now() - tPause);
+    // From here the guest runs on the destination; this side only serves its memory.
+    this.postcopyActive = true;
+    if (outcome === 'completed') return;
+    this.stats.setStatus('postcopy-active');
+    this.hooks.update(this.stats);
+    pc.notBefore = performance.now() + this.p.pushDelayMs;
+    for (;;) {
+      try {
+        await this.pushRest(pc);
+        return;
+      } catch (e) {
+        if (!isLinkLoss(e)) throw e;
+        if ((await this.recoverLink(e as FerryError)) === 'completed') return;
+      }
+    }
+  }
+
+  /**
+   * Serves post-copy faults arriving on a priority channel: the page goes out at once (unless it
+   * already has), and the background scan restarts at it, so the neighbourhood follows the fault.
+   */
+  private serveFaults(prio: WebSocket): void {
+    const gen = this.linkGen;
+    const pages = this.vm.memory.pages;
+    const ram = this.vm.memory.ram;
+    prio.on('message', (data: Buffer) => {
+      const pc = this.pc;
+      if (gen !== this.linkGen || !pc) return;
       let m;
       try {
         m = decodeMsg(data);
@@ -337,58 +435,159 @@ export class OutgoingMigration {
       if (m?.t !== 'page-req' || typeof m.page !== 'number' || m.page < 0 || m.page >= pages) return;
       this.stats.info['postcopy-requests']++;
       const p = m.page;
-      if (indexOf[p]! >= 0) cursor = indexOf[p]!; // restart the background scan at the fault
-      chunkPages = MIN_PUSH_CHUNK; // and push small chunks again until faults stop
-      lastFault = performance.now();
-      if (sent[p]) return; // already on its way on the bulk stream
-      sent[p] = 1;
-      left--;
+      if (pc.indexOf[p]! >= 0) pc.cursor = pc.indexOf[p]!;
+      pc.chunkPages = MIN_PUSH_CHUNK; // push small chunks again until faults stop
+      pc.lastFault = performance.now();
+      if (pc.sent[p]) return; // already on its way on the bulk stream
+      pc.sent[p] = 1;
+      pc.left--;
       const { frame, zero } = encodePages(ram, [p], 0, 1);
-      this.prio!.send(frame);
+      prio.send(frame);
       this.stats.sent(frame.length, 1, zero, 'postcopy');
     });
-    const run: RunState = this.pausedByUs ? 'running' : (vm.state as RunState);
-    this.stateSent = true;
-    this.send({
-      t: 'state', state: vm.exportState(), run, console: this.hooks.consoleHistory(),
-      postcopy: { missing, missingCount: order.length },
+    prio.on('close', () => {
+      if (gen === this.linkGen) this.inbox?.interrupt(new FerryError('ELINK', `priority channel to ${this.p.to} closed`));
     });
-    await this.inbox!.next(['resumed'], ACK_TIMEOUT_MS);
-    this.stats.info['downtime-ms'] = round2(performance.now() - tPause);
-    // From here the guest runs on the destination; this side only serves its memory.
-    this.postcopyActive = true;
-    this.stats.setStatus('postcopy-active');
-    this.hooks.update(this.stats);
+  }
 
-    const chunk: number[] = [];
-    for (const until = performance.now() + this.p.pushDelayMs; left > 0 && performance.now() < until;) {
+  /** The background push: every page of the list not yet sent, once, then `postcopy-done`. */
+  private async pushRest(pc: PostcopyPush): Promise<void> {
+    while (pc.left > 0 && performance.now() < pc.notBefore) {
       this.inbox!.check(); // demand paging only, for now
       await new Promise((r) => setTimeout(r, 5));
     }
-    while (left > 0) {
+    const chunk: number[] = [];
+    const { order, indexOf, sent } = pc;
+    while (pc.left > 0) {
       this.inbox!.check();
       chunk.length = 0;
       // The next unsent pages from the cursor on, wrapping around.
-      for (let k = 0; k < order.length && chunk.length < chunkPages; k++) {
-        const i = (cursor + k) % order.length;
+      for (let k = 0; k < order.length && chunk.length < pc.chunkPages; k++) {
+        const i = (pc.cursor + k) % order.length;
         const p = order[i]!;
         if (sent[p]) continue;
         sent[p] = 1;
         chunk.push(p);
       }
       if (chunk.length === 0) break;
-      cursor = (indexOf[chunk[chunk.length - 1]!]! + 1) % order.length;
-      left -= chunk.length;
+      pc.cursor = (indexOf[chunk[chunk.length - 1]!]! + 1) % order.length;
+      pc.left -= chunk.length;
       await this.sendFrame(chunk, 'postcopy');
-      chunkPages = Math.min(PAGES_PER_FRAME, chunkPages * 2);
+      // The chunk grows while no fault comes and shrinks back on a fault (CRIU's lazy-pages policy).
+      pc.chunkPages = Math.min(PAGES_PER_FRAME, pc.chunkPages * 2);
       // While faults keep coming, leave both event loops room for them (DESIGN §9): a fault's
       // round trip must not queue behind bulk frames.
-      if (performance.now() - lastFault < FAULT_QUIET_MS) await new Promise((r) => setTimeout(r, 1));
+      if (performance.now() - pc.lastFault < FAULT_QUIET_MS) await new Promise((r) => setTimeout(r, 1));
     }
     await this.window(0);
     this.send({ t: 'postcopy-done', pages: order.length });
     await this.inbox!.next(['completed'], ACK_TIMEOUT_MS);
     this.stats.info['remaining-bytes'] = 0;
+  }
+
+  /**
+   * Post-copy lost its link: both sides keep their state (postcopy-paused) and this side
+   * reconnects, with backoff or at once on `migrate recover`, until the destination answers.
+   * Throws only when the destination says it no longer has the migration (ENOMIGRATION) or its
+   * host refuses connections (its process is gone, and the guest's newer pages with it).
+   */
+  private async recoverLink(cause: FerryError): Promise<'recovered' | 'completed'> {
+    const tPaused = performance.now();
+    this.dropLink();
+    this.stats.setStatus('postcopy-paused', `link lost: ${cause.message}`);
+    this.hooks.update(this.stats);
+    this.log.warn({ err: cause.message, to: this.p.to }, 'post-copy paused: the link is lost; both hosts keep their state until it is recovered');
+    let delayMs = RECOVER_FIRST_MS;
+    for (let attempt = 1; ; attempt++) {
+      await this.recoverDelay(this.holdRecovery || !this.p.autoRecover ? Infinity : delayMs);
+      delayMs = Math.min(RECOVER_MAX_MS, delayMs * 2);
+      try {
+        const outcome = await this.reconnect();
+        const i = this.stats.info;
+        i['postcopy-recoveries'] = (i['postcopy-recoveries'] ?? 0) + 1;
+        i['postcopy-paused-ms'] = round2((i['postcopy-paused-ms'] ?? 0) + performance.now() - tPaused);
+        delete i['error-desc'];
+        this.log.info({ attempt, pausedMs: round2(performance.now() - tPaused), outcome }, 'post-copy recovered');
+        return outcome;
+      } catch (e) {
+        const err = e instanceof FerryError ? e : new FerryError('EINTERNAL', (e as Error).message);
+        if (err.code === 'ENOMIGRATION') throw err;
+        if (err.errno === 'ECONNREFUSED') {
+          throw new FerryError('EHOSTGONE', `destination ${this.p.to} refuses connections: its host process is gone`);
+        }
+        this.dropLink();
+        this.stats.info['error-desc'] = `link lost; recovery attempt ${attempt} failed: ${err.message}`;
+        this.hooks.update(this.stats);
+        this.log.info({ attempt, err: err.message, retryInMs: this.holdRecovery || !this.p.autoRecover ? undefined : delayMs }, 'post-copy recovery attempt failed');
+      }
+    }
+  }
+
+  /** Waits `ms` (Infinity: until `migrate recover`), or less if a recover is asked for. */
+  private recoverDelay(ms: number): Promise<void> {
+    if (this.recoverRequested) {
+      this.recoverRequested = false;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      const timer = Number.isFinite(ms) ? setTimeout(() => done(), ms) : undefined;
+      const done = () => {
+        clearTimeout(timer);
+        this.recoverRequested = false;
+        this.recoverWake = undefined;
+        resolve();
+      };
+      this.recoverWake = done;
+    });
+  }
+
+  /** A new link to the destination for a paused post-copy: its received-page bitmap says what to send again. */
+  private async reconnect(): Promise<'recovered' | 'completed'> {
+    const bulk = await openLink({ ...this.linkOptions(), zeroMask: true, hello: { role: 'bulk', id: this.id, recover: true } });
+    this.bulk = bulk.ws;
+    this.inbox = new Inbox(bulk.ws, this.p.to);
+    this.send({ t: 'recover' });
+    const reply = await this.inbox.next(['recv-bitmap', 'completed'], ACK_TIMEOUT_MS);
+    if (reply.t === 'completed') return 'completed';
+    const pc = this.pc!;
+    if (!(reply.received instanceof Uint8Array) || reply.received.length !== Math.ceil(this.vm.memory.pages / 8)) {
+      throw new FerryError('EPROTO', 'malformed received-page bitmap');
+    }
+    let left = 0;
+    let resent = 0;
+    for (let i = 0; i < pc.order.length; i++) {
+      const p = pc.order[i]!;
+      if (reply.received[p >>> 3]! & (1 << (p & 7))) {
+        pc.sent[p] = 1;
+        continue;
+      }
+      if (pc.sent[p]) resent++; // sent before the link went, never arrived
+      pc.sent[p] = 0;
+      left++;
+    }
+    pc.left = left;
+    const info = this.stats.info;
+    info['postcopy-resent-pages'] = (info['postcopy-resent-pages'] ?? 0) + resent;
+    const prio = await openLink({ ...this.linkOptions(), hello: { role: 'prio', id: this.id } });
+    this.prio = prio.ws;
+    this.prio.on('error', () => {});
+    this.serveFaults(prio.ws);
+    this.stats.setStatus('postcopy-active');
+    this.hooks.update(this.stats);
+    return 'recovered';
+  }
+
+  /** Forgets the current link: its sockets are closed and nothing that still comes from them counts. */
+  private dropLink(): void {
+    this.linkGen++;
+    for (const ws of [this.bulk, this.prio]) {
+      if (!ws) continue;
+      ws.removeAllListeners('message');
+      ws.on('error', () => {});
+      ws.terminate();
+    }
+    this.inflight = 0;
+    this.wake();
   }
 
   /** Enters the device phase and stops the guest at a slice boundary; returns when the downtime clock started. */
@@ -433,7 +632,9 @@ export class OutgoingMigration {
     const buf = this.spareFrames.pop() ?? Buffer.allocUnsafe(MAX_FRAME_BYTES);
     const { frame, zero } = encodePages(this.vm.memory.ram, pages, from, to, buf);
     this.inflight += frame.length;
+    const gen = this.linkGen;
     this.bulk!.send(frame, (err) => {
+      if (gen !== this.linkGen) return; // a dropped link: its frames are resent from the bitmap
       this.inflight -= frame.length;
       this.spareFrames.push(buf);
       if (err) this.inbox?.interrupt(new FerryError('ELINK', `link to ${this.p.to} failed: ${err.message}`));
@@ -467,16 +668,20 @@ export class OutgoingMigration {
   }
 
   private async fail(e: Error): Promise<void> {
-    if (this.postcopyActive) {
+    // The destination says it has no such migration although it never resumed the guest: the
+    // copy here is the only one, and current.
+    const neverRan = this.postcopySent && !this.postcopyActive && e instanceof FerryError && e.code === 'ENOMIGRATION';
+    if (this.postcopySent && !neverRan) {
       // The guest's memory is split between the hosts: neither side can run it alone.
+      this.vmLost = true;
       this.stats.info['error-code'] = e instanceof FerryError ? e.code : 'EINTERNAL';
-      this.stats.setStatus('failed', `post-copy lost its link after the switch-over; the VM is lost (its pages here are kept): ${e.message}`);
+      this.stats.setStatus('failed', `post-copy failed after the switch-over; the VM is lost: ${e.message}`);
       this.log.error({ err: e.message, to: this.p.to }, 'post-copy failed after the switch-over: the VM is lost');
       return;
     }
     const cancelled = this.cancelled !== undefined || (e instanceof FerryError && e.code === 'ECANCELED');
     const reason = cancelled ? (this.cancelled ?? e.message) : e.message;
-    if (this.stateSent && !cancelled) {
+    if (this.stateSent && !cancelled && !neverRan) {
       // The destination may already run the VM: ask it before resuming here (never two copies).
       if (await this.destinationHasVm()) {
         this.stats.setStatus('completed');

@@ -14,6 +14,18 @@
  *                                           <-----    completed {resumedAt}          VM runs on the destination
  *   prio:  cancel {reason} -------------------->   destination discards its half
  *
+ * Post-copy (DESIGN §5): after `postcopy-advise` and the state section (with its `postcopy`
+ * bitmap) the destination answers `resumed`; it then sends `page-req` on prio for each fault,
+ * the source answers on prio and pushes the rest on bulk, then `postcopy-done` -> `completed`.
+ * If the link drops in post-copy both sides keep their state (postcopy-paused) and the source
+ * reconnects with the same id:
+ *
+ *   bulk:  hello {role:'bulk', id, recover:true} ->
+ *          recover ---------------------------->   the paused migration takes the new link
+ *                                           <-----    recv-bitmap {received} | completed | failed
+ *   prio:  hello {role:'prio', id} ------------->   outstanding faults are asked again
+ *          ... the push goes on with the pages the bitmap does not have ...
+ *
  * Control messages are msgpack maps with a string `t`. Page frames are raw binary so page bytes
  * are never copied through the encoder:
  *
@@ -77,6 +89,13 @@ export type MigrationMsg =
   | { t: 'postcopy-advise'; section: PostcopySection }
   /** Post-copy: every page has been sent once. */
   | { t: 'postcopy-done'; pages: number }
+  /**
+   * Post-copy recovery, destination -> source on the new bulk link: one bit per page, set for
+   * the pages that are present here. The source sends every other page of its list again.
+   */
+  /** Post-copy recovery, source -> destination, first on a bulk link opened with `recover` in its hello. */
+  | { t: 'recover' }
+  | { t: 'recv-bitmap'; received: Uint8Array; receivedCount: number }
   | { t: 'completed'; resumedAt: number }
   | { t: 'cancel'; reason: string }
   | { t: 'failed'; code: string; message: string };

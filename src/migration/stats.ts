@@ -42,6 +42,12 @@ export interface MigrationInfo {
   'touched-pages'?: number;
   /** Hybrid: why it switched to post-copy. */
   'postcopy-switch'?: string;
+  /** Post-copy: links lost and recovered (each loss is one postcopy-paused period). */
+  'postcopy-recoveries'?: number;
+  /** Post-copy, source: pages sent again after a recovery because the destination never got them. */
+  'postcopy-resent-pages'?: number;
+  /** Post-copy: time spent in postcopy-paused, in all. */
+  'postcopy-paused-ms'?: number;
   'throttle-percent': number;
   rounds: RoundInfo[];
 }

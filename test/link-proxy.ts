@@ -1,0 +1,62 @@
+// A TCP proxy between two hosts that a test can cut: every connection through it is destroyed at
+// once (both hosts see the link drop), and while it is down new connections are accepted and
+// dropped, as a broken network path does, so a reconnecting source keeps retrying.
+import net from 'node:net';
+
+export interface LinkProxy {
+  /** ws://127.0.0.1:PORT, to migrate to instead of the destination's own URL. */
+  url: string;
+  /** Connections opened through the proxy so far. */
+  connections: number;
+  /** Bytes forwarded from client to server so far. */
+  bytesUp: number;
+  /** Destroys every open connection; with `down`, also drops new ones until `up()`. */
+  cut(o?: { down?: boolean }): void;
+  up(): void;
+  close(): Promise<void>;
+}
+
+export async function startLinkProxy(target: string): Promise<LinkProxy> {
+  const t = new URL(target);
+  const sockets = new Set<net.Socket>();
+  let down = false;
+  const server = net.createServer((client) => {
+    proxy.connections++;
+    if (down) {
+      client.resetAndDestroy();
+      return;
+    }
+    const server = net.connect(Number(t.port), t.hostname);
+    for (const s of [client, server]) {
+      sockets.add(s);
+      s.on('error', () => {});
+      s.on('close', () => {
+        sockets.delete(s);
+        client.destroy();
+        server.destroy();
+      });
+    }
+    client.on('data', (d) => { proxy.bytesUp += d.length; });
+    client.pipe(server);
+    server.pipe(client);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  const proxy: LinkProxy = {
+    url: `ws://127.0.0.1:${port}`,
+    connections: 0,
+    bytesUp: 0,
+    cut(o = {}) {
+      if (o.down) down = true;
+      for (const s of sockets) s.resetAndDestroy();
+    },
+    up() {
+      down = false;
+    },
+    close: () => new Promise<void>((resolve) => {
+      for (const s of sockets) s.destroy();
+      server.close(() => resolve());
+    }),
+  };
+  return proxy;
+}
