@@ -6,8 +6,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ControlClient } from '../src/host/control-client.ts';
-import { runCli, waitFor, type CliResult } from './helpers.ts';
+import type { MigrationInfo } from '../src/migration/stats.ts';
+import { MiB, runCli, sleep, waitFor, type CliResult } from './helpers.ts';
 import { killAllSpawned, pidAlive, spawnCli, startHost, ticks, TOKEN, type StartedHost } from './host-helpers.ts';
+import { createParams, finalDigest, oracleDigest, type GuestSpec } from './migration-helpers.ts';
 
 // Every CLI run costs a node + tsx start-up (~0.7 s idle, several seconds on a loaded 2-core box).
 const T = 60_000;
@@ -269,5 +271,84 @@ describe('a host that requires a token', () => {
     expect(wrong.code).toBe(1);
     expect(wrong.stderr).toMatch(/^ferry: host .*: authentication failed: wrong or missing cluster token\n$/);
     await waitFor(() => th.stderrText().includes('authentication failed'), 'the host to log it', 5_000);
+  }, T);
+});
+
+describe('ferry migrate pause / recover', () => {
+  let hb: StartedHost;
+  beforeAll(async () => {
+    hb = await startHost({ name: 'h-cli-b' });
+    shared.push(hb);
+  }, T);
+  afterAll(async () => {
+    if (hb) expect(await hb.stop('SIGTERM')).toBe(0);
+  }, T);
+
+  it('--help lists them; without such a migration they exit 1 saying so; the monitor verbs too', async () => {
+    const [help, recover, recoverNoWait, pause, mon] = await Promise.all([
+      ferry(['migrate', '--help']),
+      ferry(['migrate', 'recover', 'nope']),
+      ferry(['migrate', 'recover', 'nope', '--no-wait', '--json']),
+      ferry(['migrate', 'pause', 'nope']),
+      ferry(['monitor'], ['migrate_recover', 'migrate_recover nope', 'migrate_pause', 'migrate_pause nope', 'help migrate_recover', 'quit', ''].join('\n')),
+    ]);
+    expect(help.code, help.stderr).toBe(0);
+    expect(help.stdout).toMatch(/^ {2}pause \[options\] <name> +Drop the link of a post-copy migration/m);
+    expect(help.stdout).toMatch(/^ {2}recover \[options\] <name> +Reconnect a postcopy-paused migration/m);
+    expect(help.stdout).toMatch(/^ {2}--no-auto-recover +post-copy: when the link drops, wait for "migrate/m);
+    for (const r of [recover, recoverNoWait, pause]) {
+      expect(r.code).toBe(1);
+      expect(r.stdout).toBe('');
+      expect(r.stderr).toBe('ferry: no outgoing migration of "nope" is in progress on this host\n');
+    }
+    expect(mon.code, mon.stderr).toBe(0);
+    const out = mon.stdout.replace(/\(ferry\) /g, '');
+    expect(out).toMatch(/^error: usage: migrate_recover NAME$/m);
+    expect(out).toMatch(/^error: usage: migrate_pause NAME$/m);
+    expect(out.match(/^error: no outgoing migration of "nope" is in progress on this host$/gm)).toHaveLength(2);
+    expect(out).toMatch(/^migrate_recover NAME\n {2}reconnect a postcopy-paused migration now/m);
+  }, T);
+
+  it('a post-copy migration paused and recovered through the CLI reaches the unmigrated digest', async () => {
+    const g: GuestSpec = { program: 'memstress', memory: 32 * MiB, args: ['ws_mib=8'], insnLimit: 200_000_000 };
+    const oracle = oracleDigest(g);
+    const ca = await ControlClient.connect(host.url);
+    const cb = await ControlClient.connect(hb.url);
+    try {
+      await ca.request('vm.create', createParams('pr1', g));
+      // Through the API for pushDelayMs: the background push waits 5 s, so the migration is
+      // surely still in post-copy when the `ferry migrate pause` child gets there.
+      await ca.request('migrate.start', { name: 'pr1', to: hb.url, mode: 'postcopy', pushDelayMs: 5_000 });
+      for (let t0 = Date.now(); ; await sleep(10)) {
+        const st = await ca.request<MigrationInfo>('migrate.status', { name: 'pr1' });
+        if (st.status === 'postcopy-active') break;
+        if (Date.now() - t0 > 5_000) throw new Error(`no postcopy-active: ${JSON.stringify(st)}`);
+      }
+      expect(ok(await ferry(['migrate', 'pause', 'pr1'])).stdout).toBe('pr1: migration postcopy-paused; "ferry migrate recover pr1" reconnects it\n');
+
+      const [json, human, again, onDest] = await Promise.all([
+        ferry(['migrate', 'status', 'pr1', '--json']),
+        ferry(['migrate', 'status', 'pr1']),
+        ferry(['migrate', 'pause', 'pr1']),
+        runCli(['--host', hb.url, 'migrate', 'recover', 'pr1'], T),
+      ]);
+      expect(JSON.parse(ok(json).stdout)).toMatchObject({ vm: 'pr1', direction: 'outgoing', status: 'postcopy-paused', 'error-desc': 'link lost: post-copy paused by command' });
+      expect(ok(human).stdout).toMatch(/^pr1: migration postcopy-paused \(to ws:\/\/127\.0\.0\.1:\d+\): link lost: post-copy paused by command; total /);
+      expect(again.code).toBe(1);
+      expect(again.stderr).toMatch(/^ferry: the migration of "pr1" is postcopy-paused; .*\n$/);
+      expect(onDest.code).toBe(1);
+      expect(onDest.stderr).toMatch(/^ferry: "pr1" is arriving here from .*: run migrate recover against the source host\n$/);
+
+      const rec = ok(await ferry(['migrate', 'recover', 'pr1', '--json']));
+      const s = JSON.parse(rec.stdout) as MigrationInfo;
+      expect(s).toMatchObject({ vm: 'pr1', direction: 'outgoing', mode: 'postcopy', status: 'completed', 'postcopy-recoveries': 1 });
+      expect(s['postcopy-paused-ms']).toBeGreaterThan(0);
+      const after = ok(await ferry(['migrate', 'status', 'pr1'])).stdout;
+      expect(after).toMatch(/^pr1: migration completed \(to ws:\/\/127\.0\.0\.1:\d+\): .*, 1 recovery, paused [\d.]+ ms(, \d+ pages resent)?\n$/);
+      expect(await finalDigest(cb, 'pr1')).toBe(await oracle);
+      await cb.request('vm.destroy', { name: 'pr1' });
+    } finally {
+      await Promise.all([ca.close(), cb.close()]);
+    }
   }, T);
 });

@@ -16,6 +16,7 @@ interface MigrateOpts {
   maxRounds?: string;
   autoConverge?: boolean;
   postcopyAfterRounds?: string;
+  autoRecover: boolean;
   wait: boolean;
   json?: boolean;
 }
@@ -24,6 +25,7 @@ interface MigrateOpts {
 export function migrationSummary(s: MigrationInfo): string {
   const base = `${s.vm}: migration ${s.status}`;
   if (s.status === 'failed' || s.status === 'cancelled') return `${base}: ${s['error-desc'] ?? ''}`;
+  const recoveries = s['postcopy-recoveries'];
   const parts = [
     `total ${s['total-time-ms']} ms`,
     s['downtime-ms'] !== undefined ? `downtime ${s['downtime-ms']} ms` : undefined,
@@ -31,8 +33,13 @@ export function migrationSummary(s: MigrationInfo): string {
     `${fmtBytes(s['transferred-bytes'])} sent`,
     `${s['pages-sent']} pages (${s['zero-pages']} zero)`,
     s['throttle-percent'] ? `throttle ${s['throttle-percent']} %` : undefined,
+    recoveries !== undefined ? `${recoveries} ${recoveries === 1 ? 'recovery' : 'recoveries'}` : undefined,
+    s['postcopy-paused-ms'] !== undefined ? `paused ${s['postcopy-paused-ms']} ms` : undefined,
+    s['postcopy-resent-pages'] !== undefined ? `${s['postcopy-resent-pages']} pages resent` : undefined,
   ].filter(Boolean);
-  return `${base} (${s.direction === 'outgoing' ? 'to' : 'from'} ${s.peer}): ${parts.join(', ')}`;
+  // A paused post-copy says why first (link lost, a failed recovery attempt).
+  const why = s.status === 'postcopy-paused' && s['error-desc'] ? `${s['error-desc']}; ` : '';
+  return `${base} (${s.direction === 'outgoing' ? 'to' : 'from'} ${s.peer}): ${why}${parts.join(', ')}`;
 }
 
 /** A progress bar on a TTY: sent out of sent + still dirty (it can move back), round, rate, expected downtime. */
@@ -72,8 +79,13 @@ function progressLine(s: MigrationInfo): string {
     + `${fmtBytes(s['remaining-bytes'])} dirty, ${s.mbps.toFixed(0)} Mbit/s${exp}`;
 }
 
-/** Waits for the migration of `name` to end, following 'migration' events (and polling as a fallback). */
-export function waitForMigration(c: ControlClient, name: string, onProgress?: (s: MigrationInfo) => void): Promise<MigrationInfo> {
+/**
+ * Waits for the migration of `name` to end (or for `until` to hold), following 'migration' events
+ * (and polling as a fallback).
+ */
+export function waitForMigration(
+  c: ControlClient, name: string, onProgress?: (s: MigrationInfo) => void, until?: (s: MigrationInfo) => boolean,
+): Promise<MigrationInfo> {
   return new Promise((resolve, reject) => {
     let settled = false;
     const finish = (s: MigrationInfo) => {
@@ -85,9 +97,9 @@ export function waitForMigration(c: ControlClient, name: string, onProgress?: (s
       resolve(s);
     };
     const check = (s: MigrationInfo) => {
-      if (s.direction !== 'outgoing') return;
+      if (settled || s.direction !== 'outgoing') return;
       onProgress?.(s);
-      if (FINAL_STATUSES.includes(s.status)) finish(s);
+      if (FINAL_STATUSES.includes(s.status) || until?.(s) === true) finish(s);
     };
     const onEvent = (event: string, vm: string | undefined, data: unknown) => {
       if (event === 'migration' && vm === name) check(data as MigrationInfo);
@@ -108,9 +120,34 @@ export function waitForMigration(c: ControlClient, name: string, onProgress?: (s
   });
 }
 
+/** A line on stderr when a post-copy migration being waited for enters postcopy-paused. */
+function pausedNotice(name: string): (s: MigrationInfo) => void {
+  let last: string | undefined;
+  return (s) => {
+    if (s.status === 'postcopy-paused' && last !== 'postcopy-paused') {
+      process.stderr.write(`${name}: postcopy-paused: ${s['error-desc'] ?? 'link lost'} ("ferry migrate recover ${name}" reconnects now)\n`);
+    }
+    last = s.status;
+  };
+}
+
+/**
+ * Options of a subcommand that the parent `migrate` also defines: commander gives `--json` and
+ * `--no-wait` written after the subcommand to the parent, so both are read.
+ */
+function subOpts(self: Command): GlobalOptions & { json: boolean; wait: boolean } {
+  const own = self.opts<{ json?: boolean; wait?: boolean }>();
+  const parent = self.parent?.opts<{ json?: boolean; wait?: boolean }>() ?? {};
+  return {
+    ...self.optsWithGlobals<GlobalOptions>(),
+    json: own.json === true || parent.json === true,
+    wait: own.wait !== false && parent.wait !== false,
+  };
+}
+
 export function migrateCommand(): Command {
   const cmd = new Command('migrate')
-    .description('Move a VM live to another host (status, cancel: see below)')
+    .description('Move a VM live to another host (status, start-postcopy, pause, recover, cancel: see below)')
     .argument('<name>', 'VM name')
     .option('--to <url>', 'destination host, ws://HOST:PORT')
     .addOption(new Option('--mode <mode>', 'precopy while it runs; postcopy (resume there at once, pages fetched on demand); hybrid (pre-copy, then post-copy); cold for a stopped VM').choices(['precopy', 'postcopy', 'hybrid', 'cold']).default('precopy'))
@@ -119,11 +156,13 @@ export function migrateCommand(): Command {
     .option('--max-rounds <n>', 'stop-and-copy after this many rounds even if not converged (default 30)')
     .option('--auto-converge', 'throttle the vCPU when it dirties memory faster than it can be sent')
     .option('--postcopy-after-rounds <n>', 'hybrid: switch to post-copy after N pre-copy rounds (it also switches when pre-copy does not converge)')
+    .option('--no-auto-recover', 'post-copy: when the link drops, wait for "migrate recover" instead of reconnecting with backoff')
     .option('--no-wait', 'return as soon as the migration has started')
     .option('--json', 'print the final statistics as JSON')
     .action(async (name: string, o: MigrateOpts, self: Command) => {
       if (o.to === undefined) throw new UsageError('--to ws://HOST:PORT is required');
       const params: Record<string, unknown> = { name, to: o.to, mode: o.mode, autoConverge: o.autoConverge ?? false };
+      if (!o.autoRecover) params.autoRecover = false;
       if (o.downtimeLimit !== undefined) params.downtimeLimitMs = parseCount(o.downtimeLimit, 'downtime limit');
       if (o.maxBandwidth !== undefined) params.maxBandwidth = parseSize(o.maxBandwidth, 'max bandwidth');
       if (o.maxRounds !== undefined) params.maxRounds = parseCount(o.maxRounds, 'max rounds');
@@ -137,7 +176,11 @@ export function migrateCommand(): Command {
           return;
         }
         const bar = process.stderr.isTTY === true && !o.json ? progressBar() : undefined;
-        const final = await waitForMigration(c, name, bar ? (s) => bar.update(s) : undefined).finally(() => bar?.stop());
+        const notice = pausedNotice(name);
+        const final = await waitForMigration(c, name, (s) => {
+          notice(s);
+          bar?.update(s);
+        }).finally(() => bar?.stop());
         if (o.json) printJson(final);
         else process.stdout.write(`${migrationSummary(final)}\n`);
         if (final.status !== 'completed') throw new FerryError('EMIGRATE', migrationSummary(final));
@@ -171,6 +214,57 @@ export function migrateCommand(): Command {
       try {
         await c.request('migrate.start-postcopy', { name });
         process.stdout.write(`${name}: switching to post-copy at the end of the current round\n`);
+      } finally {
+        await c.close();
+      }
+    });
+
+  cmd.command('pause')
+    .description('Drop the link of a post-copy migration on purpose (as QEMU migrate-pause); it stays postcopy-paused until "recover"')
+    .argument('<name>', 'VM name')
+    .option('--json', 'print the migration\'s statistics as JSON')
+    .action(async (name: string, _o: unknown, self: Command) => {
+      const o = subOpts(self);
+      const c = await connect(o, 'ferry-migrate');
+      try {
+        const asked = await c.request<MigrationInfo>('migrate.pause', { name });
+        // The link drops right after the answer: report the status it lands in.
+        const s = asked.status === 'postcopy-paused' ? asked : await waitForMigration(c, name, undefined, (i) => i.status === 'postcopy-paused');
+        if (o.json) printJson(s);
+        else if (s.status === 'postcopy-paused') process.stdout.write(`${name}: migration postcopy-paused; "ferry migrate recover ${name}" reconnects it\n`);
+        else process.stdout.write(`${migrationSummary(s)}\n`);
+        if (s.status !== 'postcopy-paused') throw new FerryError('ESTATE', `the migration of "${name}" ended before it could be paused: ${s.status}`);
+      } finally {
+        await c.close();
+      }
+    });
+
+  cmd.command('recover')
+    .description('Reconnect a postcopy-paused migration now (as QEMU migrate-recover) and wait for it to end; run on the source host')
+    .argument('<name>', 'VM name')
+    .option('--no-wait', 'return as soon as the reconnection has started')
+    .option('--json', 'print the final statistics as JSON')
+    .action(async (name: string, _o: unknown, self: Command) => {
+      const o = subOpts(self);
+      const c = await connect(o, 'ferry-migrate');
+      try {
+        const asked = await c.request<MigrationInfo>('migrate.recover', { name });
+        if (!o.wait) {
+          if (o.json) printJson(asked);
+          else process.stdout.write(`${name}: reconnecting the post-copy migration to ${asked.peer}\n`);
+          return;
+        }
+        // Stop waiting if the attempt this asked for fails: the migration stays postcopy-paused.
+        const failedAttempt = (s: MigrationInfo) => s.status === 'postcopy-paused' && s['error-desc'] !== asked['error-desc']
+          && /recovery attempt \d+ failed/.test(s['error-desc'] ?? '');
+        const bar = process.stderr.isTTY === true && !o.json ? progressBar() : undefined;
+        const final = await waitForMigration(c, name, bar ? (s) => bar.update(s) : undefined, failedAttempt).finally(() => bar?.stop());
+        if (o.json) printJson(final);
+        else process.stdout.write(`${migrationSummary(final)}\n`);
+        if (final.status === 'postcopy-paused') {
+          throw new FerryError('EMIGRATE', `recovery failed: ${final['error-desc'] ?? ''}; the migration stays postcopy-paused`);
+        }
+        if (final.status !== 'completed') throw new FerryError('EMIGRATE', migrationSummary(final));
       } finally {
         await c.close();
       }

@@ -128,7 +128,7 @@ const VERBS: Record<string, Verb> = {
     },
   },
   migrate: {
-    usage: 'migrate NAME ws://HOST:PORT [cold|postcopy|hybrid] [downtime-limit=MS] [max-bandwidth=SIZE] [max-rounds=N] [auto-converge] [postcopy-after-rounds=N]',
+    usage: 'migrate NAME ws://HOST:PORT [cold|postcopy|hybrid] [downtime-limit=MS] [max-bandwidth=SIZE] [max-rounds=N] [auto-converge] [postcopy-after-rounds=N] [no-auto-recover]',
     help: 'migrate a VM live to another host (progress shows here; the monitor stays usable)',
     async run(args, m) {
       need(args, 2, VERBS.migrate!.usage);
@@ -138,6 +138,7 @@ const VERBS: Record<string, Verb> = {
         if (a === 'cold' || a === 'postcopy' || a === 'hybrid') params.mode = a;
         else if (a.startsWith('postcopy-after-rounds=')) params.postcopyAfterRounds = parseCount(a.slice(22), 'post-copy after rounds');
         else if (a === 'auto-converge') params.autoConverge = true;
+        else if (a === 'no-auto-recover') params.autoRecover = false;
         else if (a.startsWith('downtime-limit=')) params.downtimeLimitMs = parseCount(a.slice(15), 'downtime limit');
         else if (a.startsWith('max-bandwidth=')) params.maxBandwidth = parseSize(a.slice(14), 'max bandwidth');
         else if (a.startsWith('max-rounds=')) params.maxRounds = parseCount(a.slice(11), 'max rounds');
@@ -154,6 +155,23 @@ const VERBS: Record<string, Verb> = {
       need(args, 1, 'migrate_start_postcopy NAME');
       await m.client.request('migrate.start-postcopy', { name: args[0] });
       return `${args[0]}: switching to post-copy`;
+    },
+  },
+  migrate_pause: {
+    usage: 'migrate_pause NAME', help: 'drop the link of a post-copy migration on purpose; it stays postcopy-paused until migrate_recover',
+    async run(args, m) {
+      need(args, 1, 'migrate_pause NAME');
+      await m.client.request('migrate.pause', { name: args[0] });
+      return `${args[0]}: pausing post-copy; "migrate_recover ${args[0]}" reconnects it`;
+    },
+  },
+  migrate_recover: {
+    usage: 'migrate_recover NAME', help: 'reconnect a postcopy-paused migration now (on the source host)',
+    async run(args, m) {
+      need(args, 1, 'migrate_recover NAME');
+      const s = await m.client.request<MigrationInfo>('migrate.recover', { name: args[0] });
+      m.watching.add(args[0]!);
+      return `${args[0]}: reconnecting to ${s.peer}; "info migrate ${args[0]}" shows progress`;
     },
   },
   migrate_cancel: {

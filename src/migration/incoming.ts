@@ -251,6 +251,7 @@ export class IncomingMigration {
       case 'state':
         return this.onState(m);
       case 'postcopy-advise':
+        if (!(m.section.missing instanceof Uint8Array)) throw new FerryError('EPROTO', 'postcopy-advise without a missing-page bitmap');
         this.advise(m.section.missing);
         return undefined;
       case 'postcopy-done':
@@ -351,22 +352,25 @@ export class IncomingMigration {
    * stay missing; the VM resumes immediately and faults bring its pages first.
    */
   private async startPostcopy(vm: Vm, m: Extract<MigrationMsg, { t: 'state' }>): Promise<void> {
-    const { missing, missingCount } = m.postcopy!;
+    const { missing, late, missingCount } = m.postcopy!;
+    const t0 = performance.now();
     // Hybrid: pre-copy frames still queued for the vCPU thread land before page states change.
     while (vm.pageFramesPending() > 0) await new Promise((r) => setTimeout(r, 1));
     // A recovery that came meanwhile gave the guest back to the source.
     if (this.done) return;
     const gen = this.linkGen;
-    if (this.advised) {
-      // Only pages written since the advice differ: flip just those (missing, not present).
+    if (missing instanceof Uint8Array && missing.length === Math.ceil(vm.memory.pages / 8)) {
+      this.markPageStates(missing);
+    } else if (this.advised && late instanceof Uint32Array) {
+      // The advice marked the rest already: only pages first written since join it.
       const ps = vm.memory.pageState;
-      for (let w = 0; w < missing.length; w++) {
-        const added = missing[w]! & ~this.advised[w]!;
-        if (added === 0) continue;
-        for (let bit = 0; bit < 8; bit++) if (added & (1 << bit)) ps[w * 8 + bit] = PAGE_EVER_WRITTEN;
+      for (let i = 0; i < late.length; i++) {
+        const p = late[i]!;
+        if (p >= ps.length) throw new FerryError('EPROTO', `late page ${p} is outside guest RAM`);
+        ps[p] = PAGE_EVER_WRITTEN;
       }
     } else {
-      this.markPageStates(missing);
+      throw new FerryError('EPROTO', 'post-copy state without a missing-page bitmap or a preceding advice');
     }
     this.postcopy = { remaining: missingCount, done: false, faults: new Map(), latencies: [] };
     vm.on('fault', (page: number) => {
@@ -375,8 +379,17 @@ export class IncomingMigration {
       // Without a link the fault waits in `faults`; the recovered link asks for it again.
       if (this.pausedAt === 0 && this.prio?.readyState === this.prio?.OPEN) this.prio!.send(encodeMsg({ t: 'page-req', page }));
     });
-    await vm.restore(m.state, m.run);
-    if (gen === this.linkGen) this.send({ t: 'resumed' }); // else the recovery has told the source
+    const tMarked = performance.now();
+    let told = false;
+    const tell = () => {
+      if (told || gen !== this.linkGen) return; // after a recovery, the recovery has told the source
+      told = true;
+      this.send({ t: 'resumed' });
+    };
+    await vm.restore(m.state, m.run, tell);
+    tell();
+    const tResumed = performance.now();
+    this.log.debug({ markMs: Math.round((tMarked - t0) * 100) / 100, restoreMs: Math.round((tResumed - tMarked) * 100) / 100 }, 'post-copy switch-over timing (destination)');
     this.hooks.adopt(this.setup!.vm, m.console, true);
     this.stats?.setStatus('postcopy-active');
     this.hooks.update(this.stats!);

@@ -58,7 +58,10 @@ export type RunState = 'running' | 'paused' | 'created' | 'halted';
  * page). Every other page is zero or already there, and is present at once.
  */
 export interface PostcopySection {
-  missing: Uint8Array;
+  /** Set for each missing page; absent at a switch-over that follows a `postcopy-advise`. */
+  missing?: Uint8Array;
+  /** After an advice: the pages first written since, which join the advised missing set. */
+  late?: Uint32Array;
   missingCount: number;
 }
 

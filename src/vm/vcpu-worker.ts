@@ -140,6 +140,10 @@ function serveDirtySync(): void {
   Atomics.store(mem.dirtyCtl, DIRTY_ACTIVE, next);
   Atomics.store(mem.dirtyCtl, DIRTY_ACK, req);
   Atomics.notify(mem.dirtyCtl, DIRTY_ACK);
+  // Every page's first write in the new log takes the slow path, so a budget sized on fast
+  // slices could run for tens of ms: start short and let the next slices measure again. A
+  // pause asked for right after a sync (the switch-over) is then answered in about 1 ms.
+  budget = MIN_SLICE_INSNS;
 }
 
 /** Sleeps until the host rings the doorbell or `ms` pass; returns early on a ring. */

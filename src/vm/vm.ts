@@ -393,7 +393,7 @@ export class Vm extends EventEmitter {
    * thread, so an incoming migration resumes without waiting for a new thread. The memory
    * must already hold the guest's RAM.
    */
-  async restore(st: VmStateExport, run: 'running' | 'paused' | 'created' | 'halted' = 'created'): Promise<void> {
+  async restore(st: VmStateExport, run: 'running' | 'paused' | 'created' | 'halted' = 'created', onRunning?: () => void): Promise<void> {
     if (this.stateName !== 'created') throw new FerryError('ESTATE', `restore needs a VM that never ran (this one is ${this.stateName})`);
     checkCompatible(st, this.memory, this.config, this.insnLimit);
     this.cpuState.set(st.cpu);
@@ -411,8 +411,11 @@ export class Vm extends EventEmitter {
       return;
     }
     if (run === 'running') {
-      // The vCPU restores before it reads this command: nothing to wait for.
-      this.start();
+      // The vCPU restores before it reads this command: nothing to wait for. `onRunning` runs
+      // before the state listeners (logs, control pushes), which need not count as downtime.
+      this.command(Cmd.Run);
+      onRunning?.();
+      this.setState('running');
       return;
     }
     await this.acked(this.command(Cmd.Pause));
