@@ -178,3 +178,44 @@ describe('post-copy recovers a lost link and reaches the unmigrated digest', () 
     }
   });
 });
+
+describe('a host process dying in post-copy: both sides say the VM is lost', () => {
+  it('the source SIGKILLed: the destination finds its host gone and drops the VM, saying it is lost', async () => {
+    const { startHostProcess } = await import('../src/host/spawn.ts');
+    const a = await startHostProcess('src-killed');
+    try {
+      const b = await hosts.start('b');
+      const cb = await hosts.connect(b.url);
+      await a.client.request('vm.create', createParams('rc-srcdead', { ...MEM8, insnLimit: 0 }));
+      await waitInstret(a.client, 'rc-srcdead', 20_000_000);
+      // The push held back: the guest on b needs pages only the source has.
+      await a.client.request('migrate.start', { name: 'rc-srcdead', to: b.url, mode: 'postcopy', pushDelayMs: 60_000 });
+      await waitStatus(cb, 'rc-srcdead', (s) => s.status === 'postcopy-active' && s['postcopy-requests'] > 0, 'post-copy faults on b');
+      a.proc.kill('SIGKILL');
+      const inc = await waitStatus(cb, 'rc-srcdead', is('failed'), 'the destination giving up', 20_000);
+      expect(inc['error-desc']).toMatch(/VM is lost/);
+      expect(inc['error-desc']).toMatch(/source host .* process is gone/);
+      await expect(cb.request('vm.info', { name: 'rc-srcdead' })).rejects.toMatchObject({ code: 'ENOVM' });
+    } finally {
+      await a.stop();
+    }
+  });
+
+  it('the source host stopping: it reports the VM lost at once, and the destination follows', async () => {
+    const a = await hosts.start('a');
+    const b = await hosts.start('b');
+    const ca = await hosts.connect(a.url);
+    const cb = await hosts.connect(b.url);
+    await ca.request('vm.create', createParams('rc-srcstop', { ...MEM8, insnLimit: 0 }));
+    await waitInstret(ca, 'rc-srcstop', 20_000_000);
+    await ca.request('migrate.start', { name: 'rc-srcstop', to: b.url, mode: 'postcopy', pushDelayMs: 60_000 });
+    await waitStatus(cb, 'rc-srcstop', is('postcopy-active'), 'post-copy on b');
+    await a.host.stop();
+    const out = a.host.migrations.status('rc-srcstop');
+    expect(out.status).toBe('failed');
+    expect(out['error-desc']).toMatch(/VM is lost.*host shutting down/);
+    const inc = await waitStatus(cb, 'rc-srcstop', is('failed'), 'the destination giving up', 20_000);
+    expect(inc['error-desc']).toMatch(/VM is lost/);
+    await expect(cb.request('vm.info', { name: 'rc-srcstop' })).rejects.toMatchObject({ code: 'ENOVM' });
+  });
+});

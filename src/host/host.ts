@@ -78,6 +78,7 @@ export class Host {
     const addr = this.http.address() as AddressInfo;
     const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
     const url = `ws://${host}:${addr.port}`;
+    this.migrations.selfUrl = url;
     this.log.info({ url, auth: this.o.token !== undefined }, 'host listening');
     return url;
   }

@@ -4,6 +4,7 @@ import type { Logger } from '../log.ts';
 import { IncomingMigration } from '../migration/incoming.ts';
 import { MIGRATE_DEFAULTS, OutgoingMigration, type MigrateParams, type MigrationMode } from '../migration/outgoing.ts';
 import type { MigrationInfo, MigrationStats } from '../migration/stats.ts';
+import { ControlClient } from './control-client.ts';
 import { encodeMsg } from '../migration/protocol.ts';
 import type { VmRegistry } from './registry.ts';
 
@@ -33,6 +34,8 @@ export class MigrationManager {
   private readonly outgoing = new Map<string, OutgoingMigration>();
   private readonly incoming = new Map<string, IncomingMigration>();
   private readonly last = new Map<string, MigrationStats>();
+  /** This host's control URL once it listens (carried in setups, so a destination can check on us). */
+  selfUrl: string | undefined;
 
   constructor(
     private readonly registry: VmRegistry,
@@ -68,6 +71,7 @@ export class MigrationManager {
       release: () => this.registry.remove(rec.name, `migrated to ${p.to}`),
       update: (s) => this.publish(rec.name, s.snapshot()),
       consoleHistory: () => this.registry.consoleHistory(rec.name),
+      selfUrl: () => this.selfUrl,
     });
     rec.migrating = true;
     this.outgoing.set(rec.name, m);
@@ -162,6 +166,7 @@ export class MigrationManager {
       reserve: (setup, vm) => this.registry.reserveIncoming(setup.vm, setup.program, vm),
       adopt: (name, history, settling) => this.registry.adoptIncoming(name, history, settling),
       settled: (name) => this.registry.settleIncoming(name),
+      probeSource: (url, name) => this.probeSource(url, name),
       discard: (name) => this.registry.remove(name, 'incoming migration failed'),
       update: (s) => {
         this.last.set(s.info.vm, s);
@@ -196,7 +201,33 @@ export class MigrationManager {
     });
   }
 
+  /** The host is stopping: outgoing migrations are cancelled (in post-copy: the VM is lost, and said so). */
   cancelAll(): void {
-    for (const m of this.outgoing.values()) m.cancel('host shutting down');
+    for (const m of this.outgoing.values()) m.abandon('host shutting down');
+    for (const m of this.incoming.values()) m.shutdown();
+  }
+
+  /**
+   * Asks a source host whether a post-copy migration it sends still lives there: 'gone' when
+   * nothing listens at its address (its process is dead), when it no longer knows the migration
+   * (restarted), or when it has given the guest up; 'alive' otherwise; 'unknown' when it
+   * cannot be reached (a broken path says nothing about the host).
+   */
+  async probeSource(url: string, name: string): Promise<{ verdict: 'gone' | 'alive' | 'unknown'; why: string }> {
+    let c: ControlClient | undefined;
+    try {
+      c = await ControlClient.connect(url, { client: 'ferry-postcopy-probe', timeoutMs: 3000, ...(this.token ? { token: this.token } : {}) });
+      const s = await c.request<MigrationInfo>('migrate.status', { name });
+      if (s.direction !== 'outgoing') return { verdict: 'gone', why: `the source host ${url} no longer sends "${name}"` };
+      if (s.status === 'failed' || s.status === 'cancelled') return { verdict: 'gone', why: `the source host ${url} gave the migration up: ${s['error-desc'] ?? s.status}` };
+      return { verdict: 'alive', why: `the source host ${url} reports ${s.status}` };
+    } catch (e) {
+      const err = e as FerryError;
+      if (err.errno === 'ECONNREFUSED') return { verdict: 'gone', why: `nothing listens at the source host ${url}: its process is gone` };
+      if (err.code === 'ENOMIGRATION') return { verdict: 'gone', why: `the source host ${url} knows no migration of "${name}" (restarted?)` };
+      return { verdict: 'unknown', why: err.message };
+    } finally {
+      await c?.close().catch(() => undefined);
+    }
   }
 }

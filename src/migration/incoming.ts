@@ -9,6 +9,9 @@ import {
   decodeMsg, DEVICES, encodeMsg, fillMissingPages, ISA, isPageFrame, type MigrationMsg, pageFrameCount, type SetupMsg,
 } from './protocol.ts';
 
+/** A paused post-copy checks on its source host after this long, doubling up to the max. */
+const SOURCE_PROBE_FIRST_MS = 500;
+const SOURCE_PROBE_MAX_MS = 5_000;
 /** Frames (of up to 1 MiB) queued for the vCPU thread before the socket is paused. */
 const MAX_PENDING_FRAMES = 16;
 import { MigrationStats } from './stats.ts';
@@ -18,6 +21,8 @@ export interface IncomingHooks {
   reserve(setup: SetupMsg, vm: Vm): void;
   /** The VM runs here now (`settling`: post-copy is still bringing its pages). */
   adopt(name: string, console: Uint8Array, settling?: boolean): void;
+  /** Asks the source host whether it still serves this migration (see MigrationManager.probeSource). */
+  probeSource(url: string, name: string): Promise<{ verdict: 'gone' | 'alive' | 'unknown'; why: string }>;
   /** Post-copy finished: the VM is fully here. */
   settled(name: string): void;
   /** Forget the half-built VM. */
@@ -114,6 +119,48 @@ export class IncomingMigration {
     this.stats?.setStatus('postcopy-paused', `link lost: ${why}`);
     if (this.stats) this.hooks.update(this.stats);
     this.log.warn({ vm: this.setup?.vm, err: why, missing: this.postcopy?.remaining }, 'post-copy paused: the link is lost; the VM runs on here until it touches a missing page, and waits for the source to recover the link');
+    void this.watchSource(this.pausedAt);
+  }
+
+  /**
+   * While paused, checks on the source host now and then: if its process is gone (or it gave
+   * the guest up) no recovery can come, and the VM is declared lost rather than left waiting.
+   */
+  private async watchSource(pausedAt: number): Promise<void> {
+    const url = this.sourceUrl();
+    if (url === undefined) return;
+    for (let delayMs = SOURCE_PROBE_FIRST_MS; ; delayMs = Math.min(SOURCE_PROBE_MAX_MS, delayMs * 2)) {
+      await new Promise((r) => setTimeout(r, delayMs).unref());
+      if (this.pausedAt !== pausedAt || this.done) return;
+      const { verdict, why } = await this.hooks.probeSource(url, this.setup!.vm);
+      if (this.pausedAt !== pausedAt || this.done) return;
+      if (verdict === 'gone') {
+        this.busy = this.busy.then(() => this.abort(new FerryError('ESOURCEGONE', why)));
+        return;
+      }
+      this.log.debug({ vm: this.setup!.vm, verdict, why }, 'post-copy paused: the source host was checked');
+    }
+  }
+
+  /** The source's control URL from its setup, with a wildcard listen address replaced by the peer's. */
+  private sourceUrl(): string | undefined {
+    const src = this.setup?.source;
+    if (typeof src !== 'string') return undefined;
+    try {
+      const u = new URL(src);
+      if (u.hostname === '0.0.0.0' || u.hostname === '[::]') {
+        const ip = this.peer.slice(0, this.peer.lastIndexOf(':')).replace(/^::ffff:/, '');
+        u.hostname = ip.includes(':') ? `[${ip}]` : ip;
+      }
+      return u.origin;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** The host is stopping: nothing more happens here (its VMs are destroyed with it). */
+  shutdown(): void {
+    this.done = true;
   }
 
   /**

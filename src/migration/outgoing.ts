@@ -79,6 +79,8 @@ function isLinkLoss(e: unknown): boolean {
 }
 
 export interface OutgoingHooks {
+  /** This host's control URL, for the destination to check on it (undefined: not known). */
+  selfUrl(): string | undefined;
   /** The VM now lives on the destination: drop it here. */
   release(): Promise<void>;
   /** Live statistics changed (a round ended, the status moved). */
@@ -114,6 +116,7 @@ export class OutgoingMigration {
   /** `migrate pause` holds a paused post-copy until `migrate recover`. */
   private holdRecovery = false;
   private recoverRequested = false;
+  private abandoned: string | undefined;
   private recoverWake: (() => void) | undefined;
   /** Switch-over milestones for the debug log. */
   private timing: Record<string, number> | undefined;
@@ -156,6 +159,23 @@ export class OutgoingMigration {
     this.inbox?.interrupt(new FerryError('EPAUSED', 'post-copy paused by command'));
     this.wake();
     return true;
+  }
+
+  /**
+   * This host is shutting down. Before the switch-over that is a cancel; in post-copy the
+   * guest's newest state is on the destination and its missing pages leave with this process:
+   * the VM is lost, and the migration says so instead of retrying.
+   */
+  abandon(reason: string): void {
+    if (this.stats.final) return;
+    if (!this.postcopySent) {
+      this.cancel(reason);
+      return;
+    }
+    this.abandoned = reason;
+    this.inbox?.interrupt(new FerryError('ESHUTDOWN', reason));
+    this.recoverWake?.();
+    this.wake();
   }
 
   /** `migrate recover`: a paused post-copy reconnects now. */
@@ -218,7 +238,7 @@ export class OutgoingMigration {
     this.checkCancelled();
     this.send({
       t: 'setup', vm: this.name, program: this.program, mode: this.p.mode, config: this.vm.config, insnLimit: this.vm.insnLimit,
-      pageSize: PAGE_SIZE, isa: ISA, devices: DEVICES,
+      pageSize: PAGE_SIZE, isa: ISA, devices: DEVICES, ...(this.hooks.selfUrl() ? { source: this.hooks.selfUrl()! } : {}),
     });
     // The priority channel joins while the destination checks the setup.
     const prio = openLink({ ...common, hello: { role: 'prio', id: this.id } });
@@ -523,7 +543,8 @@ export class OutgoingMigration {
     this.log.warn({ err: cause.message, to: this.p.to }, 'post-copy paused: the link is lost; both hosts keep their state until it is recovered');
     let delayMs = RECOVER_FIRST_MS;
     for (let attempt = 1; ; attempt++) {
-      await this.recoverDelay(this.holdRecovery || !this.p.autoRecover ? Infinity : delayMs);
+      if (this.abandoned === undefined) await this.recoverDelay(this.holdRecovery || !this.p.autoRecover ? Infinity : delayMs);
+      if (this.abandoned !== undefined) throw new FerryError('ESHUTDOWN', this.abandoned);
       delayMs = Math.min(RECOVER_MAX_MS, delayMs * 2);
       try {
         const outcome = await this.reconnect();

@@ -75,6 +75,8 @@ export interface SetupMsg {
   pageSize: number;
   isa: string;
   devices: string[];
+  /** The source host's control URL: a destination left without its link asks it whether the guest still has a source. */
+  source?: string;
 }
 
 export type MigrationMsg =
