@@ -196,6 +196,7 @@ export class IncomingMigration {
         receivedCount++;
       }
     }
+    this.pushedBytes = 0;
     this.send({ t: 'recv-bitmap', received, receivedCount });
     const pausedMs = performance.now() - this.pausedAt;
     this.pausedAt = 0;
@@ -354,6 +355,8 @@ export class IncomingMigration {
   private receivePages(frame: Buffer): void {
     if (this.postcopy) {
       this.fillPages(frame);
+      this.pushedBytes += frame.length;
+      if (this.prio?.readyState === this.prio?.OPEN) this.prio!.send(encodeMsg({ t: 'pushed', bytes: this.pushedBytes }));
       return;
     }
     const vm = this.vm!;
@@ -463,6 +466,9 @@ export class IncomingMigration {
       else ps[p] = ps[p]! | PAGE_PRESENT;
     }
   }
+
+  /** Pushed (bulk) frame bytes written since the current link came up, acknowledged to the source. */
+  private pushedBytes = 0;
 
   private fillPages(frame: Buffer): void {
     const pc = this.postcopy!;

@@ -42,11 +42,14 @@ export const MIGRATE_DEFAULTS: Omit<MigrateParams, 'to'> = {
 };
 
 const WINDOW_BYTES = 8 * 1024 * 1024;
-/** After a post-copy switch-over the bulk push keeps little in flight: faults must not queue behind it. */
+/**
+ * After a post-copy switch-over, pushed bytes not yet written at the destination (by its
+ * `pushed` acknowledgements): a fault's page never waits behind more than this.
+ */
 const POSTCOPY_WINDOW_BYTES = 256 * 1024;
 const MIN_PUSH_CHUNK = 16;
-/** The push yields between frames until no fault has come for this long. */
-const FAULT_QUIET_MS = 5;
+/** 128 KiB: a pushed frame is small next to the window, so faults interleave with the push. */
+const MAX_PUSH_CHUNK = 32;
 const ACK_TIMEOUT_MS = 30_000;
 /** Post-copy recovery retries: the first after this long, doubling up to RECOVER_MAX_MS. */
 const RECOVER_FIRST_MS = 100;
@@ -71,6 +74,9 @@ interface PostcopyPush {
   lastFault: number;
   /** The background push waits until then (pushDelayMs). */
   notBefore: number;
+  /** Bytes of pushed frames sent on this link, and written at the destination (its acknowledgement). */
+  pushedBytes: number;
+  ackedBytes: number;
 }
 
 /** Errors after which a post-copy link is recovered rather than the migration failed. */
@@ -235,6 +241,7 @@ export class OutgoingMigration {
     const bulk = await openLink({ ...common, zeroMask: true, hello: { role: 'bulk', id: this.id } });
     this.bulk = bulk.ws;
     this.inbox = new Inbox(bulk.ws, this.p.to);
+    bulk.ws.on('close', () => this.wake());
     this.checkCancelled();
     this.send({
       t: 'setup', vm: this.name, program: this.program, mode: this.p.mode, config: this.vm.config, insnLimit: this.vm.insnLimit,
@@ -416,7 +423,7 @@ export class OutgoingMigration {
     const pages = vm.memory.pages;
     const pc: PostcopyPush = {
       order, indexOf: advised?.indexOf ?? pageIndex(pages, order), sent: new Uint8Array(pages), cursor: 0, left: order.length,
-      chunkPages: MIN_PUSH_CHUNK, lastFault: -Infinity, notBefore: 0,
+      chunkPages: MIN_PUSH_CHUNK, lastFault: -Infinity, notBefore: 0, pushedBytes: 0, ackedBytes: 0,
     };
     this.pc = pc;
     this.serveFaults(this.prio!); // listen before the guest can resume over there
@@ -476,6 +483,11 @@ export class OutgoingMigration {
       } catch {
         return;
       }
+      if (m?.t === 'pushed' && typeof m.bytes === 'number') {
+        pc.ackedBytes = m.bytes;
+        this.wake();
+        return;
+      }
       if (m?.t !== 'page-req' || typeof m.page !== 'number' || m.page < 0 || m.page >= pages) return;
       this.stats.info['postcopy-requests']++;
       const p = m.page;
@@ -491,6 +503,7 @@ export class OutgoingMigration {
     });
     prio.on('close', () => {
       if (gen === this.linkGen) this.inbox?.interrupt(new FerryError('ELINK', `priority channel to ${this.p.to} closed`));
+      this.wake();
     });
   }
 
@@ -516,12 +529,25 @@ export class OutgoingMigration {
       if (chunk.length === 0) break;
       pc.cursor = (indexOf[chunk[chunk.length - 1]!]! + 1) % order.length;
       pc.left -= chunk.length;
-      await this.sendFrame(chunk, 'postcopy');
+      pc.pushedBytes += await this.sendFrame(chunk, 'postcopy');
       // The chunk grows while no fault comes and shrinks back on a fault (CRIU's lazy-pages policy).
-      pc.chunkPages = Math.min(PAGES_PER_FRAME, pc.chunkPages * 2);
-      // While faults keep coming, leave both event loops room for them (DESIGN §9): a fault's
-      // round trip must not queue behind bulk frames.
-      if (performance.now() - pc.lastFault < FAULT_QUIET_MS) await new Promise((r) => setTimeout(r, 1));
+      pc.chunkPages = Math.min(MAX_PUSH_CHUNK, pc.chunkPages * 2);
+      // At most a window of pushed bytes beyond what the destination has written: a fault's
+      // page, on the priority channel, never waits behind a bulk backlog in socket buffers.
+      for (let acked = pc.ackedBytes; pc.pushedBytes - pc.ackedBytes > POSTCOPY_WINDOW_BYTES;) {
+        this.inbox!.check();
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, ACK_TIMEOUT_MS);
+          this.drained = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        if (pc.ackedBytes === acked && pc.pushedBytes - pc.ackedBytes > POSTCOPY_WINDOW_BYTES && this.drained !== undefined) {
+          throw new FerryError('ETIMEDOUT', `${this.p.to} acknowledged no pushed page within ${ACK_TIMEOUT_MS} ms`);
+        }
+        acked = pc.ackedBytes;
+      }
     }
     await this.window(0);
     this.send({ t: 'postcopy-done', pages: order.length });
@@ -591,6 +617,7 @@ export class OutgoingMigration {
     const bulk = await openLink({ ...this.linkOptions(), zeroMask: true, hello: { role: 'bulk', id: this.id, recover: true } });
     this.bulk = bulk.ws;
     this.inbox = new Inbox(bulk.ws, this.p.to);
+    bulk.ws.on('close', () => this.wake());
     this.send({ t: 'recover' });
     const reply = await this.inbox.next(['recv-bitmap', 'completed'], ACK_TIMEOUT_MS);
     if (reply.t === 'completed') return 'completed';
@@ -611,6 +638,8 @@ export class OutgoingMigration {
       left++;
     }
     pc.left = left;
+    pc.pushedBytes = 0; // the destination counts per link
+    pc.ackedBytes = 0;
     const info = this.stats.info;
     info['postcopy-resent-pages'] = (info['postcopy-resent-pages'] ?? 0) + resent;
     const prio = await openLink({ ...this.linkOptions(), hello: { role: 'prio', id: this.id } });

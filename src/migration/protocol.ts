@@ -92,6 +92,12 @@ export type MigrationMsg =
   | { t: 'page-req'; page: number }
   /** Post-copy, before the switch-over: the pages the destination will have to fetch, so it can prepare. */
   | { t: 'postcopy-advise'; section: PostcopySection }
+  /**
+   * Post-copy, destination -> source on prio: bytes of pushed (bulk) frames written into guest
+   * RAM so far on this link. The source keeps at most a small window beyond it, so pushed data
+   * never queues up in socket buffers ahead of a fault's page.
+   */
+  | { t: 'pushed'; bytes: number }
   /** Post-copy: every page has been sent once. */
   | { t: 'postcopy-done'; pages: number }
   /**
