@@ -354,9 +354,13 @@ export class IncomingMigration {
    */
   private receivePages(frame: Buffer): void {
     if (this.postcopy) {
-      this.fillPages(frame);
-      this.pushedBytes += frame.length;
-      if (this.prio?.readyState === this.prio?.OPEN) this.prio!.send(encodeMsg({ t: 'pushed', bytes: this.pushedBytes }));
+      // Written between polls, not here: a fault's page arriving on the priority channel is
+      // then handled as soon as it is read, not after the pushed frames read with it.
+      this.pushQueue.push([frame, this.linkGen]);
+      if (!this.draining) {
+        this.draining = true;
+        setImmediate(() => this.drainPush());
+      }
       return;
     }
     const vm = this.vm!;
@@ -469,6 +473,31 @@ export class IncomingMigration {
 
   /** Pushed (bulk) frame bytes written since the current link came up, acknowledged to the source. */
   private pushedBytes = 0;
+  /** Post-copy: pushed frames not yet written, with the link they came on. */
+  private readonly pushQueue: [Buffer, number][] = [];
+  private draining = false;
+
+  /** Writes one queued pushed frame per turn of the event loop, and acknowledges it. */
+  private drainPush(): void {
+    const next = this.pushQueue.shift();
+    if (next === undefined || this.done) {
+      this.pushQueue.length = 0;
+      this.draining = false;
+      return;
+    }
+    const [frame, gen] = next;
+    try {
+      this.fillPages(frame);
+    } catch (e) {
+      this.busy = this.busy.then(() => this.abort(e as Error));
+      return;
+    }
+    if (gen === this.linkGen) {
+      this.pushedBytes += frame.length;
+      if (this.prio?.readyState === this.prio?.OPEN) this.prio!.send(encodeMsg({ t: 'pushed', bytes: this.pushedBytes }));
+    }
+    setImmediate(() => this.drainPush());
+  }
 
   private fillPages(frame: Buffer): void {
     const pc = this.postcopy!;
