@@ -629,7 +629,7 @@ export class Cpu {
 
   private recordWrite(page: number): void {
     const ps = this.mem.pageState;
-    if ((Atomics.load(ps, page) & PAGE_EVER_WRITTEN) === 0) Atomics.or(ps, page, PAGE_EVER_WRITTEN);
+    if ((Atomics.load(ps, page) & PAGE_EVER_WRITTEN) === 0) this.mem.markEverWritten(page);
     this.activeDirty[page] = 1;
     if (this.code[page] === undefined && page !== this.tohost >>> PAGE_SHIFT) this.wok[page] = 1;
   }

@@ -4,7 +4,7 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { FerryError } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import { MIGRATION_MAX_PAYLOAD, MIGRATION_PROTOCOL_VERSION } from '../migration/protocol.ts';
+import { MIGRATION_MAX_PAYLOAD, MIGRATION_PROTOCOL_VERSION, warmCodec } from '../migration/protocol.ts';
 import { checkHello, CLOSE_PROTOCOL, isLoopback, newChallenge } from './auth.ts';
 import { CONTROL_MAX_PAYLOAD, decode, encode } from './control-protocol.ts';
 import { ControlConnection } from './control-server.ts';
@@ -73,6 +73,7 @@ export class Host {
       });
     });
     keepSpareVcpuThread(true);
+    warmCodec();
     this.heartbeat = setInterval(() => this.ping(), HEARTBEAT_MS);
     this.heartbeat.unref();
     const addr = this.http.address() as AddressInfo;

@@ -8,8 +8,10 @@ export interface GuestMemoryBuffers {
   pageState: SharedArrayBuffer;
   /** Two dirty logs of one byte per page, back to back. */
   dirty: SharedArrayBuffer;
-  /** Int32 words of the dirty-log handshake: DIRTY_ACTIVE, DIRTY_REQ, DIRTY_ACK. */
+  /** Int32 words of the dirty-log handshake: DIRTY_ACTIVE, DIRTY_REQ, DIRTY_ACK, then FIRST_WRITES. */
   dirtyCtl: SharedArrayBuffer;
+  /** A ring of FIRST_WRITE_RING page numbers: each page as it becomes ever-written (see FIRST_WRITES). */
+  firstWrites: SharedArrayBuffer;
 }
 
 /** Which dirty log the vCPU writes into (0 or 1); switched only by the vCPU. */
@@ -18,6 +20,14 @@ export const DIRTY_ACTIVE = 0;
 export const DIRTY_REQ = 1;
 /** The last request the vCPU has switched logs for. */
 export const DIRTY_ACK = 2;
+/**
+ * Pages that became ever-written so far (a counter); page number i of them is at
+ * firstWrites[i % FIRST_WRITE_RING]. Written by whichever thread writes a page first, after it
+ * set EVER_WRITTEN with Atomics.or; read by the host with the vCPU stopped, so "which pages
+ * were first written since then" costs what was written, not a scan of every page state.
+ */
+export const FIRST_WRITES = 3;
+export const FIRST_WRITE_RING = 65536;
 
 /**
  * Guest RAM plus its page-state map and the double-buffered dirty log (DESIGN §3).
@@ -30,6 +40,7 @@ export class GuestMemory {
   readonly pageState: Int32Array;
   readonly dirtyLogs: readonly [Uint8Array, Uint8Array];
   readonly dirtyCtl: Int32Array;
+  readonly firstWrites: Uint32Array;
 
   constructor(readonly buffers: GuestMemoryBuffers) {
     this.size = buffers.ram.byteLength;
@@ -41,6 +52,31 @@ export class GuestMemory {
       new Uint8Array(buffers.dirty, logStride(this.pages), this.pages),
     ];
     this.dirtyCtl = new Int32Array(buffers.dirtyCtl);
+    this.firstWrites = new Uint32Array(buffers.firstWrites);
+  }
+
+  /** Sets EVER_WRITTEN on a page; the first time, the page joins the first-write ring. */
+  markEverWritten(page: number): void {
+    if ((Atomics.or(this.pageState, page, PAGE_EVER_WRITTEN) & PAGE_EVER_WRITTEN) !== 0) return;
+    const i = Atomics.add(this.dirtyCtl, FIRST_WRITES, 1);
+    Atomics.store(this.firstWrites, i % FIRST_WRITE_RING, page);
+  }
+
+  /** How many pages have become ever-written so far (a position in the first-write ring). */
+  firstWriteCount(): number {
+    return Atomics.load(this.dirtyCtl, FIRST_WRITES);
+  }
+
+  /**
+   * The pages first written since `since` (a firstWriteCount), or undefined if the ring has
+   * wrapped since. Call with the vCPU stopped (or accept a list that may miss the last ones).
+   */
+  firstWritesSince(since: number): Uint32Array | undefined {
+    const n = this.firstWriteCount() - since;
+    if (n < 0 || n > FIRST_WRITE_RING) return undefined;
+    const out = new Uint32Array(n);
+    for (let k = 0; k < n; k++) out[k] = Atomics.load(this.firstWrites, (since + k) % FIRST_WRITE_RING);
+    return out;
   }
 
   /** Fresh, zeroed RAM whose pages are all present (a VM booted here, not migrated in). */
@@ -52,6 +88,7 @@ export class GuestMemory {
       pageState: new SharedArrayBuffer(pages * 4),
       dirty: new SharedArrayBuffer(logStride(pages) * 2),
       dirtyCtl: new SharedArrayBuffer(16),
+      firstWrites: new SharedArrayBuffer(FIRST_WRITE_RING * 4),
     });
     mem.pageState.fill(PAGE_PRESENT);
     return mem;
@@ -72,7 +109,7 @@ export class GuestMemory {
     // harvests next; harvesting runs on this same thread, so it cannot be missed.
     const log = this.dirtyLogs[Atomics.load(this.dirtyCtl, DIRTY_ACTIVE) & 1]!;
     for (let p = first; p <= last; p++) {
-      Atomics.or(this.pageState, p, PAGE_EVER_WRITTEN);
+      this.markEverWritten(p);
       log[p] = 1;
     }
   }

@@ -4,6 +4,7 @@ import { FerryError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { checkRamSize, GuestMemory } from '../memory/guest-memory.ts';
 import { PAGE_EVER_WRITTEN, PAGE_PRESENT, PAGE_SIZE } from '../memory/layout.ts';
+import { deferSpareRefill } from '../vm/vcpu-threads.ts';
 import { Vm } from '../vm/vm.ts';
 import {
   decodeMsg, DEVICES, encodeMsg, fillMissingPages, ISA, isPageFrame, type MigrationMsg, pageFrameCount, type SetupMsg,
@@ -53,6 +54,8 @@ export class IncomingMigration {
   private linkGen = 0;
   /** When post-copy lost its link (0: the link is up). */
   private pausedAt = 0;
+  /** Lets the host start its next spare vCPU thread: called when this migration ends. */
+  private releaseSpare: () => void = () => {};
 
   constructor(
     readonly id: string,
@@ -161,6 +164,7 @@ export class IncomingMigration {
   /** The host is stopping: nothing more happens here (its VMs are destroyed with it). */
   shutdown(): void {
     this.done = true;
+    this.releaseSpare();
   }
 
   /**
@@ -301,6 +305,7 @@ export class IncomingMigration {
       case 'postcopy-advise':
         if (!(m.section.missing instanceof Uint8Array)) throw new FerryError('EPROTO', 'postcopy-advise without a missing-page bitmap');
         this.advise(m.section.missing);
+        this.send({ t: 'advise-ok' });
         return undefined;
       case 'postcopy-done':
         if (!this.postcopy) throw new FerryError('EPROTO', 'postcopy-done outside post-copy');
@@ -323,6 +328,7 @@ export class IncomingMigration {
       checkRamSize(s.config.ramSize);
       if (s.config.ramSize > this.maxRamPerVm) throw new FerryError('ENOMEM', `a ${s.config.ramSize}-byte VM exceeds this host's limit`);
       const memory = GuestMemory.allocate(s.config.ramSize);
+      this.releaseSpare = deferSpareRefill();
       // Post-copy: nothing is here yet; the vCPU traps on every page until it arrives.
       if (s.mode === 'postcopy') memory.pageState.fill(0);
       // The vCPU thread starts now, so the switch-over does not wait for it.
@@ -341,6 +347,7 @@ export class IncomingMigration {
       this.hooks.update(this.stats);
     } catch (e) {
       const err = e instanceof FerryError ? e : new FerryError('EINTERNAL', (e as Error).message);
+      this.releaseSpare();
       this.log.warn({ vm: s.vm, err: err.message }, 'incoming migration refused');
       this.send({ t: 'refused', code: err.code, message: err.message });
       this.done = true;
@@ -395,6 +402,7 @@ export class IncomingMigration {
     this.done = true;
     // The acknowledgement ends the source's downtime clock: send it before any bookkeeping.
     this.send({ t: 'completed', resumedAt: Date.now() });
+    this.releaseSpare();
     this.hooks.adopt(this.setup.vm, m.console);
     this.stats?.setStatus('completed');
     this.hooks.update(this.stats!);
@@ -520,6 +528,7 @@ export class IncomingMigration {
     const pc = this.postcopy;
     if (!pc || !pc.done || pc.remaining > 0 || this.done) return;
     this.done = true;
+    this.releaseSpare();
     this.send({ t: 'completed', resumedAt: Date.now() });
     this.hooks.settled(this.setup!.vm);
     this.stats?.faultLatencies(pc.latencies);
@@ -533,6 +542,7 @@ export class IncomingMigration {
     if (this.postcopy && !this.done) {
       // The guest runs here but part of its memory is still on the source: it cannot go on.
       this.done = true;
+      this.releaseSpare();
       const name = this.setup!.vm;
       this.log.error({ vm: name, err: e.message }, 'post-copy failed: the VM is lost');
       this.stats?.setStatus('failed', `post-copy failed; the VM is lost: ${e.message}`);
@@ -548,6 +558,7 @@ export class IncomingMigration {
 
   /** Discards the half-built VM and tells the source why (the guest never ran here). */
   private async giveUp(e: Error, cancelled = false): Promise<void> {
+    this.releaseSpare();
     const name = this.setup?.vm;
     this.log.warn({ vm: name, err: e.message }, cancelled ? 'incoming migration cancelled' : 'incoming migration failed');
     this.send({ t: 'failed', code: e instanceof FerryError ? e.code : 'EINTERNAL', message: e.message });

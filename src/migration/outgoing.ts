@@ -376,26 +376,23 @@ export class OutgoingMigration {
     // whole RAM's page states costs milliseconds that must not count as downtime. Writes from
     // here on are in the dirty log and join the missing set at the switch-over.
     const vm = this.vm;
-    await vm.syncDirty();
+    const firstWrites0 = vm.memory.firstWriteCount();
     const touched = this.everWrittenPages();
     const missing = pageBitmap(vm.memory.pages, touched);
     const indexOf = pageIndex(vm.memory.pages, touched);
     this.send({ t: 'postcopy-advise', section: { missing, missingCount: touched.length } });
+    await this.inbox!.next(['advise-ok'], ACK_TIMEOUT_MS);
     const tPause = await this.stopGuest();
     this.timing = { paused: performance.now() - tPause };
-    // Pages first written since the advice: ever-written now, not in the advice. Pages written
-    // again since are in the advice already and go out from RAM as it is now. One pass over the
-    // page states, no dirty log: it costs the same whatever the guest wrote meanwhile.
-    const ps = vm.memory.pageState;
-    let late = new Uint32Array(64);
+    // Pages first written since the advice, from the first-write ring: the cost follows what the
+    // guest wrote meanwhile, not the RAM size. Pages written again since are in the advice and go
+    // out from RAM as it is now. (Should the ring have wrapped, every page state is scanned.)
+    const firsts = vm.memory.firstWritesSince(firstWrites0) ?? this.everWrittenPages();
+    let late = new Uint32Array(firsts.length);
     let nLate = 0;
-    for (let p = 0; p < ps.length; p++) {
-      if ((ps[p]! & PAGE_EVER_WRITTEN) === 0 || (missing[p >>> 3]! & (1 << (p & 7))) !== 0) continue;
-      if (nLate === late.length) {
-        const bigger = new Uint32Array(late.length * 4);
-        bigger.set(late);
-        late = bigger;
-      }
+    for (let i = 0; i < firsts.length; i++) {
+      const p = firsts[i]!;
+      if ((missing[p >>> 3]! & (1 << (p & 7))) !== 0) continue;
       missing[p >>> 3]! |= 1 << (p & 7);
       indexOf[p] = touched.length + nLate;
       late[nLate++] = p;

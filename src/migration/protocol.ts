@@ -92,6 +92,8 @@ export type MigrationMsg =
   | { t: 'page-req'; page: number }
   /** Post-copy, before the switch-over: the pages the destination will have to fetch, so it can prepare. */
   | { t: 'postcopy-advise'; section: PostcopySection }
+  /** The destination has prepared its page states: the source may pause (so that work is not downtime). */
+  | { t: 'advise-ok' }
   /**
    * Post-copy, destination -> source on prio: bytes of pushed (bulk) frames written into guest
    * RAM so far on this link. The source keeps at most a small window beyond it, so pushed data
@@ -128,6 +130,25 @@ export function decodeMsg(frame: Uint8Array): MigrationMsg {
     throw new FerryError('EPROTO', 'malformed migration message: expected a map with a string "t"');
   }
   return v as MigrationMsg;
+}
+
+/**
+ * Runs the codec over messages shaped like a switch-over's, so a host's first migration does
+ * not compile msgpack paths inside its downtime (measured: about 2 ms on a fresh host).
+ */
+export function warmCodec(): void {
+  const samples: unknown[] = [
+    {
+      t: 'state', run: 'running', console: new Uint8Array(64),
+      state: {
+        version: 1, config: { ramSize: 1 << 20, clock: 'icount', tohost: 0 }, insnLimit: 0, cpu: new Array<number>(48).fill(1 << 20),
+        devices: { uart: { ier: 0, lcr: 3, fifo: [1, 2] }, clint: { mtime: 1.5, mtimecmp: [0, 1] }, clock: { base: 2 } },
+      },
+      postcopy: { late: new Uint32Array(8), missingCount: 8 },
+    },
+    { t: 'resumed' }, { t: 'page-req', page: 123_456 }, { t: 'pushed', bytes: 1 << 30 }, { t: 'advise-ok' },
+  ];
+  for (let i = 0; i < 4; i++) for (const m of samples) packr.unpack(packr.pack(m));
 }
 
 export function isPageFrame(frame: Uint8Array): boolean {

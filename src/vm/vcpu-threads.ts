@@ -11,13 +11,15 @@ const VCPU_ENTRY = new URL('./vcpu-worker.ts', import.meta.url).href;
  */
 let spare: Worker | undefined;
 let keepSpare = false;
+/** Switch-overs in progress: starting a thread (compiling the vCPU code) would compete with them. */
+let holds = 0;
 
 function spawn(): Worker {
   return new Worker(BOOTSTRAP, { workerData: { entry: VCPU_ENTRY } });
 }
 
 function refill(): void {
-  if (!keepSpare || spare) return;
+  if (!keepSpare || spare || holds > 0) return;
   spare = spawn();
   spare.unref(); // an idle spare never keeps the process alive
   spare.once('exit', () => { spare = undefined; });
@@ -33,6 +35,21 @@ export function keepSpareVcpuThread(on: boolean): void {
     spare = undefined;
     void s.terminate();
   }
+}
+
+/**
+ * Holds back starting the next spare thread until the returned function is called (an incoming
+ * migration holds it from setup to its end, so its switch-over does not share the CPU with a
+ * thread start).
+ */
+export function deferSpareRefill(): () => void {
+  holds++;
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
+    if (--holds === 0) setTimeout(refill, 20).unref();
+  };
 }
 
 /** A vCPU thread for a new VM: the spare if there is one, else a fresh one. */
