@@ -304,9 +304,7 @@ export class IncomingMigration {
         return this.onState(m);
       case 'postcopy-advise':
         if (!(m.section.missing instanceof Uint8Array)) throw new FerryError('EPROTO', 'postcopy-advise without a missing-page bitmap');
-        this.advise(m.section.missing);
-        this.send({ t: 'advise-ok' });
-        return undefined;
+        return this.advise(m.section.missing);
       case 'postcopy-done':
         if (!this.postcopy) throw new FerryError('EPROTO', 'postcopy-done outside post-copy');
         this.postcopy.done = true;
@@ -459,11 +457,19 @@ export class IncomingMigration {
     this.checkPostcopyComplete();
   }
 
-  /** The post-copy advice: page states are prepared while the guest still runs on the source. */
-  private advise(missing: Uint8Array): void {
-    if (!this.vm || this.setup?.mode !== 'postcopy') throw new FerryError('EPROTO', 'postcopy-advise outside a post-copy migration');
+  /**
+   * The post-copy advice: page states are prepared, and pre-copy frames still queued for the
+   * vCPU thread are written, while the guest still runs on the source; the source pauses it
+   * only after `advise-ok`, so none of this counts as downtime.
+   */
+  private async advise(missing: Uint8Array): Promise<void> {
+    if (!this.vm || (this.setup?.mode !== 'postcopy' && this.setup?.mode !== 'hybrid')) {
+      throw new FerryError('EPROTO', 'postcopy-advise outside a post-copy or hybrid migration');
+    }
     this.markPageStates(missing);
     this.advised = missing;
+    while (this.vm.pageFramesPending() > 0) await new Promise((r) => setTimeout(r, 1));
+    this.send({ t: 'advise-ok' });
   }
 
   /**

@@ -331,9 +331,8 @@ export class OutgoingMigration {
         if (why !== undefined) {
           this.log.info({ round, why }, 'switching to post-copy');
           this.stats.info['postcopy-switch'] = why;
-          const tPause = await this.stopGuest();
-          if (throttle) vm.setThrottle(0);
-          await this.postcopySwitch(union(pages, vm.dirtyWhileStopped()), tPause);
+          // The pages dirtied in the last round are stale over there: they are the missing set.
+          await this.postcopy(pages, throttle > 0);
           return;
         }
       }
@@ -371,23 +370,30 @@ export class OutgoingMigration {
    * destination faults on first (priority channel) and the background scan restarted at each
    * faulted page, so the neighbourhood of a fault follows it.
    */
-  private async postcopy(): Promise<void> {
+  private async postcopy(hybridDirty?: Uint32Array, throttled = false): Promise<void> {
     // Advise (as QEMU's postcopy ADVISE) while the guest still runs: scanning and marking a
-    // whole RAM's page states costs milliseconds that must not count as downtime. Writes from
-    // here on are in the dirty log and join the missing set at the switch-over.
+    // whole RAM's page states costs milliseconds that must not count as downtime. Post-copy
+    // advises every page ever written; hybrid the pages its last round left dirty.
     const vm = this.vm;
     const firstWrites0 = vm.memory.firstWriteCount();
-    const touched = this.everWrittenPages();
-    const missing = pageBitmap(vm.memory.pages, touched);
+    let touched = hybridDirty ?? this.everWrittenPages();
+    let missing = pageBitmap(vm.memory.pages, touched);
+    if (hybridDirty && vm.state === 'running') {
+      // What the guest dirtied since the round ended joins the advice, so the dirty log left to
+      // take in the downtime covers only the advice's round trip.
+      ({ list: touched, bits: missing } = addPages(touched, missing, await vm.syncDirty()));
+    }
     const indexOf = pageIndex(vm.memory.pages, touched);
     this.send({ t: 'postcopy-advise', section: { missing, missingCount: touched.length } });
     await this.inbox!.next(['advise-ok'], ACK_TIMEOUT_MS);
     const tPause = await this.stopGuest();
+    if (throttled) vm.setThrottle(0);
     this.timing = { paused: performance.now() - tPause };
-    // Pages first written since the advice, from the first-write ring: the cost follows what the
-    // guest wrote meanwhile, not the RAM size. Pages written again since are in the advice and go
-    // out from RAM as it is now. (Should the ring have wrapped, every page state is scanned.)
-    const firsts = vm.memory.firstWritesSince(firstWrites0) ?? this.everWrittenPages();
+    // Post-copy: pages first written since the advice, from the first-write ring; the cost
+    // follows what the guest wrote meanwhile, not the RAM size. Pages written again since are in
+    // the advice and go out from RAM as it is now. (Should the ring have wrapped, every page
+    // state is scanned.) Hybrid: every page dirtied since the last round.
+    const firsts = hybridDirty ? vm.dirtyWhileStopped() : vm.memory.firstWritesSince(firstWrites0) ?? this.everWrittenPages();
     let late = new Uint32Array(firsts.length);
     let nLate = 0;
     for (let i = 0; i < firsts.length; i++) {
@@ -404,7 +410,7 @@ export class OutgoingMigration {
       order.set(touched);
       order.set(late, touched.length);
     }
-    this.stats.info['touched-pages'] = order.length;
+    if (!hybridDirty) this.stats.info['touched-pages'] = order.length;
     this.timing.late = performance.now() - tPause;
     await this.postcopySwitch(order, tPause, { missing, indexOf, late });
   }
@@ -810,6 +816,22 @@ function pageBitmap(pages: number, list: ArrayLike<number>): Uint8Array {
     bits[p >>> 3]! |= 1 << (p & 7);
   }
   return bits;
+}
+
+/** `list` (whose bitmap is `bits`, updated in place) plus the pages of `more` it lacks. */
+function addPages(list: Uint32Array, bits: Uint8Array, more: ArrayLike<number>): { list: Uint32Array; bits: Uint8Array } {
+  const added: number[] = [];
+  for (let i = 0; i < more.length; i++) {
+    const p = more[i]!;
+    if (bits[p >>> 3]! & (1 << (p & 7))) continue;
+    bits[p >>> 3]! |= 1 << (p & 7);
+    added.push(p);
+  }
+  if (added.length === 0) return { list, bits };
+  const out = new Uint32Array(list.length + added.length);
+  out.set(list);
+  out.set(added, list.length);
+  return { list: out, bits };
 }
 
 /** Position of each listed page in the list, -1 for the others (steers the push to a fault). */
