@@ -303,8 +303,10 @@ export class IncomingMigration {
       case 'state':
         return this.onState(m);
       case 'postcopy-advise':
-        if (!(m.section.missing instanceof Uint8Array)) throw new FerryError('EPROTO', 'postcopy-advise without a missing-page bitmap');
-        return this.advise(m.section.missing);
+        if (!(m.advice?.missing instanceof Uint8Array) || m.advice.missing.length !== Math.ceil((this.vm?.memory.pages ?? 0) / 8)) {
+          throw new FerryError('EPROTO', 'postcopy-advise without a missing-page bitmap of this VM\'s size');
+        }
+        return this.advise(m.advice.missing);
       case 'postcopy-done':
         if (!this.postcopy) throw new FerryError('EPROTO', 'postcopy-done outside post-copy');
         this.postcopy.done = true;
@@ -412,25 +414,20 @@ export class IncomingMigration {
    * stay missing; the VM resumes immediately and faults bring its pages first.
    */
   private async startPostcopy(vm: Vm, m: Extract<MigrationMsg, { t: 'state' }>): Promise<void> {
-    const { missing, late, missingCount } = m.postcopy!;
+    const { late, missingCount } = m.postcopy!;
+    if (!this.advised || !(late instanceof Uint32Array)) throw new FerryError('EPROTO', 'post-copy state without a preceding advice or its late pages');
     const t0 = performance.now();
-    // Hybrid: pre-copy frames still queued for the vCPU thread land before page states change.
+    // Pre-copy frames were written before advise-ok; none should be left, but nothing may land after the restore.
     while (vm.pageFramesPending() > 0) await new Promise((r) => setTimeout(r, 1));
     // A recovery that came meanwhile gave the guest back to the source.
     if (this.done) return;
     const gen = this.linkGen;
-    if (missing instanceof Uint8Array && missing.length === Math.ceil(vm.memory.pages / 8)) {
-      this.markPageStates(missing);
-    } else if (this.advised && late instanceof Uint32Array) {
-      // The advice marked the rest already: only pages first written since join it.
-      const ps = vm.memory.pageState;
-      for (let i = 0; i < late.length; i++) {
-        const p = late[i]!;
-        if (p >= ps.length) throw new FerryError('EPROTO', `late page ${p} is outside guest RAM`);
-        ps[p] = PAGE_EVER_WRITTEN;
-      }
-    } else {
-      throw new FerryError('EPROTO', 'post-copy state without a missing-page bitmap or a preceding advice');
+    // The advice marked the rest already: only pages written since join the missing set.
+    const ps = vm.memory.pageState;
+    for (let i = 0; i < late.length; i++) {
+      const p = late[i]!;
+      if (p >= ps.length) throw new FerryError('EPROTO', `late page ${p} is outside guest RAM`);
+      ps[p] = PAGE_EVER_WRITTEN;
     }
     this.postcopy = { remaining: missingCount, done: false, faults: new Map(), latencies: [] };
     vm.on('fault', (page: number) => {

@@ -384,7 +384,7 @@ export class OutgoingMigration {
       ({ list: touched, bits: missing } = addPages(touched, missing, await vm.syncDirty()));
     }
     const indexOf = pageIndex(vm.memory.pages, touched);
-    this.send({ t: 'postcopy-advise', section: { missing, missingCount: touched.length } });
+    this.send({ t: 'postcopy-advise', advice: { missing, missingCount: touched.length } });
     await this.inbox!.next(['advise-ok'], ACK_TIMEOUT_MS);
     const tPause = await this.stopGuest();
     if (throttled) vm.setThrottle(0);
@@ -412,20 +412,18 @@ export class OutgoingMigration {
     }
     if (!hybridDirty) this.stats.info['touched-pages'] = order.length;
     this.timing.late = performance.now() - tPause;
-    await this.postcopySwitch(order, tPause, { missing, indexOf, late });
+    await this.postcopySwitch(order, tPause, indexOf, late);
   }
 
   /**
    * The post-copy switch-over and what follows it, with the VM already stopped: `order` lists
    * the pages the destination does not have (or has stale), in push order.
    */
-  private async postcopySwitch(
-    order: Uint32Array, tPause: number, advised?: { missing: Uint8Array; indexOf: Int32Array; late: Uint32Array },
-  ): Promise<void> {
+  private async postcopySwitch(order: Uint32Array, tPause: number, indexOf: Int32Array, late: Uint32Array): Promise<void> {
     const vm = this.vm;
     const pages = vm.memory.pages;
     const pc: PostcopyPush = {
-      order, indexOf: advised?.indexOf ?? pageIndex(pages, order), sent: new Uint8Array(pages), cursor: 0, left: order.length,
+      order, indexOf, sent: new Uint8Array(pages), cursor: 0, left: order.length,
       chunkPages: MIN_PUSH_CHUNK, lastFault: -Infinity, notBefore: 0, pushedBytes: 0, ackedBytes: 0,
     };
     this.pc = pc;
@@ -436,8 +434,8 @@ export class OutgoingMigration {
     const tState = performance.now();
     this.send({
       t: 'state', state: vm.exportState(), run, console: this.hooks.consoleHistory(),
-      // After an advice the destination has the missing set but for the pages written since.
-      postcopy: advised ? { late: advised.late, missingCount: order.length } : { missing: pageBitmap(pages, order), missingCount: order.length },
+      // The destination has the advised missing set: only the pages written since join it.
+      postcopy: { late, missingCount: order.length },
     });
     const timing = (this.timing ??= {});
     timing.stateSent = performance.now() - tPause;

@@ -14,9 +14,18 @@
  *                                           <-----    completed {resumedAt}          VM runs on the destination
  *   prio:  cancel {reason} -------------------->   destination discards its half
  *
- * Post-copy (DESIGN §5): after `postcopy-advise` and the state section (with its `postcopy`
- * bitmap) the destination answers `resumed`; it then sends `page-req` on prio for each fault,
- * the source answers on prio and pushes the rest on bulk, then `postcopy-done` -> `completed`.
+ * Post-copy (DESIGN §5), hybrid after its pre-copy rounds:
+ *
+ *   bulk:  postcopy-advise {missing bitmap} --->   page states prepared, queued frames written
+ *                                           <-----    advise-ok                      (the source pauses only now)
+ *          state {..., postcopy {late pages}} ->   late pages join the missing set; the vCPU resumes
+ *                                           <-----    resumed                        (downtime ends)
+ *   prio:                                   <-----    page-req {page}                for each fault
+ *          page frame ------------------------->   written, PRESENT stored, the vCPU woken
+ *   bulk:  pushed page frames ----------------->   written between polls (faults first)
+ *   prio:                                   <-----    pushed {bytes}                 paces the push window
+ *   bulk:  postcopy-done ---------------------->
+ *                                           <-----    completed                      every page is there
  * If the link drops in post-copy both sides keep their state (postcopy-paused) and the source
  * reconnects with the same id:
  *
@@ -54,14 +63,18 @@ export const MIGRATION_MAX_PAYLOAD = HEADER + PAGES_PER_FRAME * (4 + PAGE_SIZE) 
 export type RunState = 'running' | 'paused' | 'created' | 'halted';
 
 /**
- * Post-copy switch-over: which pages the destination still has to receive (a bitmap, one bit per
- * page). Every other page is zero or already there, and is present at once.
+ * Post-copy advice, sent while the guest still runs: which pages the destination will have to
+ * receive (one bit per page). Every other page is zero or already there, and is present at once.
  */
-export interface PostcopySection {
-  /** Set for each missing page; absent at a switch-over that follows a `postcopy-advise`. */
-  missing?: Uint8Array;
-  /** After an advice: the pages first written since, which join the advised missing set. */
-  late?: Uint32Array;
+export interface PostcopyAdvice {
+  missing: Uint8Array;
+  missingCount: number;
+}
+
+/** Post-copy switch-over: the pages that join the advised missing set (written since the advice). */
+export interface PostcopySwitch {
+  late: Uint32Array;
+  /** Missing pages in all, advised and late. */
   missingCount: number;
 }
 
@@ -85,13 +98,13 @@ export type MigrationMsg =
   | { t: 'refused'; code: string; message: string }
   | { t: 'round-end'; round: number }
   | { t: 'round-ack'; round: number; pages: number }
-  | { t: 'state'; state: VmStateExport; run: RunState; console: Uint8Array; postcopy?: PostcopySection }
+  | { t: 'state'; state: VmStateExport; run: RunState; console: Uint8Array; postcopy?: PostcopySwitch }
   /** Post-copy: the destination runs the VM now (the source's downtime clock stops). */
   | { t: 'resumed' }
   /** Post-copy, on the priority channel: the vCPU faulted on this page. */
   | { t: 'page-req'; page: number }
   /** Post-copy, before the switch-over: the pages the destination will have to fetch, so it can prepare. */
-  | { t: 'postcopy-advise'; section: PostcopySection }
+  | { t: 'postcopy-advise'; advice: PostcopyAdvice }
   /** The destination has prepared its page states: the source may pause (so that work is not downtime). */
   | { t: 'advise-ok' }
   /**
