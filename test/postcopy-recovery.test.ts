@@ -37,8 +37,12 @@ async function waitStatus(c: ControlClient, name: string, pred: (s: MigrationInf
 
 const is = (...st: MigrationStatus[]) => (s: MigrationInfo) => st.includes(s.status);
 
-/** Two hosts with a cuttable proxy in front of b, a guest started on a and run to `at` of its instructions. */
+/**
+ * Two hosts with a cuttable proxy in front of b, a guest started on a and run to `at` of its
+ * instructions; `migrate(params)` starts its migration through the proxy and resolves at its end.
+ */
 async function setup(g: GuestSpec, name: string, at: number) {
+  const oracle = oracleDigest(g);
   const a = await hosts.start('a');
   const b = await hosts.start('b');
   const proxy = await startLinkProxy(b.url);
@@ -47,7 +51,12 @@ async function setup(g: GuestSpec, name: string, at: number) {
   const cb = await hosts.connect(b.url);
   await ca.request('vm.create', createParams(name, g));
   await waitInstret(ca, name, Math.floor(g.insnLimit * at));
-  return { a, b, ca, cb, proxy };
+  const migrate = async (params: Record<string, unknown>): Promise<{ end: Promise<MigrationInfo> }> => {
+    const end = waitMigrationEnd(ca, name, 60_000).promise;
+    await ca.request('migrate.start', { name, to: proxy.url, ...params });
+    return { end };
+  };
+  return { a, b, ca, cb, proxy, oracle, migrate };
 }
 
 /** Both sides completed, every page arrived once, and the guest ends on b with the oracle digest. */
@@ -72,11 +81,8 @@ async function expectRecovered(
 
 describe('post-copy recovers a lost link and reaches the unmigrated digest', () => {
   it('migrate.pause, then migrate.recover (as QEMU migrate-pause / migrate-recover), during demand paging', async () => {
-    const g = MEM8;
-    const oracle = oracleDigest(g);
-    const { ca, cb, proxy } = await setup(g, 'rc-pause', 0.3);
-    const end = waitMigrationEnd(ca, 'rc-pause', 60_000).promise;
-    await ca.request('migrate.start', { name: 'rc-pause', to: proxy.url, mode: 'postcopy', pushDelayMs: 400 });
+    const { ca, cb, oracle, migrate } = await setup(MEM8, 'rc-pause', 0.3);
+    const { end } = await migrate({ mode: 'postcopy', pushDelayMs: 400 });
     await waitStatus(ca, 'rc-pause', is('postcopy-active'), 'postcopy-active');
     await waitStatus(cb, 'rc-pause', (s) => s['postcopy-requests'] > 0, 'a fault');
     const paused = await ca.request<MigrationInfo>('migrate.pause', { name: 'rc-pause' });
@@ -95,23 +101,17 @@ describe('post-copy recovers a lost link and reaches the unmigrated digest', () 
   });
 
   it('the link cut during demand paging, recovered by the automatic retry', async () => {
-    const g = MEM8;
-    const oracle = oracleDigest(g);
-    const { ca, cb, proxy } = await setup(g, 'rc-demand', 0.5);
-    const end = waitMigrationEnd(ca, 'rc-demand', 60_000).promise;
-    await ca.request('migrate.start', { name: 'rc-demand', to: proxy.url, mode: 'postcopy', pushDelayMs: 500 });
+    const { ca, cb, proxy, oracle, migrate } = await setup(MEM8, 'rc-demand', 0.5);
+    const { end } = await migrate({ mode: 'postcopy', pushDelayMs: 500 });
     await waitStatus(cb, 'rc-demand', (s) => s.status === 'postcopy-active' && s['postcopy-requests'] > 20, 'faults');
     proxy.cut();
     await expectRecovered(ca, cb, 'rc-demand', end, oracle);
   });
 
   it('the link cut twice during the background push (64 MiB working set), pages in flight sent again', async () => {
-    const g = MEM64;
-    const oracle = oracleDigest(g);
-    const { ca, cb, proxy } = await setup(g, 'rc-push', 0.3);
-    const end = waitMigrationEnd(ca, 'rc-push', 60_000).promise;
+    const { ca, cb, proxy, oracle, migrate } = await setup(MEM64, 'rc-push', 0.3);
     // Capped so the push lasts long enough (about 2 s) to be cut twice.
-    await ca.request('migrate.start', { name: 'rc-push', to: proxy.url, mode: 'postcopy', maxBandwidth: 40_000_000 });
+    const { end } = await migrate({ mode: 'postcopy', maxBandwidth: 40_000_000 });
     await waitStatus(ca, 'rc-push', (s) => s.status === 'postcopy-active' && s['postcopy-bytes'] > 8 * MiB, '8 MiB pushed');
     proxy.cut();
     await waitStatus(ca, 'rc-push', (s) => s.status === 'postcopy-active' && (s['postcopy-recoveries'] ?? 0) >= 1 && s['postcopy-bytes'] > 24 * MiB, 'a recovery and 24 MiB pushed');
@@ -121,11 +121,8 @@ describe('post-copy recovers a lost link and reaches the unmigrated digest', () 
   });
 
   it('a link that stays down: both sides stay paused with their state until migrate.recover, then complete', async () => {
-    const g = MEM8;
-    const oracle = oracleDigest(g);
-    const { ca, cb, proxy } = await setup(g, 'rc-down', 0.3);
-    const end = waitMigrationEnd(ca, 'rc-down', 60_000).promise;
-    await ca.request('migrate.start', { name: 'rc-down', to: proxy.url, mode: 'postcopy', pushDelayMs: 300, autoRecover: false });
+    const { ca, cb, proxy, oracle, migrate } = await setup(MEM8, 'rc-down', 0.3);
+    const { end } = await migrate({ mode: 'postcopy', pushDelayMs: 300, autoRecover: false });
     await waitStatus(ca, 'rc-down', is('postcopy-active'), 'postcopy-active');
     proxy.cut({ down: true });
     await waitStatus(ca, 'rc-down', is('postcopy-paused'), 'paused at the source');
@@ -141,11 +138,8 @@ describe('post-copy recovers a lost link and reaches the unmigrated digest', () 
   });
 
   it('hybrid: cut after switching to post-copy, recovered automatically', async () => {
-    const g = MEM8;
-    const oracle = oracleDigest(g);
-    const { ca, cb, proxy } = await setup(g, 'rc-hybrid', 0.3);
-    const end = waitMigrationEnd(ca, 'rc-hybrid', 60_000).promise;
-    await ca.request('migrate.start', { name: 'rc-hybrid', to: proxy.url, mode: 'hybrid', postcopyAfterRounds: 1, downtimeLimitMs: 1, pushDelayMs: 300 });
+    const { ca, cb, proxy, oracle, migrate } = await setup(MEM8, 'rc-hybrid', 0.3);
+    const { end } = await migrate({ mode: 'hybrid', postcopyAfterRounds: 1, downtimeLimitMs: 1, pushDelayMs: 300 });
     await waitStatus(ca, 'rc-hybrid', is('postcopy-active'), 'postcopy-active');
     proxy.cut();
     const out = await end;
@@ -157,11 +151,8 @@ describe('post-copy recovers a lost link and reaches the unmigrated digest', () 
   });
 
   it('cut at the switch-over: the guest ends up running on exactly one host, with the oracle digest', async () => {
-    const g = MEM8;
-    const oracle = oracleDigest(g);
-    const { ca, cb, proxy } = await setup(g, 'rc-switch', 0.3);
-    const end = waitMigrationEnd(ca, 'rc-switch', 60_000).promise;
-    await ca.request('migrate.start', { name: 'rc-switch', to: proxy.url, mode: 'postcopy', pushDelayMs: 300 });
+    const { ca, cb, proxy, oracle, migrate } = await setup(MEM8, 'rc-switch', 0.3);
+    const { end } = await migrate({ mode: 'postcopy', pushDelayMs: 300 });
     await waitStatus(ca, 'rc-switch', is('device', 'postcopy-active'), 'the switch-over', 20_000);
     proxy.cut();
     const out = await end;

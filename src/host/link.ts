@@ -98,3 +98,13 @@ export function openLink(o: LinkOptions): Promise<{ ws: WebSocket; host: string 
     });
   });
 }
+
+/** Closes sockets at once, ignoring whatever still arrives on them (a link given up for a new one). */
+export function dropSockets(...sockets: (WebSocket | undefined)[]): void {
+  for (const ws of sockets) {
+    if (!ws) continue;
+    ws.removeAllListeners('message');
+    ws.on('error', () => {});
+    ws.terminate();
+  }
+}

@@ -1,6 +1,7 @@
 import type WebSocket from 'ws';
 import { createCpuState } from '../cpu/state.ts';
 import { FerryError } from '../errors.ts';
+import { dropSockets } from '../host/link.ts';
 import type { Logger } from '../log.ts';
 import { checkRamSize, GuestMemory } from '../memory/guest-memory.ts';
 import { PAGE_EVER_WRITTEN, PAGE_PRESENT, PAGE_SIZE } from '../memory/layout.ts';
@@ -113,12 +114,7 @@ export class IncomingMigration {
     if (this.pausedAt !== 0 || this.done) return;
     this.pausedAt = performance.now();
     this.linkGen++;
-    for (const ws of [this.bulk, this.prio]) {
-      if (!ws) continue;
-      ws.removeAllListeners('message');
-      ws.on('error', () => {});
-      ws.terminate();
-    }
+    dropSockets(this.bulk, this.prio);
     this.stats?.setStatus('postcopy-paused', `link lost: ${why}`);
     if (this.stats) this.hooks.update(this.stats);
     this.log.warn({ vm: this.setup?.vm, err: why, missing: this.postcopy?.remaining }, 'post-copy paused: the link is lost; the VM runs on here until it touches a missing page, and waits for the source to recover the link');

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type WebSocket from 'ws';
 import { FerryError } from '../errors.ts';
 import { ControlClient } from '../host/control-client.ts';
-import { openLink } from '../host/link.ts';
+import { dropSockets, openLink } from '../host/link.ts';
 import type { Logger } from '../log.ts';
 import { PAGE_EVER_WRITTEN, PAGE_SIZE } from '../memory/layout.ts';
 import type { Vm } from '../vm/vm.ts';
@@ -655,12 +655,7 @@ export class OutgoingMigration {
   /** Forgets the current link: its sockets are closed and nothing that still comes from them counts. */
   private dropLink(): void {
     this.linkGen++;
-    for (const ws of [this.bulk, this.prio]) {
-      if (!ws) continue;
-      ws.removeAllListeners('message');
-      ws.on('error', () => {});
-      ws.terminate();
-    }
+    dropSockets(this.bulk, this.prio);
     this.inflight = 0;
     this.wake();
   }
