@@ -105,7 +105,9 @@ async function postcopyCase(
     totalMs: s['total-time-ms'], downtimeMs: s['downtime-ms'], setupMs: s['setup-time-ms'], rounds: s['dirty-sync-count'],
     bytes: s['transferred-bytes'], touchedBytes, bytesVsTouched: round2(s['transferred-bytes'] / Math.max(1, touchedBytes)),
     totalVsIdeal: round2(s['total-time-ms'] / Math.max(0.001, idealMs)),
+    // Network faults (pages asked of the source) and every vCPU trap, as shares of the touched pages.
     faults: inc?.['postcopy-requests'], faultShare: round2((inc?.['postcopy-requests'] ?? 0) / Math.max(1, s['touched-pages'] ?? 1)),
+    traps: inc?.['postcopy-faults'], trapShare: round2((inc?.['postcopy-faults'] ?? 0) / Math.max(1, s['touched-pages'] ?? 1)),
     faultP50us: inc?.['fault-latency-p50-us'], faultP99us: inc?.['fault-latency-p99-us'], blocktimeMs: inc?.['postcopy-blocktime-ms'],
   };
 }
@@ -186,7 +188,7 @@ async function main(): Promise<void> {
   process.stdout.write(`| ${cols.join(' | ')} |\n|${cols.map(() => '---').join('|')}|\n`);
   for (const r of rows) process.stdout.write(`| ${cols.map((k) => String(r[k] ?? '')).join(' | ')} |\n`);
   if (postcopyRows.length) {
-    const pcols = ['name', 'status', 'totalMs', 'downtimeMs', 'totalVsIdeal', 'bytesVsTouched', 'faults', 'faultShare', 'faultP50us', 'faultP99us', 'blocktimeMs'];
+    const pcols = ['name', 'status', 'totalMs', 'downtimeMs', 'totalVsIdeal', 'bytesVsTouched', 'faults', 'faultShare', 'traps', 'trapShare', 'faultP50us', 'faultP99us', 'blocktimeMs'];
     process.stdout.write(`\n| ${pcols.join(' | ')} |\n|${pcols.map(() => '---').join('|')}|\n`);
     for (const r of postcopyRows) process.stdout.write(`| ${pcols.map((k) => String(r[k] ?? '')).join(' | ')} |\n`);
   }

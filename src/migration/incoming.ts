@@ -8,7 +8,7 @@ import { PAGE_EVER_WRITTEN, PAGE_PRESENT, PAGE_SIZE } from '../memory/layout.ts'
 import { deferSpareRefill } from '../vm/vcpu-threads.ts';
 import { Vm } from '../vm/vm.ts';
 import {
-  decodeMsg, DEVICES, encodeMsg, fillMissingPages, ISA, isPageFrame, type MigrationMsg, pageFrameCount, type SetupMsg,
+  decodeMsg, DEVICES, encodeMsg, fillMissingPages, frameHasPage, ISA, isPageFrame, type MigrationMsg, pageFrameCount, type SetupMsg,
 } from './protocol.ts';
 
 /** A paused post-copy checks on its source host after this long, doubling up to the max. */
@@ -428,6 +428,12 @@ export class IncomingMigration {
     this.postcopy = { remaining: missingCount, done: false, faults: new Map(), latencies: [] };
     vm.on('fault', (page: number) => {
       this.postcopy?.faults.set(page, performance.now());
+      if (this.stats) this.stats.info['postcopy-faults'] = (this.stats.info['postcopy-faults'] ?? 0) + 1;
+      // Most faults are on pages pushed here already and queued: write that frame now, and ask
+      // the source only for a page that is not here.
+      const queued = this.pushQueue.findIndex(([f]) => frameHasPage(f, page));
+      if (queued >= 0) this.fillQueued(queued);
+      if (Atomics.load(vm.memory.pageState, page) & PAGE_PRESENT) return;
       if (this.stats) this.stats.info['postcopy-requests']++;
       // Without a link the fault waits in `faults`; the recovered link asks for it again.
       if (this.pausedAt === 0 && this.prio?.readyState === this.prio?.OPEN) this.prio!.send(encodeMsg({ t: 'page-req', page }));
@@ -484,26 +490,35 @@ export class IncomingMigration {
   private readonly pushQueue: [Buffer, number][] = [];
   private draining = false;
 
-  /** Writes one queued pushed frame per turn of the event loop, and acknowledges it. */
+  /** Writes one queued pushed frame per turn of the event loop. */
   private drainPush(): void {
-    const next = this.pushQueue.shift();
+    if (this.fillQueued()) setImmediate(() => this.drainPush());
+    else this.draining = false;
+  }
+
+  /**
+   * Writes a queued pushed frame (the oldest, or the one at `index`) and acknowledges it; false
+   * when there is none (or it failed). Out of order is fine: a page is written only while it is
+   * missing, and every copy of it is the same (the source's guest is stopped).
+   */
+  private fillQueued(index = 0): boolean {
+    const next = this.pushQueue.splice(index, 1)[0];
     if (next === undefined || this.done) {
       this.pushQueue.length = 0;
-      this.draining = false;
-      return;
+      return false;
     }
     const [frame, gen] = next;
     try {
       this.fillPages(frame);
     } catch (e) {
       this.busy = this.busy.then(() => this.abort(e as Error));
-      return;
+      return false;
     }
     if (gen === this.linkGen) {
       this.pushedBytes += frame.length;
       if (this.prio?.readyState === this.prio?.OPEN) this.prio!.send(encodeMsg({ t: 'pushed', bytes: this.pushedBytes }));
     }
-    setImmediate(() => this.drainPush());
+    return true;
   }
 
   private fillPages(frame: Buffer): void {

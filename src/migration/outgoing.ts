@@ -46,7 +46,7 @@ const WINDOW_BYTES = 8 * 1024 * 1024;
  * After a post-copy switch-over, pushed bytes not yet written at the destination (by its
  * `pushed` acknowledgements): a fault's page never waits behind more than this.
  */
-const POSTCOPY_WINDOW_BYTES = 1024 * 1024;
+const POSTCOPY_WINDOW_BYTES = 4 * 1024 * 1024;
 const MIN_PUSH_CHUNK = 16;
 /** 256 KiB: a pushed frame is small next to the window, so faults interleave with the push. */
 const MAX_PUSH_CHUNK = 64;
@@ -492,10 +492,12 @@ export class OutgoingMigration {
       if (m?.t !== 'page-req' || typeof m.page !== 'number' || m.page < 0 || m.page >= pages) return;
       this.stats.info['postcopy-requests']++;
       const p = m.page;
+      // Already on its way on the bulk stream: the push is heading there, nothing to steer.
+      if (pc.sent[p]) return;
+      // A page the push has not covered: the scan moves there, in small chunks until faults stop.
       if (pc.indexOf[p]! >= 0) pc.cursor = pc.indexOf[p]!;
-      pc.chunkPages = MIN_PUSH_CHUNK; // push small chunks again until faults stop
+      pc.chunkPages = MIN_PUSH_CHUNK;
       pc.lastFault = performance.now();
-      if (pc.sent[p]) return; // already on its way on the bulk stream
       pc.sent[p] = 1;
       pc.left--;
       const { frame, zero } = encodePages(ram, [p], 0, 1);
@@ -516,6 +518,7 @@ export class OutgoingMigration {
     }
     const chunk: number[] = [];
     const { order, indexOf, sent } = pc;
+    const prof = { t0: performance.now(), ackWaitMs: 0, sendWaitMs: 0, frames: 0, pages: 0 };
     while (pc.left > 0) {
       this.inbox!.check();
       chunk.length = 0;
@@ -530,7 +533,12 @@ export class OutgoingMigration {
       if (chunk.length === 0) break;
       pc.cursor = (indexOf[chunk[chunk.length - 1]!]! + 1) % order.length;
       pc.left -= chunk.length;
+      const ts = performance.now();
       pc.pushedBytes += await this.sendFrame(chunk, 'postcopy');
+      prof.sendWaitMs += performance.now() - ts;
+      prof.frames++;
+      prof.pages += chunk.length;
+      const ta = performance.now();
       // The chunk grows while no fault comes and shrinks back on a fault (CRIU's lazy-pages policy).
       pc.chunkPages = Math.min(MAX_PUSH_CHUNK, pc.chunkPages * 2);
       // At most a window of pushed bytes beyond what the destination has written: a fault's
@@ -549,7 +557,9 @@ export class OutgoingMigration {
         }
         acked = pc.ackedBytes;
       }
+      prof.ackWaitMs += performance.now() - ta;
     }
+    this.log.debug({ pushMs: round2(performance.now() - prof.t0), ackWaitMs: round2(prof.ackWaitMs), sendWaitMs: round2(prof.sendWaitMs), frames: prof.frames, pages: prof.pages }, 'post-copy push');
     await this.window(0);
     this.send({ t: 'postcopy-done', pages: order.length });
     await this.inbox!.next(['completed'], ACK_TIMEOUT_MS);

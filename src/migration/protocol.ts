@@ -250,6 +250,14 @@ export function applyPageFrame(ram: Uint8Array, pageState: Int32Array, pages: nu
   return { pages: n, zero };
 }
 
+/** Whether a (well-formed) page frame carries `page`, from its page list alone. */
+export function frameHasPage(frame: Uint8Array, page: number): boolean {
+  const dv = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+  const count = Math.min(dv.getUint32(4, true), (frame.length - HEADER) >>> 2);
+  for (let i = 0; i < count; i++) if ((dv.getUint32(HEADER + i * 4, true) & ~ZERO_PAGE) === page) return true;
+  return false;
+}
+
 /** Pages named by a frame, read from its header. */
 export function pageFrameCount(frame: Uint8Array): number {
   return new DataView(frame.buffer, frame.byteOffset, frame.byteLength).getUint32(4, true);

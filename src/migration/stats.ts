@@ -31,8 +31,10 @@ export interface MigrationInfo {
   'precopy-bytes': number;
   'downtime-bytes': number;
   'postcopy-bytes': number;
-  /** Post-copy network faults: pages the destination's vCPU asked for. */
+  /** Post-copy network faults: pages the destination asked the source for. */
   'postcopy-requests': number;
+  /** Destination: every post-copy trap of the vCPU, including pages already here but not yet written. */
+  'postcopy-faults'?: number;
   /** Destination: fault latency, from the vCPU's fault to the page being present. */
   'fault-latency-p50-us'?: number;
   'fault-latency-p99-us'?: number;

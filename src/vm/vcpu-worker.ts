@@ -10,7 +10,7 @@ import {
   Cmd, RX_RING_SIZE, VcpuState,
 } from './control.ts';
 import { applyPageFrame } from '../migration/protocol.ts';
-import { PAGE_PRESENT, PAGE_REQUESTED, PAGE_SIZE } from '../memory/layout.ts';
+import { PAGE_PRESENT, PAGE_REQUESTED } from '../memory/layout.ts';
 import { Machine, type MachineIo } from './machine.ts';
 import type { RestoreMessage, VcpuInit, VcpuMessage } from './vcpu-protocol.ts';
 
@@ -60,10 +60,6 @@ const io: MachineIo = {
     },
   },
 };
-/** Post-copy pre-faulting (see io.missingPage): how far ahead of a faulted page, and how far it got. */
-const PREFAULT_AHEAD = 1024;
-let prefaultMark = 0;
-const ram32 = new Int32Array(mem.ram.buffer, mem.ram.byteOffset, mem.ram.byteLength >>> 2);
 /**
  * The post-copy trap (DESIGN §3): a page that is not present is requested once (REQUESTED
  * marks it), then the vCPU blocks in Atomics.wait on the page's state word until the host has
@@ -78,17 +74,7 @@ io.missingPage = (page: number): void => {
   }
   if (Atomics.load(ps, page) & PAGE_PRESENT) return;
   const t0 = performance.now();
-  // While blocked, fault in the host memory behind the next missing guest pages, so the host
-  // thread that fills them only copies (a first touch of fresh memory costs more than the copy).
-  // `Atomics.add(…, 0)` writes without changing a byte, even if the host is filling that word.
-  let next = prefaultMark > page && prefaultMark < page + PREFAULT_AHEAD ? prefaultMark : page + 1;
-  const end = Math.min(ps.length, page + PREFAULT_AHEAD);
   for (let v = Atomics.load(ps, page); (v & PAGE_PRESENT) === 0; v = Atomics.load(ps, page)) {
-    if (next < end) {
-      if ((Atomics.load(ps, next) & PAGE_PRESENT) === 0) Atomics.add(ram32, next * (PAGE_SIZE / 4), 0);
-      prefaultMark = ++next;
-      continue;
-    }
     Atomics.wait(ps, page, v, 1000);
   }
   Atomics.add(ctl, C_BLOCKED_US, Math.round((performance.now() - t0) * 1000));
