@@ -333,7 +333,9 @@ describe('limits: rounds, downtime, bandwidth', () => {
       // Slower than unlimited: at least ~90 % of the time the cap allows for its bytes.
       expect(r.ms).toBeGreaterThanOrEqual((r.bytes / cap) * 1000 * 0.9);
     }
-    expect(s.rounds[0]!.bytes).toBeGreaterThanOrEqual(4 * MiB);
+    // Round 0 carries the whole 4 MiB working set (in pages: a page whose counter byte has just
+    // wrapped to 0 is all zero and travels as a flag, so bytes alone can fall short).
+    expect(s.rounds[0]!.pages).toBeGreaterThanOrEqual(4 * 256);
   });
 });
 

@@ -13,3 +13,9 @@ export const PAGE_PRESENT = 1 << 0;
 export const PAGE_EVER_WRITTEN = 1 << 1;
 /** A post-copy fault for this page is outstanding. */
 export const PAGE_REQUESTED = 1 << 2;
+/**
+ * Post-copy: a thread has claimed this missing page (compareExchange) and is writing it; only
+ * the claimer writes it, then stores PRESENT. Keeps two fillers (the host thread with a fault's
+ * page, the vCPU thread with pushed frames) from writing one page twice.
+ */
+export const PAGE_FILLING = 1 << 3;

@@ -8,7 +8,7 @@ import { PAGE_EVER_WRITTEN, PAGE_PRESENT, PAGE_SIZE } from '../memory/layout.ts'
 import { deferSpareRefill } from '../vm/vcpu-threads.ts';
 import { Vm } from '../vm/vm.ts';
 import {
-  decodeMsg, DEVICES, encodeMsg, fillMissingPages, frameHasPage, ISA, isPageFrame, type MigrationMsg, pageFrameCount, type SetupMsg,
+  decodeMsg, DEVICES, encodeMsg, fillMissingPages, ISA, isPageFrame, type MigrationMsg, pageFrameCount, type SetupMsg,
 } from './protocol.ts';
 
 /** A paused post-copy checks on its source host after this long, doubling up to the max. */
@@ -45,7 +45,18 @@ export class IncomingMigration {
   private pagesReceived = 0;
   private busy: Promise<void> = Promise.resolve();
   /** Post-copy after the switch-over: the VM runs here while its pages arrive. */
-  private postcopy: { remaining: number; done: boolean; faults: Map<number, number>; latencies: number[] } | undefined;
+  private postcopy: {
+    missingCount: number;
+    /** Pages filled on this thread (a fault's page); the vCPU thread counts its own (C_PAGES_FILLED). */
+    filledHere: number;
+    filledBase: number;
+    /** The vCPU's fill counter as far as the statistics have counted it. */
+    filledCounted: number;
+    done: boolean;
+    /** Outstanding faults: page -> when it was reported. */
+    faults: Map<number, number>;
+    latencies: number[];
+  } | undefined;
   private prio: WebSocket | undefined;
   /** The missing-page bitmap of a post-copy advice, already applied to the page states. */
   private advised: Uint8Array | undefined;
@@ -117,7 +128,7 @@ export class IncomingMigration {
     dropSockets(this.bulk, this.prio);
     this.stats?.setStatus('postcopy-paused', `link lost: ${why}`);
     if (this.stats) this.hooks.update(this.stats);
-    this.log.warn({ vm: this.setup?.vm, err: why, missing: this.postcopy?.remaining }, 'post-copy paused: the link is lost; the VM runs on here until it touches a missing page, and waits for the source to recover the link');
+    this.log.warn({ vm: this.setup?.vm, err: why, missing: this.remaining() }, 'post-copy paused: the link is lost; the VM runs on here until it touches a missing page, and waits for the source to recover the link');
     void this.watchSource(this.pausedAt);
   }
 
@@ -208,7 +219,7 @@ export class IncomingMigration {
       this.stats.setStatus('postcopy-active');
       this.hooks.update(this.stats);
     }
-    this.log.info({ vm: this.setup!.vm, pausedMs: Math.round(pausedMs), missing: this.postcopy.remaining }, 'post-copy link recovered');
+    this.log.info({ vm: this.setup!.vm, pausedMs: Math.round(pausedMs), missing: this.remaining() }, 'post-copy link recovered');
   }
 
   attachPriority(ws: WebSocket): void {
@@ -357,13 +368,12 @@ export class IncomingMigration {
    */
   private receivePages(frame: Buffer): void {
     if (this.postcopy) {
-      // Written between polls, not here: a fault's page arriving on the priority channel is
-      // then handled as soon as it is read, not after the pushed frames read with it.
-      this.pushQueue.push([frame, this.linkGen]);
-      if (!this.draining) {
-        this.draining = true;
-        setImmediate(() => this.drainPush());
-      }
+      // The vCPU thread writes pushed frames (between slices, and while it waits for a page),
+      // so this thread only receives: a fault's page on the priority channel is never behind them.
+      const bytes = frame.length;
+      this.pushSizes.push([bytes, this.linkGen]);
+      this.stats?.sent(bytes, 0, 0, 'postcopy');
+      this.vm!.postPageFrame(frame);
       return;
     }
     const vm = this.vm!;
@@ -425,15 +435,12 @@ export class IncomingMigration {
       if (p >= ps.length) throw new FerryError('EPROTO', `late page ${p} is outside guest RAM`);
       ps[p] = PAGE_EVER_WRITTEN;
     }
-    this.postcopy = { remaining: missingCount, done: false, faults: new Map(), latencies: [] };
+    this.postcopy = { missingCount, filledHere: 0, filledBase: vm.pagesFilled(), filledCounted: vm.pagesFilled(), done: false, faults: new Map(), latencies: [] };
+    vm.acceptPostcopyPages();
     vm.on('fault', (page: number) => {
-      this.postcopy?.faults.set(page, performance.now());
-      if (this.stats) this.stats.info['postcopy-faults'] = (this.stats.info['postcopy-faults'] ?? 0) + 1;
-      // Most faults are on pages pushed here already and queued: write that frame now, and ask
-      // the source only for a page that is not here.
-      const queued = this.pushQueue.findIndex(([f]) => frameHasPage(f, page));
-      if (queued >= 0) this.fillQueued(queued);
+      // The vCPU has written every pushed frame posted to it before it reports a fault.
       if (Atomics.load(vm.memory.pageState, page) & PAGE_PRESENT) return;
+      this.postcopy?.faults.set(page, performance.now());
       if (this.stats) this.stats.info['postcopy-requests']++;
       // Without a link the fault waits in `faults`; the recovered link asks for it again.
       if (this.pausedAt === 0 && this.prio?.readyState === this.prio?.OPEN) this.prio!.send(encodeMsg({ t: 'page-req', page }));
@@ -453,6 +460,7 @@ export class IncomingMigration {
     this.stats?.setStatus('postcopy-active');
     this.hooks.update(this.stats!);
     this.log.info({ vm: this.setup!.vm, missing: missingCount }, 'post-copy: the VM runs here; fetching its pages');
+    void this.followPushedFrames();
     this.checkPostcopyComplete();
   }
 
@@ -486,46 +494,68 @@ export class IncomingMigration {
 
   /** Pushed (bulk) frame bytes written since the current link came up, acknowledged to the source. */
   private pushedBytes = 0;
-  /** Post-copy: pushed frames not yet written, with the link they came on. */
-  private readonly pushQueue: [Buffer, number][] = [];
-  private draining = false;
-
-  /** Writes one queued pushed frame per turn of the event loop. */
-  private drainPush(): void {
-    if (this.fillQueued()) setImmediate(() => this.drainPush());
-    else this.draining = false;
-  }
+  /** Post-copy: sizes of pushed frames posted to the vCPU thread and not yet written, with their link. */
+  private readonly pushSizes: [number, number][] = [];
 
   /**
-   * Writes a queued pushed frame (the oldest, or the one at `index`) and acknowledges it; false
-   * when there is none (or it failed). Out of order is fine: a page is written only while it is
-   * missing, and every copy of it is the same (the source's guest is stopped).
+   * Post-copy: follows the vCPU thread writing pushed frames (PAGES_DONE), acknowledges their
+   * bytes to the source (its push window), counts the pages, and completes the migration.
    */
-  private fillQueued(index = 0): boolean {
-    const next = this.pushQueue.splice(index, 1)[0];
-    if (next === undefined || this.done) {
-      this.pushQueue.length = 0;
-      return false;
+  private async followPushedFrames(): Promise<void> {
+    const vm = this.vm!;
+    const pc = this.postcopy!;
+    let seen = vm.pageFramesDone();
+    while (!this.done) {
+      await vm.pageFramesDoneAfter(seen, 250);
+      if (this.done) return;
+      const now = vm.pageFramesDone();
+      if (now === seen && vm.pageFramesPending() > 0) this.log.debug({ seen, pending: vm.pageFramesPending(), state: vm.state, traps: vm.traps() }, 'post-copy: pushed frames wait for the vCPU thread');
+      let bytes = 0;
+      for (; seen < now; seen++) {
+        const e = this.pushSizes.shift();
+        if (e !== undefined && e[1] === this.linkGen) bytes += e[0];
+      }
+      this.countVcpuFills();
+      if (bytes > 0) {
+        this.pushedBytes += bytes;
+        if (this.prio?.readyState === this.prio?.OPEN) this.prio!.send(encodeMsg({ t: 'pushed', bytes: this.pushedBytes }));
+      }
+      // Faults whose page came in a pushed frame: their latency ends about now.
+      if (pc.faults.size > 0) {
+        const ps = vm.memory.pageState;
+        const t = performance.now();
+        for (const [p, t0] of pc.faults) {
+          if (Atomics.load(ps, p) & PAGE_PRESENT) {
+            pc.latencies.push((t - t0) * 1000);
+            pc.faults.delete(p);
+          }
+        }
+      }
+      this.checkPostcopyComplete();
     }
-    const [frame, gen] = next;
-    try {
-      this.fillPages(frame);
-    } catch (e) {
-      this.busy = this.busy.then(() => this.abort(e as Error));
-      return false;
-    }
-    if (gen === this.linkGen) {
-      this.pushedBytes += frame.length;
-      if (this.prio?.readyState === this.prio?.OPEN) this.prio!.send(encodeMsg({ t: 'pushed', bytes: this.pushedBytes }));
-    }
-    return true;
+  }
+
+  /** Adds the pages the vCPU thread has filled since the last call to the statistics. */
+  private countVcpuFills(): void {
+    const pc = this.postcopy!;
+    const filled = this.vm!.pagesFilled();
+    if (filled === pc.filledCounted) return;
+    this.stats?.sent(0, filled - pc.filledCounted, 0, 'postcopy');
+    pc.filledCounted = filled;
+  }
+
+  /** Post-copy pages still missing here. */
+  private remaining(): number {
+    const pc = this.postcopy;
+    return pc ? pc.missingCount - pc.filledHere - (this.vm!.pagesFilled() - pc.filledBase) : 0;
   }
 
   private fillPages(frame: Buffer): void {
     const pc = this.postcopy!;
     const mem = this.vm!.memory;
     const filled = fillMissingPages(mem.ram, mem.pageState, mem.pages, frame);
-    pc.remaining -= filled.length;
+    pc.filledHere += filled.length;
+    if (filled.length > 0) this.vm!.wakeVcpu();
     const now = performance.now();
     for (const p of filled) {
       const t0 = pc.faults.get(p);
@@ -540,12 +570,14 @@ export class IncomingMigration {
 
   private checkPostcopyComplete(): void {
     const pc = this.postcopy;
-    if (!pc || !pc.done || pc.remaining > 0 || this.done) return;
+    if (!pc || !pc.done || this.remaining() > 0 || this.done) return;
     this.done = true;
     this.releaseSpare();
     this.send({ t: 'completed', resumedAt: Date.now() });
     this.hooks.settled(this.setup!.vm);
+    this.countVcpuFills();
     this.stats?.faultLatencies(pc.latencies);
+    if (this.stats) this.stats.info['postcopy-faults'] = this.vm!.traps();
     if (this.stats) this.stats.info['postcopy-blocktime-ms'] = Math.round(this.vm!.blockedMs() * 100) / 100;
     this.stats?.setStatus('completed');
     this.hooks.update(this.stats!);

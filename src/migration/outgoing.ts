@@ -46,7 +46,7 @@ const WINDOW_BYTES = 8 * 1024 * 1024;
  * After a post-copy switch-over, pushed bytes not yet written at the destination (by its
  * `pushed` acknowledgements): a fault's page never waits behind more than this.
  */
-const POSTCOPY_WINDOW_BYTES = 4 * 1024 * 1024;
+const POSTCOPY_WINDOW_BYTES = 1024 * 1024;
 const MIN_PUSH_CHUNK = 16;
 /** 256 KiB: a pushed frame is small next to the window, so faults interleave with the push. */
 const MAX_PUSH_CHUNK = 64;

@@ -44,7 +44,7 @@
  */
 import { Packr } from 'msgpackr';
 import { FerryError } from '../errors.ts';
-import { PAGE_EVER_WRITTEN as PAGE_EVER_WRITTEN_BIT, PAGE_PRESENT as PAGE_PRESENT_BIT, PAGE_SIZE } from '../memory/layout.ts';
+import { PAGE_EVER_WRITTEN as PAGE_EVER_WRITTEN_BIT, PAGE_FILLING, PAGE_PRESENT as PAGE_PRESENT_BIT, PAGE_SIZE } from '../memory/layout.ts';
 import type { MachineConfig } from '../vm/machine.ts';
 import type { VmStateExport } from '../vm/vm.ts';
 
@@ -250,34 +250,30 @@ export function applyPageFrame(ram: Uint8Array, pageState: Int32Array, pages: nu
   return { pages: n, zero };
 }
 
-/** Whether a (well-formed) page frame carries `page`, from its page list alone. */
-export function frameHasPage(frame: Uint8Array, page: number): boolean {
-  const dv = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
-  const count = Math.min(dv.getUint32(4, true), (frame.length - HEADER) >>> 2);
-  for (let i = 0; i < count; i++) if ((dv.getUint32(HEADER + i * 4, true) & ~ZERO_PAGE) === page) return true;
-  return false;
-}
-
 /** Pages named by a frame, read from its header. */
 export function pageFrameCount(frame: Uint8Array): number {
   return new DataView(frame.buffer, frame.byteOffset, frame.byteLength).getUint32(4, true);
 }
 
 /**
- * Post-copy page fill on the destination while the guest runs: a page is written only while it
- * is not present (a late duplicate is dropped, a present page is never overwritten), then
- * PRESENT is published with Atomics.store and a vCPU waiting on it is woken. Returns the pages
- * that became present, for fault bookkeeping.
+ * Post-copy page fill on the destination while the guest runs, from the host thread (a fault's
+ * page) or the vCPU thread (pushed frames): a page is written only by the thread that claims it
+ * while it is missing (compareExchange to FILLING), so a late duplicate is dropped and a present
+ * page is never overwritten; then PRESENT is published with Atomics.store. Whoever waits for the
+ * page is woken by the caller (the vCPU waits on its doorbell). Returns the pages filled.
  */
 export function fillMissingPages(ram: Uint8Array, pageState: Int32Array, pages: number, frame: Uint8Array): number[] {
   const filled: number[] = [];
   decodePages(frame, pages, (p, data) => {
-    if (Atomics.load(pageState, p) & PAGE_PRESENT_BIT) return;
+    for (;;) {
+      const s = Atomics.load(pageState, p);
+      if (s & (PAGE_PRESENT_BIT | PAGE_FILLING)) return;
+      if (Atomics.compareExchange(pageState, p, s, s | PAGE_FILLING) === s) break;
+    }
     const off = p * PAGE_SIZE;
     if (data === undefined) ram.fill(0, off, off + PAGE_SIZE);
     else ram.set(data, off);
     Atomics.store(pageState, p, PAGE_PRESENT_BIT | PAGE_EVER_WRITTEN_BIT);
-    Atomics.notify(pageState, p);
     filled.push(p);
   });
   return filled;

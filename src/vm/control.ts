@@ -38,7 +38,24 @@ export const C_PAGES_POSTED = 12;
 export const C_PAGES_DONE = 13;
 /** Post-copy: microseconds the vCPU has spent blocked on missing pages (QEMU's blocktime). */
 export const C_BLOCKED_US = 14;
-export const CONTROL_WORDS = 16;
+/**
+ * Post-copy: pages the vCPU thread has filled from pushed frames (a counter). After the restore
+ * the host keeps posting pushed frames on the pages port; the vCPU writes them (fill semantics:
+ * only missing pages, see fillMissingPages) at every slice boundary and while it waits for a
+ * missing page, then bumps PAGES_DONE and notifies it. The host rings the doorbell after it
+ * fills a fault's page itself, since a blocked vCPU waits on the doorbell.
+ */
+export const C_PAGES_FILLED = 15;
+/** Post-copy: accesses that found their page missing (a counter), however the page then came. */
+export const C_TRAPS = 16;
+/**
+ * Frames posted before the restore request (the host stores PAGES_POSTED here before it bumps
+ * RESTORE; 2^31-1 until then). Frames below it are pre-copy, written as they come; frames from
+ * it on are post-copy pushes, which may arrive before the vCPU has even seen the restore request
+ * and are written with fill semantics (missing pages only).
+ */
+export const C_PAGES_BEFORE_RESTORE = 17;
+export const CONTROL_WORDS = 20;
 
 export const RX_RING_SIZE = 4096;
 

@@ -6,10 +6,10 @@ import { parentPort, receiveMessageOnPort } from 'node:worker_threads';
 import { StepExit } from '../cpu/cpu.ts';
 import { DIRTY_ACK, DIRTY_ACTIVE, DIRTY_REQ, GuestMemory } from '../memory/guest-memory.ts';
 import {
-  C_BLOCKED_US, C_CMD, C_CMD_SEQ, C_DOORBELL, C_PAGES_DONE, C_PAGES_POSTED, C_RESTORE, C_INSTRET_HI, C_INSTRET_LO, C_PC, C_RX_HEAD, C_RX_TAIL, C_STATE, C_STEP_N, C_THROTTLE,
+  C_BLOCKED_US, C_CMD, C_CMD_SEQ, C_DOORBELL, C_PAGES_BEFORE_RESTORE, C_PAGES_DONE, C_PAGES_FILLED, C_TRAPS, C_RESTORE, C_INSTRET_HI, C_INSTRET_LO, C_PC, C_RX_HEAD, C_RX_TAIL, C_STATE, C_STEP_N, C_THROTTLE,
   Cmd, RX_RING_SIZE, VcpuState,
 } from './control.ts';
-import { applyPageFrame } from '../migration/protocol.ts';
+import { applyPageFrame, fillMissingPages } from '../migration/protocol.ts';
 import { PAGE_PRESENT, PAGE_REQUESTED } from '../memory/layout.ts';
 import { Machine, type MachineIo } from './machine.ts';
 import type { RestoreMessage, VcpuInit, VcpuMessage } from './vcpu-protocol.ts';
@@ -67,15 +67,25 @@ const io: MachineIo = {
  */
 io.missingPage = (page: number): void => {
   const ps = mem.pageState;
+  Atomics.add(ctl, C_TRAPS, 1);
+  // A pushed frame posted here may hold it already. (Safe mid-instruction: only missing pages
+  // are written, and a missing page is in no TLB or decode cache.)
+  applyPages();
+  if (Atomics.load(ps, page) & PAGE_PRESENT) return;
   const before = Atomics.or(ps, page, PAGE_REQUESTED);
   if ((before & (PAGE_PRESENT | PAGE_REQUESTED)) === 0) {
     flushConsole();
     post({ type: 'fault', page });
   }
-  if (Atomics.load(ps, page) & PAGE_PRESENT) return;
   const t0 = performance.now();
-  for (let v = Atomics.load(ps, page); (v & PAGE_PRESENT) === 0; v = Atomics.load(ps, page)) {
-    Atomics.wait(ps, page, v, 1000);
+  // Wait on the doorbell, rung for a posted frame and for a page the host filled itself;
+  // reading it before checking the page leaves no lost wakeup.
+  // Posted frames are written one at a time, so the page is taken as soon as it is here.
+  for (;;) {
+    const bell = Atomics.load(ctl, C_DOORBELL);
+    while ((Atomics.load(ps, page) & PAGE_PRESENT) === 0 && applyPageFrames(1) > 0) Atomics.notify(ctl, C_PAGES_DONE);
+    if (Atomics.load(ps, page) & PAGE_PRESENT) break;
+    Atomics.wait(ctl, C_DOORBELL, bell, 1000);
   }
   Atomics.add(ctl, C_BLOCKED_US, Math.round((performance.now() - t0) * 1000));
 };
@@ -90,12 +100,13 @@ const cpu = machine.cpu;
  */
 function restore(): void {
   // Every page frame posted before the restore request is in RAM first.
+  const before = Atomics.load(ctl, C_PAGES_BEFORE_RESTORE);
   applyPages();
-  for (let i = 0; Atomics.load(ctl, C_PAGES_DONE) !== Atomics.load(ctl, C_PAGES_POSTED) && i < 200; i++) {
+  for (let i = 0; Atomics.load(ctl, C_PAGES_DONE) < before && i < 200; i++) {
     Atomics.wait(ctl, C_DOORBELL, Atomics.load(ctl, C_DOORBELL), 1);
     applyPages();
   }
-  if (Atomics.load(ctl, C_PAGES_DONE) !== Atomics.load(ctl, C_PAGES_POSTED)) throw new Error('restore requested but page frames are missing');
+  if (Atomics.load(ctl, C_PAGES_DONE) < before) throw new Error('restore requested but page frames are missing');
   // The host posts the state before it bumps C_RESTORE; allow for a late delivery all the same.
   let got = receiveMessageOnPort(init.statePort);
   for (let i = 0; got === undefined && i < 200; i++) {
@@ -105,6 +116,7 @@ function restore(): void {
   if (got === undefined) throw new Error('restore requested but no state was posted');
   const st = got.message as RestoreMessage;
   machine.load(st.devices);
+  fillMode = true;
   halted = false;
   if (st.halted) {
     cpu.halt(st.halted.exitCode, st.halted.reason);
@@ -119,16 +131,30 @@ function publishProgress(): void {
   Atomics.store(ctl, C_INSTRET_HI, Math.floor(n / 2 ** 32));
 }
 
+/** Restored: post-copy pushes may keep coming, so frames are looked for at every slice boundary. */
+let fillMode = false;
+
 /** Applies every page frame the host has posted so far (incoming migration), in order. */
 function applyPages(): void {
-  let got = receiveMessageOnPort(init.pagesPort);
-  if (got === undefined) return;
+  if (applyPageFrames(Infinity) > 0) Atomics.notify(ctl, C_PAGES_DONE);
+}
+
+/** Applies up to `max` posted page frames, in order; returns how many. */
+function applyPageFrames(max: number): number {
+  let n = 0;
+  let got = n < max ? receiveMessageOnPort(init.pagesPort) : undefined;
   while (got !== undefined) {
-    applyPageFrame(mem.ram, mem.pageState, mem.pages, got.message as Uint8Array);
+    const frame = got.message as Uint8Array;
+    // Pre-copy frames are written as they come; post-copy pushes fill missing pages only (C_PAGES_BEFORE_RESTORE).
+    if (Atomics.load(ctl, C_PAGES_DONE) >= Atomics.load(ctl, C_PAGES_BEFORE_RESTORE)) {
+      Atomics.add(ctl, C_PAGES_FILLED, fillMissingPages(mem.ram, mem.pageState, mem.pages, frame).length);
+    } else {
+      applyPageFrame(mem.ram, mem.pageState, mem.pages, frame);
+    }
     Atomics.add(ctl, C_PAGES_DONE, 1);
-    got = receiveMessageOnPort(init.pagesPort);
+    got = ++n < max ? receiveMessageOnPort(init.pagesPort) : undefined;
   }
-  Atomics.notify(ctl, C_PAGES_DONE);
+  return n;
 }
 
 /** Dirty-log switch (DESIGN §3): only here, at a slice boundary, does the active log change. */
@@ -218,6 +244,7 @@ function loop(): void {
       continue;
     }
     if (cmd === Cmd.Step && stepTarget < 0) stepTarget = cpu.instret() + Atomics.load(ctl, C_STEP_N);
+    if (fillMode) applyPages(); // post-copy pushes land between slices too, not only when the guest waits
     machine.clock.thaw();
     Atomics.store(ctl, C_STATE, VcpuState.Running);
 

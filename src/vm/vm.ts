@@ -8,7 +8,7 @@ import { DIRTY_ACK, DIRTY_REQ, GuestMemory, harvestBothLogsStopped, harvestDirty
 import { DEFAULT_RAM_SIZE } from '../memory/layout.ts';
 import { bootElf } from './boot.ts';
 import {
-  C_BLOCKED_US, C_CMD, C_CMD_SEQ, C_INSTRET_HI, C_PAGES_DONE, C_PAGES_POSTED, C_RESTORE, C_INSTRET_LO, C_PC, C_RX_HEAD, C_RX_TAIL, C_STEP_N, C_THROTTLE, Cmd, CONTROL_WORDS,
+  C_BLOCKED_US, C_CMD, C_CMD_SEQ, C_INSTRET_HI, C_PAGES_BEFORE_RESTORE, C_PAGES_DONE, C_PAGES_FILLED, C_PAGES_POSTED, C_TRAPS, C_RESTORE, C_INSTRET_LO, C_PC, C_RX_HEAD, C_RX_TAIL, C_STEP_N, C_THROTTLE, Cmd, CONTROL_WORDS,
   ring, RX_RING_SIZE,
 } from './control.ts';
 import type { DeviceStates, MachineConfig } from './machine.ts';
@@ -103,6 +103,7 @@ export class Vm extends EventEmitter {
     this.insnLimit = insnLimit;
     this.devices = devices;
     this.ctl = new Int32Array(new SharedArrayBuffer(CONTROL_WORDS * 4));
+    Atomics.store(this.ctl, C_PAGES_BEFORE_RESTORE, 0x7fff_ffff);
     this.rx = new Uint8Array(new SharedArrayBuffer(RX_RING_SIZE));
     Atomics.store(this.ctl, C_CMD, Cmd.Pause);
     // Progress words start at the state's own values (a restored VM is not at instruction 0).
@@ -318,10 +319,42 @@ export class Vm extends EventEmitter {
    * without a copy.
    */
   postPageFrame(frame: Uint8Array): void {
-    if (this.stateName !== 'created') throw new FerryError('ESTATE', 'page frames go only to a VM that has not started');
+    if (this.stateName !== 'created' && !this.postcopyPages) throw new FerryError('ESTATE', 'page frames go only to a VM that has not started');
     const own = frame.byteOffset === 0 && frame.byteLength === frame.buffer.byteLength && frame.buffer instanceof ArrayBuffer;
     this.pagesPort.postMessage(frame, own ? [frame.buffer as ArrayBuffer] : []);
     Atomics.add(this.ctl, C_PAGES_POSTED, 1);
+    ring(this.ctl);
+  }
+
+  /** Post-copy: from the restore on, posted frames fill missing pages while the guest runs. */
+  private postcopyPages = false;
+  acceptPostcopyPages(): void {
+    this.postcopyPages = true;
+  }
+
+  /** Post-copy: vCPU accesses that found their page missing so far. */
+  traps(): number {
+    return Atomics.load(this.ctl, C_TRAPS);
+  }
+
+  /** Pages the vCPU thread has filled from posted post-copy frames so far. */
+  pagesFilled(): number {
+    return Atomics.load(this.ctl, C_PAGES_FILLED);
+  }
+
+  /** Frames the vCPU thread has written so far (a counter). */
+  pageFramesDone(): number {
+    return Atomics.load(this.ctl, C_PAGES_DONE);
+  }
+
+  /** Resolves when the vCPU has written more frames than `seen` (or after `ms`). */
+  async pageFramesDoneAfter(seen: number, ms: number): Promise<void> {
+    const w = Atomics.waitAsync(this.ctl, C_PAGES_DONE, seen, ms);
+    if (w.async) await w.value;
+  }
+
+  /** Wakes a vCPU blocked on a missing page the host has just filled. */
+  wakeVcpu(): void {
     ring(this.ctl);
   }
 
@@ -404,6 +437,7 @@ export class Vm extends EventEmitter {
     Atomics.store(this.ctl, C_PC, this.cpuState[S_PC]!);
     Atomics.store(this.ctl, C_INSTRET_LO, instret % 2 ** 32 | 0);
     Atomics.store(this.ctl, C_INSTRET_HI, Math.floor(instret / 2 ** 32));
+    Atomics.store(this.ctl, C_PAGES_BEFORE_RESTORE, Atomics.load(this.ctl, C_PAGES_POSTED));
     Atomics.add(this.ctl, C_RESTORE, 1);
     if (st.halted) {
       ring(this.ctl);
