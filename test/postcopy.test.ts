@@ -83,6 +83,19 @@ describe('post-copy reaches the unmigrated digest', () => {
     await postcopyAndCompare(LIFE, 0.5, 'pc-life');
   });
 
+  // A zero downtime limit lets pre-copy converge only on a round that leaves nothing dirty; the
+  // 20 MB/s cap makes round 0 long enough (about 100 ms) for the guest to write, so each
+  // switches after its first round.
+  it('sieve by hybrid, switching after 1 pre-copy round', async () => {
+    const { out } = await postcopyAndCompare(SIEVE, 0.5, 'hy-sieve', { mode: 'hybrid', postcopyAfterRounds: 1, downtimeLimitMs: 0, maxBandwidth: 20_000_000 });
+    expect(out['postcopy-switch']).toBe('after 1 rounds');
+  });
+
+  it('life by hybrid, switching after 1 pre-copy round', async () => {
+    const { out } = await postcopyAndCompare(LIFE, 0.5, 'hy-life', { mode: 'hybrid', postcopyAfterRounds: 1, downtimeLimitMs: 0, maxBandwidth: 20_000_000 });
+    expect(out['postcopy-switch']).toBe('after 1 rounds');
+  });
+
   it('hybrid, switching after 1 pre-copy round (memstress ws_mib=8)', async () => {
     const { out } = await postcopyAndCompare(MEM8, 0.3, 'hy-ms8', { mode: 'hybrid', postcopyAfterRounds: 1, downtimeLimitMs: 1 });
     expect(out['postcopy-switch']).toBe('after 1 rounds');
