@@ -1,7 +1,7 @@
 // The dirty-log handshake (DESIGN §3): a host that copies only the pages each sync reports,
 // while the vCPU keeps writing, ends with an exact copy of RAM once the vCPU is paused.
 import { afterEach, describe, expect, it } from 'vitest';
-import { DIRTY_ACK, DIRTY_ACTIVE, DIRTY_REQ, GuestMemory, harvestDirty } from '../src/memory/guest-memory.ts';
+import { DIRTY_ACK, DIRTY_ACTIVE, DIRTY_REQ, GuestMemory, harvestBothLogsStoppedExcept, harvestDirty } from '../src/memory/guest-memory.ts';
 import { PAGE_EVER_WRITTEN, PAGE_PRESENT, RAM_BASE } from '../src/memory/layout.ts';
 import { bootElf } from '../src/vm/boot.ts';
 import { Machine } from '../src/vm/machine.ts';
@@ -159,5 +159,29 @@ describe('dirty log, in-process', () => {
     const { baseOff, pages } = memstressLayout(out);
     expect(pages).toBe(1024);
     checkMemstressInvariant(mem.ram, baseOff, pages);
+  });
+});
+
+describe('post-copy switch-over bookkeeping', () => {
+  it('harvestBothLogsStoppedExcept returns the dirty pages outside a bitmap, from both logs, and clears them', () => {
+    const mem = GuestMemory.allocate(MiB); // 256 pages
+    const known = new Uint8Array(32);
+    for (let p = 0; p < 64; p++) known[p >>> 3]! |= 1 << (p & 7); // pages 0..63 are known
+    const [a, b] = mem.dirtyLogs;
+    for (const p of [3, 40, 64, 65, 200]) a[p] = 1;
+    for (const p of [5, 65, 130, 255]) b[p] = 1;
+    expect(harvestBothLogsStoppedExcept(mem, known)).toEqual([64, 65, 130, 200, 255]);
+    expect(a.every((v) => v === 0) && b.every((v) => v === 0)).toBe(true);
+    expect(harvestBothLogsStoppedExcept(mem, known)).toEqual([]);
+  });
+
+  it('the first-write ring lists each page once, when it first becomes ever-written', () => {
+    const mem = GuestMemory.allocate(MiB);
+    mem.pageState.fill(0);
+    const since = mem.firstWriteCount();
+    for (const p of [7, 9, 7, 200, 9]) mem.markEverWritten(p);
+    expect([...mem.firstWritesSince(since)!]).toEqual([7, 9, 200]);
+    expect(mem.pageState[7]! & PAGE_EVER_WRITTEN).toBe(PAGE_EVER_WRITTEN);
+    expect([...mem.firstWritesSince(mem.firstWriteCount())!]).toEqual([]);
   });
 });

@@ -159,6 +159,31 @@ export function harvestBothLogsStopped(mem: GuestMemory): Uint32Array {
   return both.slice(0, n);
 }
 
+/**
+ * Like harvestBothLogsStopped, but returns only the dirty pages whose bit in `known` is clear
+ * (a post-copy switch-over wants the pages outside its advice): when nearly every page is dirty
+ * the cost is one pass over the logs, with no list of them all.
+ */
+export function harvestBothLogsStoppedExcept(mem: GuestMemory, known: Uint8Array): number[] {
+  const out: number[] = [];
+  const [a, b] = mem.dirtyLogs;
+  const wordsA = new Float64Array(a.buffer, a.byteOffset, logStride(mem.pages) >>> 3);
+  const wordsB = new Float64Array(b.buffer, b.byteOffset, logStride(mem.pages) >>> 3);
+  for (let w = 0; w < wordsA.length; w++) {
+    if (wordsA[w] === 0 && wordsB[w] === 0) continue;
+    const k = known[w]!; // eight pages per log word, eight pages per bitmap byte
+    if (k !== 0xff) {
+      for (let bit = 0; bit < 8; bit++) {
+        const p = w * 8 + bit;
+        if ((a[p]! | b[p]!) !== 0 && (k & (1 << bit)) === 0) out.push(p);
+      }
+    }
+    wordsA[w] = 0;
+    wordsB[w] = 0;
+  }
+  return out;
+}
+
 function harvestLog(mem: GuestMemory, index: number): Uint32Array {
   const log = mem.dirtyLogs[index]!;
   // Scan eight pages at a time; a log is mostly zeros. Log bytes are 0 or 1, so a nonzero

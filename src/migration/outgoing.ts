@@ -376,43 +376,47 @@ export class OutgoingMigration {
     // advises every page ever written; hybrid the pages its last round left dirty.
     const vm = this.vm;
     const firstWrites0 = vm.memory.firstWriteCount();
-    let touched = hybridDirty ?? this.everWrittenPages();
-    let missing = pageBitmap(vm.memory.pages, touched);
-    if (hybridDirty && vm.state === 'running') {
-      // What the guest dirtied since the round ended joins the advice, so the dirty log left to
-      // take in the downtime covers only the advice's round trip.
-      ({ list: touched, bits: missing } = addPages(touched, missing, await vm.syncDirty()));
-    }
+    const touched = hybridDirty ?? this.everWrittenPages();
+    const missing = pageBitmap(vm.memory.pages, touched);
     const indexOf = pageIndex(vm.memory.pages, touched);
     this.send({ t: 'postcopy-advise', advice: { missing, missingCount: touched.length } });
     await this.inbox!.next(['advise-ok'], ACK_TIMEOUT_MS);
+    // Pages that join the advised missing set (late pages). Post-copy: pages first written since
+    // the advice, from the first-write ring, so the cost follows what the guest wrote meanwhile,
+    // not the RAM size (pages written again are in the advice and go out from RAM as it is now;
+    // should the ring have wrapped, every page state is scanned). Hybrid: every page dirtied
+    // since its last round, most of them taken before the pause while the guest still runs, so
+    // the dirty log left for the downtime covers only the last millisecond or so.
+    let late: number[] = [];
+    const addLate = (list: ArrayLike<number>) => {
+      for (let i = 0; i < list.length; i++) {
+        const p = list[i]!;
+        if ((missing[p >>> 3]! & (1 << (p & 7))) !== 0) continue;
+        missing[p >>> 3]! |= 1 << (p & 7);
+        indexOf[p] = touched.length + late.length;
+        late.push(p);
+      }
+    };
+    if (hybridDirty && vm.state === 'running') addLate(await vm.syncDirty());
     const tPause = await this.stopGuest();
     if (throttled) vm.setThrottle(0);
     this.timing = { paused: performance.now() - tPause };
-    // Post-copy: pages first written since the advice, from the first-write ring; the cost
-    // follows what the guest wrote meanwhile, not the RAM size. Pages written again since are in
-    // the advice and go out from RAM as it is now. (Should the ring have wrapped, every page
-    // state is scanned.) Hybrid: every page dirtied since the last round.
-    const firsts = hybridDirty ? vm.dirtyWhileStopped() : vm.memory.firstWritesSince(firstWrites0) ?? this.everWrittenPages();
-    let late = new Uint32Array(firsts.length);
-    let nLate = 0;
-    for (let i = 0; i < firsts.length; i++) {
-      const p = firsts[i]!;
-      if ((missing[p >>> 3]! & (1 << (p & 7))) !== 0) continue;
-      missing[p >>> 3]! |= 1 << (p & 7);
-      indexOf[p] = touched.length + nLate;
-      late[nLate++] = p;
-    }
-    late = late.slice(0, nLate);
+    const lastPages = hybridDirty ? vm.dirtyWhileStoppedExcept(missing) : vm.memory.firstWritesSince(firstWrites0) ?? this.everWrittenPages();
+    this.timing.harvested = performance.now() - tPause;
+    this.timing.lastPages = lastPages.length;
+    addLate(lastPages);
+    const nLate = late.length;
     let order = touched;
     if (nLate > 0) {
       order = new Uint32Array(touched.length + nLate);
       order.set(touched);
       order.set(late, touched.length);
     }
+    const lateList = Uint32Array.from(late);
+    late = [];
     if (!hybridDirty) this.stats.info['touched-pages'] = order.length;
     this.timing.late = performance.now() - tPause;
-    await this.postcopySwitch(order, tPause, indexOf, late);
+    await this.postcopySwitch(order, tPause, indexOf, lateList);
   }
 
   /**
@@ -819,22 +823,6 @@ function pageBitmap(pages: number, list: ArrayLike<number>): Uint8Array {
     bits[p >>> 3]! |= 1 << (p & 7);
   }
   return bits;
-}
-
-/** `list` (whose bitmap is `bits`, updated in place) plus the pages of `more` it lacks. */
-function addPages(list: Uint32Array, bits: Uint8Array, more: ArrayLike<number>): { list: Uint32Array; bits: Uint8Array } {
-  const added: number[] = [];
-  for (let i = 0; i < more.length; i++) {
-    const p = more[i]!;
-    if (bits[p >>> 3]! & (1 << (p & 7))) continue;
-    bits[p >>> 3]! |= 1 << (p & 7);
-    added.push(p);
-  }
-  if (added.length === 0) return { list, bits };
-  const out = new Uint32Array(list.length + added.length);
-  out.set(list);
-  out.set(added, list.length);
-  return { list: out, bits };
 }
 
 /** Position of each listed page in the list, -1 for the others (steers the push to a fault). */

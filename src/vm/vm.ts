@@ -4,7 +4,7 @@ import { CPU_STATE_WORDS, createCpuState, readInstret, S_PC } from '../cpu/state
 import type { ClockMode } from '../devices/clock.ts';
 import { FerryError } from '../errors.ts';
 import { computeDigest } from '../memory/digest.ts';
-import { DIRTY_ACK, DIRTY_REQ, GuestMemory, harvestBothLogsStopped, harvestDirty } from '../memory/guest-memory.ts';
+import { DIRTY_ACK, DIRTY_REQ, GuestMemory, harvestBothLogsStopped, harvestBothLogsStoppedExcept, harvestDirty } from '../memory/guest-memory.ts';
 import { DEFAULT_RAM_SIZE } from '../memory/layout.ts';
 import { bootElf } from './boot.ts';
 import {
@@ -372,6 +372,14 @@ export class Vm extends EventEmitter {
    * Every page dirtied since the last sync, taken without a handshake: the VM must be paused or
    * halted (no vCPU writes), so both logs can be read and cleared directly.
    */
+  /** dirtyWhileStopped, keeping only the pages whose bit in `known` is clear. */
+  dirtyWhileStoppedExcept(known: Uint8Array): number[] {
+    if (this.stateName !== 'paused' && this.stateName !== 'halted') {
+      throw new FerryError('ESTATE', `VM is ${this.stateName}; the dirty log can only be taken directly while it is stopped`);
+    }
+    return harvestBothLogsStoppedExcept(this.memory, known);
+  }
+
   dirtyWhileStopped(): Uint32Array {
     if (this.stateName !== 'paused' && this.stateName !== 'halted') {
       throw new FerryError('ESTATE', `VM is ${this.stateName}; the dirty log can only be taken directly while it is stopped`);
