@@ -436,14 +436,19 @@ export class OutgoingMigration {
     this.stateSent = true;
     this.postcopySent = true;
     const tState = performance.now();
-    this.send({
-      t: 'state', state: vm.exportState(), run, console: this.hooks.consoleHistory(),
-      // The destination has the advised missing set: only the pages written since join it.
-      postcopy: { late, missingCount: order.length },
-    });
+    const state = vm.exportState();
+    const history = this.hooks.consoleHistory();
+    const tExported = performance.now();
+    // The destination has the advised missing set: only the pages written since join it.
+    const msg = encodeMsg({ t: 'state', state, run, console: history, postcopy: { late, missingCount: order.length } });
+    const tEncoded = performance.now();
+    this.bulk!.send(msg);
     const timing = (this.timing ??= {});
     timing.stateSent = performance.now() - tPause;
-    timing.stateEncodeMs = performance.now() - tState;
+    timing.exportMs = tExported - tState;
+    timing.encodeMs = tEncoded - tExported;
+    timing.sendMs = performance.now() - tEncoded;
+    timing.stateBytes = msg.length;
     let outcome: 'resumed' | 'recovered' | 'completed' = 'resumed';
     try {
       await this.inbox!.next(['resumed'], ACK_TIMEOUT_MS);
