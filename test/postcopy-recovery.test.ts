@@ -170,6 +170,49 @@ describe('post-copy recovers a lost link and reaches the unmigrated digest', () 
   });
 });
 
+describe('giving a paused post-copy up', () => {
+  it('vm destroy on the source while paused: the VM is lost on both sides, said so, and nothing runs', async () => {
+    const { ca, cb, proxy, migrate } = await setup(MEM8, 'rc-give-src', 0.3);
+    const { end } = await migrate({ mode: 'postcopy', pushDelayMs: 60_000, autoRecover: false });
+    await waitStatus(cb, 'rc-give-src', is('postcopy-active'), 'post-copy on b');
+    // While the link is up the VM cannot be destroyed: its memory is split.
+    await expect(ca.request('vm.destroy', { name: 'rc-give-src' })).rejects.toMatchObject({ code: 'ESTATE' });
+    proxy.cut({ down: true });
+    await waitStatus(ca, 'rc-give-src', is('postcopy-paused'), 'paused at the source');
+    await ca.request('vm.destroy', { name: 'rc-give-src' });
+    const out = await end;
+    expect(out.status).toBe('failed');
+    expect(out['error-code']).toBe('EABANDONED');
+    expect(out['error-desc']).toMatch(/VM is lost.*given up by the user/);
+    await expect(ca.request('vm.info', { name: 'rc-give-src' })).rejects.toMatchObject({ code: 'ENOVM' });
+    // The destination learns it from the source's control API (its migration link stays down).
+    const inc = await waitStatus(cb, 'rc-give-src', is('failed'), 'the destination giving up', 20_000);
+    expect(inc['error-desc']).toMatch(/VM is lost.*gave the migration up/);
+    await expect(cb.request('vm.info', { name: 'rc-give-src' })).rejects.toMatchObject({ code: 'ENOVM' });
+  });
+
+  it('vm destroy on the destination while paused: the source, recovering, learns the VM is gone', async () => {
+    const { ca, cb, proxy, migrate } = await setup(MEM8, 'rc-give-dst', 0.3);
+    const { end } = await migrate({ mode: 'postcopy', pushDelayMs: 60_000, autoRecover: false });
+    await waitStatus(cb, 'rc-give-dst', is('postcopy-active'), 'post-copy on b');
+    proxy.cut({ down: true });
+    await waitStatus(cb, 'rc-give-dst', is('postcopy-paused'), 'paused at the destination');
+    await cb.request('vm.destroy', { name: 'rc-give-dst' });
+    const inc = await statusOf(cb, 'rc-give-dst');
+    expect(inc.status).toBe('failed');
+    expect(inc['error-desc']).toMatch(/VM is lost.*given up by the user/);
+    await expect(cb.request('vm.info', { name: 'rc-give-dst' })).rejects.toMatchObject({ code: 'ENOVM' });
+    proxy.up();
+    await waitStatus(ca, 'rc-give-dst', is('postcopy-paused'), 'paused at the source');
+    await ca.request('migrate.recover', { name: 'rc-give-dst' });
+    const out = await end;
+    expect(out.status).toBe('failed');
+    expect(out['error-code']).toBe('ENOMIGRATION');
+    expect(out['error-desc']).toMatch(/VM is lost/);
+    await expect(ca.request('vm.info', { name: 'rc-give-dst' })).rejects.toMatchObject({ code: 'ENOVM' });
+  });
+});
+
 describe('a host process dying in post-copy: both sides say the VM is lost', () => {
   it('the source SIGKILLed: the destination finds its host gone and drops the VM, saying it is lost', async () => {
     const { startHostProcess } = await import('../src/host/spawn.ts');

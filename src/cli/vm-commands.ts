@@ -111,7 +111,7 @@ export function vmCommand(): Command {
   lifecycle(vm, 'pause', 'Pause a running VM at an instruction boundary');
   lifecycle(vm, 'resume', 'Resume a paused VM');
   lifecycle(vm, 'stop', 'Power a VM off for good (its state stays readable)');
-  lifecycle(vm, 'destroy', 'Stop a VM and free everything it holds');
+  lifecycle(vm, 'destroy', 'Stop a VM and free everything it holds (a VM whose post-copy migration is paused is given up: lost on both hosts)');
 
   vm.command('digest')
     .description('SHA-256 over RAM, CPU and devices (a running VM is paused for it, then resumed)')

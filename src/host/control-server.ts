@@ -75,7 +75,14 @@ export const METHODS: Record<string, Handler> = {
   'vm.pause': (p, c) => c.registry.pause(str(p, 'name')),
   'vm.resume': (p, c) => c.registry.resume(str(p, 'name')),
   'vm.stop': (p, c) => c.registry.stop(str(p, 'name')),
-  'vm.destroy': (p, c) => c.registry.destroy(str(p, 'name')),
+  'vm.destroy': async (p, c) => {
+    const name = str(p, 'name');
+    // A post-copy that lost its link holds the VM on both hosts; destroying it gives the guest up.
+    const abandoned = c.migrations.abandonPaused(name);
+    if (abandoned === undefined) return c.registry.destroy(name);
+    await abandoned;
+    return { name };
+  },
   'vm.digest': (p, c) => c.registry.digest(str(p, 'name')),
   'vm.registers': (p, c) => c.registry.registers(str(p, 'name')),
   'console.attach': (p, c) => {

@@ -32,6 +32,8 @@ const FINISHED_KEPT_MS = 60_000;
  */
 export class MigrationManager {
   private readonly outgoing = new Map<string, OutgoingMigration>();
+  /** Each outgoing migration's end (its VM dropped, if it was lost). */
+  private readonly ended = new Map<OutgoingMigration, Promise<void>>();
   private readonly incoming = new Map<string, IncomingMigration>();
   private readonly last = new Map<string, MigrationStats>();
   /** This host's control URL once it listens (carried in setups, so a destination can check on us). */
@@ -77,14 +79,13 @@ export class MigrationManager {
     this.outgoing.set(rec.name, m);
     this.last.set(rec.name, m.stats);
     rec.log.info({ to: p.to, mode: p.mode, downtimeLimitMs: p.downtimeLimitMs, maxBandwidth: p.maxBandwidth }, 'migration starting');
-    void m.run().finally(() => {
-      if (m.lost) {
-        // Split across the hosts and the link is gone: this copy must never run again.
-        void this.registry.remove(rec.name, 'lost in post-copy');
-      }
+    this.ended.set(m, m.run().finally(async () => {
       rec.migrating = false;
       if (this.outgoing.get(rec.name) === m) this.outgoing.delete(rec.name);
-    });
+      this.ended.delete(m);
+      // Split across the hosts and the link is gone: this copy must never run again.
+      if (m.lost) await this.registry.remove(rec.name, 'lost in post-copy');
+    }));
     return m.stats.snapshot();
   }
 
@@ -112,6 +113,23 @@ export class MigrationManager {
       throw new FerryError('ESTATE', `the migration of "${name}" is ${m.stats.info.status}; only a post-copy migration in postcopy-paused can be recovered`);
     }
     return m.stats.snapshot();
+  }
+
+  /**
+   * `vm destroy` of a VM whose post-copy migration is paused (its link lost): the user gives
+   * the guest up. This side drops its half and reports the VM lost; undefined when the VM is in
+   * no paused post-copy here (then destroy is refused or done as usual).
+   */
+  abandonPaused(name: string): Promise<void> | undefined {
+    const out = this.outgoing.get(name);
+    if (out && out.stats.info.status === 'postcopy-paused') {
+      out.abandon('given up by the user (vm destroy) while post-copy was paused', 'EABANDONED');
+      return this.ended.get(out);
+    }
+    for (const m of this.incoming.values()) {
+      if (m.vmName === name && m.paused) return m.abandon('given up by the user (vm destroy) while post-copy was paused');
+    }
+    return undefined;
   }
 
   /** `migrate pause`: drops the link of a post-copy migration on purpose; it waits for `migrate recover`. */

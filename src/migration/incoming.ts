@@ -168,6 +168,12 @@ export class IncomingMigration {
     }
   }
 
+  /** A paused post-copy given up on this host: the VM is dropped and reported lost. */
+  abandon(reason: string): Promise<void> {
+    this.busy = this.busy.then(() => this.abort(new FerryError('EABANDONED', reason)));
+    return this.busy;
+  }
+
   /** The host is stopping: nothing more happens here (its VMs are destroyed with it). */
   shutdown(): void {
     this.done = true;

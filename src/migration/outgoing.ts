@@ -122,7 +122,7 @@ export class OutgoingMigration {
   /** `migrate pause` holds a paused post-copy until `migrate recover`. */
   private holdRecovery = false;
   private recoverRequested = false;
-  private abandoned: string | undefined;
+  private abandoned: { code: string; reason: string } | undefined;
   private recoverWake: (() => void) | undefined;
   /** Switch-over milestones for the debug log. */
   private timing: Record<string, number> | undefined;
@@ -172,14 +172,14 @@ export class OutgoingMigration {
    * guest's newest state is on the destination and its missing pages leave with this process:
    * the VM is lost, and the migration says so instead of retrying.
    */
-  abandon(reason: string): void {
+  abandon(reason: string, code = 'ESHUTDOWN'): void {
     if (this.stats.final) return;
     if (!this.postcopySent) {
       this.cancel(reason);
       return;
     }
-    this.abandoned = reason;
-    this.inbox?.interrupt(new FerryError('ESHUTDOWN', reason));
+    this.abandoned = { code, reason };
+    this.inbox?.interrupt(new FerryError(code, reason));
     this.recoverWake?.();
     this.wake();
   }
@@ -590,10 +590,11 @@ export class OutgoingMigration {
     let delayMs = RECOVER_FIRST_MS;
     for (let attempt = 1; ; attempt++) {
       if (this.abandoned === undefined) await this.recoverDelay(this.holdRecovery || !this.p.autoRecover ? Infinity : delayMs);
-      if (this.abandoned !== undefined) throw new FerryError('ESHUTDOWN', this.abandoned);
+      this.checkAbandoned();
       delayMs = Math.min(RECOVER_MAX_MS, delayMs * 2);
       try {
         const outcome = await this.reconnect();
+        this.checkAbandoned();
         const i = this.stats.info;
         i['postcopy-recoveries'] = (i['postcopy-recoveries'] ?? 0) + 1;
         i['postcopy-paused-ms'] = round2((i['postcopy-paused-ms'] ?? 0) + performance.now() - tPaused);
@@ -602,7 +603,10 @@ export class OutgoingMigration {
         return outcome;
       } catch (e) {
         const err = e instanceof FerryError ? e : new FerryError('EINTERNAL', (e as Error).message);
-        if (err.code === 'ENOMIGRATION') throw err;
+        if (err.code === 'ENOMIGRATION' || this.abandoned !== undefined) {
+          this.dropLink();
+          throw err;
+        }
         if (err.errno === 'ECONNREFUSED') {
           throw new FerryError('EHOSTGONE', `destination ${this.p.to} refuses connections: its host process is gone`);
         }
@@ -612,6 +616,12 @@ export class OutgoingMigration {
         this.log.info({ attempt, err: err.message, retryInMs: this.holdRecovery || !this.p.autoRecover ? undefined : delayMs }, 'post-copy recovery attempt failed');
       }
     }
+  }
+
+  /** Throws once the migration has been abandoned (host stopping, or the user gave the VM up). */
+  private checkAbandoned(): void {
+    const a = this.abandoned;
+    if (a !== undefined) throw new FerryError(a.code, a.reason);
   }
 
   /** Waits `ms` (Infinity: until `migrate recover`), or less if a recover is asked for. */
