@@ -12,6 +12,8 @@ export interface LinkProxy {
   bytesUp: number;
   /** Destroys every open connection; with `down`, also drops new ones until `up()`. */
   cut(o?: { down?: boolean }): void;
+  /** Stops forwarding on every open connection without closing it (a partition: no FIN, no RST). */
+  freeze(): void;
   up(): void;
   close(): Promise<void>;
 }
@@ -52,6 +54,12 @@ export async function startLinkProxy(target: string): Promise<LinkProxy> {
     },
     up() {
       down = false;
+    },
+    freeze() {
+      for (const s of sockets) {
+        s.unpipe();
+        s.pause();
+      }
     },
     close: () => new Promise<void>((resolve) => {
       for (const s of sockets) s.destroy();

@@ -137,6 +137,24 @@ describe('post-copy recovers a lost link and reaches the unmigrated digest', () 
     await expectRecovered(ca, cb, 'rc-down', end, oracle);
   });
 
+  it('a silent partition (no FIN, no RST): both sides notice within seconds, pause, and recover', async () => {
+    const { ca, cb, proxy, oracle, migrate } = await setup(MEM8, 'rc-silent', 0.3);
+    const { end } = await migrate({ mode: 'postcopy', pushDelayMs: 300 });
+    await waitStatus(cb, 'rc-silent', (s) => s.status === 'postcopy-active' && s['postcopy-requests'] > 0, 'faults');
+    proxy.freeze();
+    // Nothing closes: the first side to give the link up does so because it heard nothing (the
+    // source's pings go unanswered; the destination gets no pings); the other then sees a close.
+    const t0 = Date.now();
+    let reasons: string[] = [];
+    while (reasons.length === 0 && Date.now() - t0 < 15_000) {
+      const both = await Promise.all([statusOf(ca, 'rc-silent'), statusOf(cb, 'rc-silent')]);
+      reasons = both.filter((st) => st.status === 'postcopy-paused').map((st) => st['error-desc'] ?? '');
+      if (reasons.length === 0) await new Promise((r) => setTimeout(r, 5));
+    }
+    expect(reasons.some((r) => /no word from/.test(r)), reasons.join(' | ')).toBe(true);
+    await expectRecovered(ca, cb, 'rc-silent', end, oracle);
+  });
+
   it('hybrid: cut after switching to post-copy, recovered automatically', async () => {
     const { ca, cb, proxy, oracle, migrate } = await setup(MEM8, 'rc-hybrid', 0.3);
     const { end } = await migrate({ mode: 'hybrid', postcopyAfterRounds: 1, downtimeLimitMs: 1, pushDelayMs: 300 });

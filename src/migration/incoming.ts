@@ -8,7 +8,7 @@ import { PAGE_EVER_WRITTEN, PAGE_PRESENT, PAGE_SIZE } from '../memory/layout.ts'
 import { deferSpareRefill } from '../vm/vcpu-threads.ts';
 import { Vm } from '../vm/vm.ts';
 import {
-  decodeMsg, DEVICES, encodeMsg, fillMissingPages, ISA, isPageFrame, type MigrationMsg, pageFrameCount, type SetupMsg,
+  decodeMsg, DEVICES, encodeMsg, fillMissingPages, ISA, isPageFrame, LINK_PING_MS, LINK_SILENT_MS, type MigrationMsg, pageFrameCount, type SetupMsg,
 } from './protocol.ts';
 
 /** A paused post-copy checks on its source host after this long, doubling up to the max. */
@@ -66,6 +66,8 @@ export class IncomingMigration {
   private linkGen = 0;
   /** When post-copy lost its link (0: the link is up). */
   private pausedAt = 0;
+  /** When the source was last heard from on the current link (post-copy liveness). */
+  private heardAt = performance.now();
   /** Lets the host start its next spare vCPU thread: called when this migration ends. */
   private releaseSpare: () => void = () => {};
 
@@ -97,7 +99,9 @@ export class IncomingMigration {
   private bindBulk(ws: WebSocket): void {
     const gen = this.linkGen;
     ws.on('message', (data: Buffer, isBinary: boolean) => {
-      if (gen === this.linkGen) this.onMessage(data, isBinary);
+      if (gen !== this.linkGen) return;
+      this.heardAt = performance.now();
+      this.onMessage(data, isBinary);
     });
     ws.on('close', () => {
       if (gen === this.linkGen) this.linkDown(`link from ${this.peer} closed`);
@@ -214,6 +218,7 @@ export class IncomingMigration {
       }
     }
     this.pushedBytes = 0;
+    this.heardAt = performance.now();
     this.send({ t: 'recv-bitmap', received, receivedCount });
     const pausedMs = performance.now() - this.pausedAt;
     this.pausedAt = 0;
@@ -231,6 +236,12 @@ export class IncomingMigration {
   attachPriority(ws: WebSocket): void {
     const gen = this.linkGen;
     this.prio = ws;
+    this.heardAt = performance.now();
+    const heard = () => {
+      if (gen === this.linkGen) this.heardAt = performance.now();
+    };
+    ws.on('ping', heard);
+    ws.on('message', heard);
     ws.on('close', () => {
       if (gen === this.linkGen && this.postcopy) this.linkDown(`priority channel from ${this.peer} closed`);
     });
@@ -467,6 +478,7 @@ export class IncomingMigration {
     this.hooks.update(this.stats!);
     this.log.info({ vm: this.setup!.vm, missing: missingCount }, 'post-copy: the VM runs here; fetching its pages');
     void this.followPushedFrames();
+    this.watchLink();
     this.checkPostcopyComplete();
   }
 
@@ -548,6 +560,23 @@ export class IncomingMigration {
     if (filled === pc.filledCounted) return;
     this.stats?.sent(0, filled - pc.filledCounted, 0, 'postcopy');
     pc.filledCounted = filled;
+  }
+
+  /**
+   * Post-copy: a link on which the source has said nothing (it pings every LINK_PING_MS) for
+   * LINK_SILENT_MS is taken as lost, so a silent partition pauses this side too.
+   */
+  private watchLink(): void {
+    const watch = setInterval(() => {
+      if (this.done) {
+        clearInterval(watch);
+        return;
+      }
+      if (this.pausedAt === 0 && performance.now() - this.heardAt > LINK_SILENT_MS) {
+        this.linkDown(`no word from ${this.peer} for ${LINK_SILENT_MS} ms`);
+      }
+    }, LINK_PING_MS);
+    watch.unref();
   }
 
   /** Post-copy pages still missing here. */

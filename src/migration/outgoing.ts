@@ -8,7 +8,7 @@ import { PAGE_EVER_WRITTEN, PAGE_SIZE } from '../memory/layout.ts';
 import type { Vm } from '../vm/vm.ts';
 import { Inbox } from './inbox.ts';
 import {
-  decodeMsg, DEVICES, encodeMsg, encodePages, ISA, MAX_FRAME_BYTES, MIGRATION_MAX_PAYLOAD, MIGRATION_PROTOCOL_VERSION, type MigrationMsg,
+  decodeMsg, DEVICES, encodeMsg, encodePages, ISA, LINK_PING_MS, LINK_SILENT_MS, MAX_FRAME_BYTES, MIGRATION_MAX_PAYLOAD, MIGRATION_PROTOCOL_VERSION, type MigrationMsg,
   PAGES_PER_FRAME, type RunState,
 } from './protocol.ts';
 import { MigrationStats, round2 } from './stats.ts';
@@ -517,6 +517,25 @@ export class OutgoingMigration {
       if (gen === this.linkGen) this.inbox?.interrupt(new FerryError('ELINK', `priority channel to ${this.p.to} closed`));
       this.wake();
     });
+    // A link that goes silent (a partition sends no FIN) is lost too.
+    let heard = performance.now();
+    const alive = () => { heard = performance.now(); };
+    prio.on('pong', alive);
+    prio.on('message', alive);
+    const beat = setInterval(() => {
+      if (gen !== this.linkGen || this.stats.final) {
+        clearInterval(beat);
+        return;
+      }
+      if (performance.now() - heard > LINK_SILENT_MS) {
+        clearInterval(beat);
+        this.inbox?.interrupt(new FerryError('ELINK', `no word from ${this.p.to} for ${LINK_SILENT_MS} ms`));
+        this.wake();
+        return;
+      }
+      if (prio.readyState === prio.OPEN) prio.ping();
+    }, LINK_PING_MS);
+    beat.unref();
   }
 
   /** The background push: every page of the list not yet sent, once, then `postcopy-done`. */

@@ -63,6 +63,14 @@ export const MIGRATION_MAX_PAYLOAD = HEADER + PAGES_PER_FRAME * (4 + PAGE_SIZE) 
 export type RunState = 'running' | 'paused' | 'created' | 'halted';
 
 /**
+ * Post-copy liveness: the source pings its priority channel this often, and either side takes
+ * a link that has said nothing (no message, ping or pong) for LINK_SILENT_MS as lost, so a
+ * partition that sends no FIN or RST still pauses both sides and leads to a recovery.
+ */
+export const LINK_PING_MS = 1_000;
+export const LINK_SILENT_MS = 5_000;
+
+/**
  * Post-copy advice, sent while the guest still runs: which pages the destination will have to
  * receive (one bit per page). Every other page is zero or already there, and is present at once.
  */
