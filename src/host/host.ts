@@ -150,7 +150,7 @@ export class Host {
     this.stopping ??= (async () => {
       this.log.info('host stopping');
       if (this.heartbeat) clearInterval(this.heartbeat);
-      this.migrations.cancelAll();
+      await this.migrations.cancelAll();
       keepSpareVcpuThread(false);
       for (const ws of this.migrate.clients) ws.close(1001, 'host shutting down');
       for (const ws of this.control.clients) ws.close(1001, 'host shutting down');

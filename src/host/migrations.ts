@@ -219,10 +219,15 @@ export class MigrationManager {
     });
   }
 
-  /** The host is stopping: outgoing migrations are cancelled (in post-copy: the VM is lost, and said so). */
-  cancelAll(): void {
+  /**
+   * The host is stopping: outgoing migrations are cancelled (in post-copy: the VM is lost, and
+   * said so); resolves when they have ended (at most a few seconds).
+   */
+  async cancelAll(): Promise<void> {
     for (const m of this.outgoing.values()) m.abandon('host shutting down');
     for (const m of this.incoming.values()) m.shutdown();
+    const ended = Promise.all(this.ended.values());
+    await Promise.race([ended, new Promise((r) => setTimeout(r, 3_000).unref())]);
   }
 
   /**
