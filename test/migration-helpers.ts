@@ -3,6 +3,7 @@
 import { ControlClient } from '../src/host/control-client.ts';
 import { Host } from '../src/host/host.ts';
 import { createLogger } from '../src/log.ts';
+import { PAGE_EVER_WRITTEN } from '../src/memory/layout.ts';
 import type { MigrationInfo, MigrationStatus } from '../src/migration/stats.ts';
 import { runCli, sleep } from './helpers.ts';
 
@@ -268,4 +269,19 @@ export async function incomingDone(c: ControlClient, name: string): Promise<Migr
     if (Date.now() - t0 > 30_000) throw new Error(`incoming post-copy of ${name} did not end`);
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/**
+ * Hosts A and B (tracked by `hosts`, so afterEach stops them), `g` created on A and run to
+ * `at` × its instruction limit; `ever` is how many pages it had ever written by then.
+ */
+export async function guestRunningOnA(hosts: ReturnType<typeof hostTracker>, g: GuestSpec, name: string, at: number) {
+  const a = await hosts.start('a');
+  const b = await hosts.start('b');
+  const ca = await hosts.connect(a.url);
+  const cb = await hosts.connect(b.url);
+  await ca.request('vm.create', createParams(name, g));
+  await waitInstret(ca, name, Math.floor(g.insnLimit * at));
+  const ever = everWrittenCount(a.host.registry.get(name).vm.memory.pageState, PAGE_EVER_WRITTEN);
+  return { a, b, ca, cb, ever };
 }

@@ -4,12 +4,12 @@
 // one pass through real host processes and the `ferry migrate` CLI.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { ControlClient } from '../src/host/control-client.ts';
-import { PAGE_EVER_WRITTEN, PAGE_SIZE, RAM_BASE } from '../src/memory/layout.ts';
+import { PAGE_SIZE, RAM_BASE } from '../src/memory/layout.ts';
 import type { MigrationInfo } from '../src/migration/stats.ts';
 import { MiB, runCli, sleep } from './helpers.ts';
 import { startHost, TOKEN, type StartedHost } from './host-helpers.ts';
 import {
-  FINAL, createParams, errorCode, everWrittenCount, finalDigest, hostTracker, type GuestSpec, type Info, type LiveHost, migrate,
+  FINAL, createParams, errorCode, finalDigest, guestRunningOnA, hostTracker, type GuestSpec, type Info, type LiveHost, migrate,
   oracleDigest, waitInfo, waitInstret, waitMigrationEnd,
 } from './migration-helpers.ts';
 
@@ -72,11 +72,7 @@ function expectSanePrecopy(s: MigrationInfo, everWritten: number): void {
  */
 async function precopyAndCompare(g: GuestSpec, at: number, name: string, params: Info = {}): Promise<MigrationInfo> {
   const oracle = oracleDigest(g);
-  const { a, b, ca, cb } = await twoHosts();
-  await ca.request('vm.create', createParams(name, g));
-  await waitInstret(ca, name, Math.floor(g.insnLimit * at));
-  const src = a.host.registry.get(name).vm;
-  const ever = everWrittenCount(src.memory.pageState, PAGE_EVER_WRITTEN);
+  const { b, ca, cb, ever } = await guestRunningOnA(hosts, g, name, at);
   const s = await migrate(ca, name, { to: b.url, ...params });
   expectSanePrecopy(s, ever);
   await expectGone(ca, name);

@@ -8,7 +8,7 @@ import type { MigrationInfo, MigrationStatus } from '../src/migration/stats.ts';
 import { MiB } from './helpers.ts';
 import { type LinkProxy, startLinkProxy } from './link-proxy.ts';
 import {
-  createParams, finalDigest, hostTracker, type GuestSpec, incomingDone, oracleDigest, waitInfo, waitInstret, waitMigrationEnd,
+  createParams, finalDigest, guestRunningOnA, hostTracker, type GuestSpec, incomingDone, oracleDigest, waitInfo, waitInstret, waitMigrationEnd,
 } from './migration-helpers.ts';
 
 const hosts = hostTracker();
@@ -43,14 +43,9 @@ const is = (...st: MigrationStatus[]) => (s: MigrationInfo) => st.includes(s.sta
  */
 async function setup(g: GuestSpec, name: string, at: number) {
   const oracle = oracleDigest(g);
-  const a = await hosts.start('a');
-  const b = await hosts.start('b');
+  const { a, b, ca, cb } = await guestRunningOnA(hosts, g, name, at);
   const proxy = await startLinkProxy(b.url);
   proxies.push(proxy);
-  const ca = await hosts.connect(a.url);
-  const cb = await hosts.connect(b.url);
-  await ca.request('vm.create', createParams(name, g));
-  await waitInstret(ca, name, Math.floor(g.insnLimit * at));
   const migrate = async (params: Record<string, unknown>): Promise<{ end: Promise<MigrationInfo> }> => {
     const end = waitMigrationEnd(ca, name, 60_000).promise;
     await ca.request('migrate.start', { name, to: proxy.url, ...params });

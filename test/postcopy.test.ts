@@ -1,12 +1,11 @@
 // Post-copy: the destination resumes at once; the vCPU traps on pages that are not there
-// (Atomics.wait on the page's state word) and the host fetches them on the priority channel
-// while the source pushes the rest. Checked against the oracle digest of an unmigrated run.
+// (Atomics.wait on its doorbell, then the page's state) and the host fetches them on the priority
+// channel while the source pushes the rest. Checked against the oracle digest of an unmigrated run.
 import { afterEach, describe, expect, it } from 'vitest';
-import { PAGE_EVER_WRITTEN } from '../src/memory/layout.ts';
 import type { MigrationInfo } from '../src/migration/stats.ts';
 import { MiB } from './helpers.ts';
 import {
-  createParams, everWrittenCount, finalDigest, hostTracker, type GuestSpec, incomingDone, migrate, oracleDigest, waitInfo, waitInstret,
+  createParams, finalDigest, guestRunningOnA, hostTracker, type GuestSpec, incomingDone, migrate, oracleDigest, waitInfo, waitInstret,
 } from './migration-helpers.ts';
 
 const hosts = hostTracker();
@@ -25,13 +24,7 @@ async function postcopyAndCompare(
   g: GuestSpec, at: number, name: string, params: Record<string, unknown> = { mode: 'postcopy' },
 ): Promise<{ out: MigrationInfo; inc: MigrationInfo; ever: number }> {
   const oracle = oracleDigest(g);
-  const a = await hosts.start('a');
-  const b = await hosts.start('b');
-  const ca = await hosts.connect(a.url);
-  const cb = await hosts.connect(b.url);
-  await ca.request('vm.create', createParams(name, g));
-  await waitInstret(ca, name, Math.floor(g.insnLimit * at));
-  const ever = everWrittenCount(a.host.registry.get(name).vm.memory.pageState, PAGE_EVER_WRITTEN);
+  const { ca, cb, b, ever } = await guestRunningOnA(hosts, g, name, at);
   const out = await migrate(ca, name, { to: b.url, ...params });
   expect(out.status, out['error-desc']).toBe('completed');
   expect(out.mode).toBe(params.mode);

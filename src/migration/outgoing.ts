@@ -546,7 +546,8 @@ export class OutgoingMigration {
     }
     const chunk: number[] = [];
     const { order, indexOf, sent } = pc;
-    const prof = { t0: performance.now(), ackWaitMs: 0, sendWaitMs: 0, frames: 0, pages: 0 };
+    const t0 = performance.now();
+    let ackWaitMs = 0;
     while (pc.left > 0) {
       this.inbox!.check();
       chunk.length = 0;
@@ -561,37 +562,45 @@ export class OutgoingMigration {
       if (chunk.length === 0) break;
       pc.cursor = (indexOf[chunk[chunk.length - 1]!]! + 1) % order.length;
       pc.left -= chunk.length;
-      const ts = performance.now();
       pc.pushedBytes += await this.sendFrame(chunk, 'postcopy');
-      prof.sendWaitMs += performance.now() - ts;
-      prof.frames++;
-      prof.pages += chunk.length;
-      const ta = performance.now();
       // The chunk grows while no fault comes and shrinks back on a fault (CRIU's lazy-pages policy).
       pc.chunkPages = Math.min(MAX_PUSH_CHUNK, pc.chunkPages * 2);
-      // At most a window of pushed bytes beyond what the destination has written: a fault's
-      // page, on the priority channel, never waits behind a bulk backlog in socket buffers.
-      for (let acked = pc.ackedBytes; pc.pushedBytes - pc.ackedBytes > POSTCOPY_WINDOW_BYTES;) {
-        this.inbox!.check();
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, ACK_TIMEOUT_MS);
-          this.drained = () => {
-            clearTimeout(timer);
-            resolve();
-          };
-        });
-        if (pc.ackedBytes === acked && pc.pushedBytes - pc.ackedBytes > POSTCOPY_WINDOW_BYTES && this.drained !== undefined) {
-          throw new FerryError('ETIMEDOUT', `${this.p.to} acknowledged no pushed page within ${ACK_TIMEOUT_MS} ms`);
-        }
-        acked = pc.ackedBytes;
-      }
-      prof.ackWaitMs += performance.now() - ta;
+      const ta = performance.now();
+      await this.pushWindow(pc);
+      ackWaitMs += performance.now() - ta;
     }
-    this.log.debug({ pushMs: round2(performance.now() - prof.t0), ackWaitMs: round2(prof.ackWaitMs), sendWaitMs: round2(prof.sendWaitMs), frames: prof.frames, pages: prof.pages }, 'post-copy push');
+    this.log.debug({ pushMs: round2(performance.now() - t0), ackWaitMs: round2(ackWaitMs) }, 'post-copy push');
     await this.window(0);
     this.send({ t: 'postcopy-done', pages: order.length });
     await this.inbox!.next(['completed'], ACK_TIMEOUT_MS);
     this.stats.info['remaining-bytes'] = 0;
+  }
+
+  /**
+   * Waits until at most POSTCOPY_WINDOW_BYTES of the push are beyond what the destination has
+   * written (its `pushed` acknowledgements): a fault's page, on the priority channel, never
+   * waits behind a bulk backlog in socket buffers. No acknowledgement for ACK_TIMEOUT_MS is a
+   * lost link.
+   */
+  private async pushWindow(pc: PostcopyPush): Promise<void> {
+    let acked = pc.ackedBytes;
+    let deadline = performance.now() + ACK_TIMEOUT_MS;
+    while (pc.pushedBytes - pc.ackedBytes > POSTCOPY_WINDOW_BYTES) {
+      this.inbox!.check();
+      if (pc.ackedBytes !== acked) {
+        acked = pc.ackedBytes;
+        deadline = performance.now() + ACK_TIMEOUT_MS;
+      }
+      const left = deadline - performance.now();
+      if (left <= 0) throw new FerryError('ETIMEDOUT', `${this.p.to} acknowledged no pushed page within ${ACK_TIMEOUT_MS} ms`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.drained = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
   }
 
   /**
@@ -769,8 +778,7 @@ export class OutgoingMigration {
   }
 
   private async window(next: number): Promise<void> {
-    const limit = this.postcopyActive ? POSTCOPY_WINDOW_BYTES : WINDOW_BYTES;
-    while (this.inflight > 0 && this.inflight + next > limit) {
+    while (this.inflight > 0 && this.inflight + next > WINDOW_BYTES) {
       this.checkCancelled();
       this.inbox!.check();
       await new Promise<void>((resolve) => { this.drained = resolve; });

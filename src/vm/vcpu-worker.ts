@@ -6,7 +6,7 @@ import { parentPort, receiveMessageOnPort } from 'node:worker_threads';
 import { StepExit } from '../cpu/cpu.ts';
 import { DIRTY_ACK, DIRTY_ACTIVE, DIRTY_REQ, GuestMemory } from '../memory/guest-memory.ts';
 import {
-  C_BLOCKED_US, C_CMD, C_CMD_SEQ, C_DOORBELL, C_PAGES_BEFORE_RESTORE, C_PAGES_DONE, C_PAGES_FILLED, C_TRAPS, C_RESTORE, C_INSTRET_HI, C_INSTRET_LO, C_PC, C_RX_HEAD, C_RX_TAIL, C_STATE, C_STEP_N, C_THROTTLE,
+  C_BLOCKED_US, C_CMD, C_CMD_SEQ, C_DOORBELL, C_PAGES_BEFORE_RESTORE, C_PAGES_DONE, C_PAGES_FILLED, C_PAGES_POSTED, C_TRAPS, C_RESTORE, C_INSTRET_HI, C_INSTRET_LO, C_PC, C_RX_HEAD, C_RX_TAIL, C_STATE, C_STEP_N, C_THROTTLE,
   Cmd, RX_RING_SIZE, VcpuState,
 } from './control.ts';
 import { applyPageFrame, fillMissingPages } from '../migration/protocol.ts';
@@ -116,7 +116,6 @@ function restore(): void {
   if (got === undefined) throw new Error('restore requested but no state was posted');
   const st = got.message as RestoreMessage;
   machine.load(st.devices);
-  fillMode = true;
   halted = false;
   if (st.halted) {
     cpu.halt(st.halted.exitCode, st.halted.reason);
@@ -130,9 +129,6 @@ function publishProgress(): void {
   Atomics.store(ctl, C_INSTRET_LO, n % 2 ** 32 | 0);
   Atomics.store(ctl, C_INSTRET_HI, Math.floor(n / 2 ** 32));
 }
-
-/** Restored: post-copy pushes may keep coming, so frames are looked for at every slice boundary. */
-let fillMode = false;
 
 /** Applies every page frame the host has posted so far (incoming migration), in order. */
 function applyPages(): void {
@@ -244,7 +240,8 @@ function loop(): void {
       continue;
     }
     if (cmd === Cmd.Step && stepTarget < 0) stepTarget = cpu.instret() + Atomics.load(ctl, C_STEP_N);
-    if (fillMode) applyPages(); // post-copy pushes land between slices too, not only when the guest waits
+    // Post-copy pushes land between slices too, not only while the guest waits for a page.
+    if (Atomics.load(ctl, C_PAGES_POSTED) !== Atomics.load(ctl, C_PAGES_DONE)) applyPages();
     machine.clock.thaw();
     Atomics.store(ctl, C_STATE, VcpuState.Running);
 
