@@ -77,6 +77,17 @@ export async function waitFor(cond: () => boolean, what: string, timeoutMs = 20_
   }
 }
 
+/** Polls an async `probe` until it returns something other than undefined or false, and returns that. */
+export async function eventually<T>(probe: () => Promise<T | undefined | false>, what: string, timeoutMs = 20_000, everyMs = 20): Promise<T> {
+  const t0 = Date.now();
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(everyMs);
+  }
+}
+
 /** Waits until the VM's published instret exceeds `n` (the worker needs ~100 ms to start). */
 export function waitInstret(vm: Vm, n: number, timeoutMs = 20_000): Promise<void> {
   return waitFor(() => vm.instret() > n || vm.state === 'halted', `instret > ${n}`, timeoutMs, 1);

@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { ControlClient } from '../src/host/control-client.ts';
+import { ControlClient } from '../src/wire/control-client.ts';
 import type { MigrationInfo } from '../src/migration/stats.ts';
 import { MiB, runCli, sleep, waitFor, type CliResult } from './helpers.ts';
 import { killAllSpawned, pidAlive, spawnCli, startHost, ticks, TOKEN, type StartedHost } from './host-helpers.ts';

@@ -5,8 +5,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { Packr } from 'msgpackr';
 import WebSocket from 'ws';
-import { proof } from '../src/host/auth.ts';
-import { ControlClient } from '../src/host/control-client.ts';
+import { proof } from '../src/wire/auth.ts';
+import { ControlClient } from '../src/wire/control-client.ts';
 import { REPO_ROOT, sleep, waitFor } from './helpers.ts';
 
 export const packr = new Packr({ useRecords: false, moreTypes: true });

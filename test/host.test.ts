@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { FerryError } from '../src/errors.ts';
-import type { ControlClient } from '../src/host/control-client.ts';
+import type { ControlClient } from '../src/wire/control-client.ts';
 import { loadElf, MiB, runCli, sleep, waitFor } from './helpers.ts';
 import {
   clientTracker, closeAllRaw, consoleOf, killAllSpawned, packr, pidAlive, rawConnect, rawReady, spawnCli, startHost,

@@ -4,7 +4,7 @@
 // the failure, keep (or resume) running the VM, reach the digest of an unmigrated run, and be
 // able to migrate it again.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { ControlClient } from '../src/host/control-client.ts';
+import type { ControlClient } from '../src/wire/control-client.ts';
 import type { MigrationInfo } from '../src/migration/stats.ts';
 import { MiB, sleep } from './helpers.ts';
 import { pidAlive, startHost, type StartedHost } from './host-helpers.ts';

@@ -1,6 +1,6 @@
 // Helpers for the migration suites: in-process hosts, the `ferry run --digest` oracle, and
 // waiting for a migration or a VM to reach a state through a ControlClient.
-import { ControlClient } from '../src/host/control-client.ts';
+import { ControlClient } from '../src/wire/control-client.ts';
 import { Host } from '../src/host/host.ts';
 import { createLogger } from '../src/log.ts';
 import { PAGE_EVER_WRITTEN } from '../src/memory/layout.ts';

@@ -3,7 +3,7 @@
 // QEMU-style statistics, refusals before anything changes, bandwidth/round limits, cancel, and
 // one pass through real host processes and the `ferry migrate` CLI.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { ControlClient } from '../src/host/control-client.ts';
+import type { ControlClient } from '../src/wire/control-client.ts';
 import { PAGE_SIZE, RAM_BASE } from '../src/memory/layout.ts';
 import type { MigrationInfo } from '../src/migration/stats.ts';
 import { MiB, runCli, sleep } from './helpers.ts';

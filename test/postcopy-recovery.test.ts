@@ -3,7 +3,7 @@
 // destination's received-page bitmap, the source sends what never arrived, and the guest
 // reaches exactly the digest of an unmigrated run. Links are cut by a TCP proxy in between.
 import { afterEach, describe, expect, it } from 'vitest';
-import type { ControlClient } from '../src/host/control-client.ts';
+import type { ControlClient } from '../src/wire/control-client.ts';
 import type { MigrationInfo, MigrationStatus } from '../src/migration/stats.ts';
 import { MiB } from './helpers.ts';
 import { type LinkProxy, startLinkProxy } from './link-proxy.ts';

@@ -1,8 +1,9 @@
 import { hostname, totalmem } from 'node:os';
 import { Command } from 'commander';
 import { UsageError } from '../errors.ts';
-import { loadToken } from '../host/auth.ts';
+import { loadToken } from '../wire/auth.ts';
 import { Host } from '../host/host.ts';
+import { limitsFromEnv, type HostLimits } from '../host/limits.ts';
 import { createLogger } from '../log.ts';
 import { parseSize } from './parse.ts';
 
@@ -34,8 +35,10 @@ export function hostCommand(): Command {
       const listen = parseListen(o.listen);
       const maxMemory = o.maxMemory !== undefined ? parseSize(o.maxMemory, 'max memory') : Math.floor(totalmem() / 2);
       let token: string | undefined;
+      let limits: HostLimits;
       try {
         token = loadToken(o.tokenFile);
+        limits = limitsFromEnv();
       } catch (e) {
         throw new UsageError((e as Error).message);
       }
@@ -43,7 +46,7 @@ export function hostCommand(): Command {
       const log = createLogger({ host: name });
       let h: Host;
       try {
-        h = new Host({ ...listen, name, maxMemory, log, ...(token !== undefined ? { token } : {}) });
+        h = new Host({ ...listen, name, maxMemory, log, limits, ...(token !== undefined ? { token } : {}) });
       } catch (e) {
         throw new UsageError((e as Error).message);
       }

@@ -1,6 +1,6 @@
 import { Presets, SingleBar } from 'cli-progress';
 import { Command, Option } from 'commander';
-import type { ControlClient } from '../host/control-client.ts';
+import type { ControlClient } from '../wire/control-client.ts';
 import type { MigrationInfo } from '../migration/stats.ts';
 import { FINAL_STATUSES } from '../migration/stats.ts';
 import { FerryError, UsageError } from '../errors.ts';

@@ -2,7 +2,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import repl, { type REPLServer } from 'node:repl';
 import { Command } from 'commander';
-import type { ControlClient } from '../host/control-client.ts';
+import type { ControlClient } from '../wire/control-client.ts';
 import type { VmSummary } from '../host/registry.ts';
 import { UsageError } from '../errors.ts';
 import { hex32, vmDetails, vmTable } from './output.ts';

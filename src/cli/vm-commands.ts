@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { Command, Option } from 'commander';
-import { loadToken } from '../host/auth.ts';
-import { ControlClient } from '../host/control-client.ts';
+import { loadToken } from '../wire/auth.ts';
+import { ControlClient } from '../wire/control-client.ts';
 import type { VmSummary } from '../host/registry.ts';
 import { UsageError } from '../errors.ts';
 import { collect, parseCount, parseSize } from './parse.ts';

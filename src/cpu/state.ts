@@ -73,3 +73,26 @@ export function writeInstret(s: Int32Array, v: number): void {
   s[S_INSTRET_LO] = v % 0x1_0000_0000 | 0;
   s[S_INSTRET_HI] = Math.floor(v / 0x1_0000_0000) | 0;
 }
+
+/**
+ * Why `words` could not be this CPU's state, or undefined if it could: the right length, every
+ * word an int32, and the values only this CPU can produce (M or U mode, an aligned pc, WARL
+ * CSRs holding legal values). A restored state that passes cannot make the executor misbehave.
+ */
+export function cpuStateProblem(words: readonly number[]): string | undefined {
+  if (words.length !== CPU_STATE_WORDS) return `CPU state has ${words.length} words, expected ${CPU_STATE_WORDS}`;
+  for (let i = 0; i < words.length; i++) {
+    const w = words[i]!;
+    if (!Number.isInteger(w) || w < -0x8000_0000 || w > 0x7fff_ffff) return `CPU state word ${i} is not a 32-bit integer`;
+  }
+  const priv = words[S_PRIV]!;
+  if (priv !== PRIV_M && priv !== PRIV_U) return `privilege level ${priv} is neither M (3) nor U (0)`;
+  if (words[S_PC]! & 3) return `pc 0x${(words[S_PC]! >>> 0).toString(16)} is not 4-byte aligned`;
+  const mstatus = words[S_MSTATUS]!;
+  const mpp = (mstatus & MSTATUS_MPP) >>> MSTATUS_MPP_SHIFT;
+  if ((mstatus & ~MSTATUS_WRITABLE) !== 0 || (mpp !== PRIV_M && mpp !== PRIV_U)) return `mstatus 0x${(mstatus >>> 0).toString(16)} is not a legal value`;
+  if ((words[S_MIE]! & ~MIE_WRITABLE) !== 0) return `mie 0x${(words[S_MIE]! >>> 0).toString(16)} is not a legal value`;
+  if ((words[S_MTVEC]! & 3) >= 2) return `mtvec 0x${(words[S_MTVEC]! >>> 0).toString(16)} has a reserved mode`;
+  if (words[S_MEPC]! & 3) return 'mepc is not 4-byte aligned';
+  return undefined;
+}

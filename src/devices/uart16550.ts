@@ -7,6 +7,12 @@ const LSR_THRE = 0x20;
 const LSR_TEMT = 0x40;
 const LCR_DLAB = 0x80;
 
+/**
+ * Received bytes the UART holds that the guest has not read yet, at most (the rest wait in the
+ * host's input ring): they travel in its state, which a destination accepts up to this size.
+ */
+export const MAX_UART_HELD = 64 * 1024;
+
 /** Where received bytes come from (the host's input ring); polled, no interrupts. */
 export interface ByteSource {
   available(): boolean;
@@ -91,7 +97,7 @@ export class Uart16550 implements Device<UartState> {
 
   /** Moves bytes waiting in the host ring into the device, so the state holds all of them. */
   drainInput(): void {
-    while (this.input.available()) this.held.push(this.input.take());
+    while (this.held.length < MAX_UART_HELD && this.input.available()) this.held.push(this.input.take());
   }
 
   state(): UartState {

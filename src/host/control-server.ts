@@ -1,158 +1,128 @@
 import type { WebSocket } from 'ws';
+import { z } from 'zod';
 import { FerryError } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import { checkHello, CLOSE_PROTOCOL, newChallenge } from './auth.ts';
-import {
-  CONTROL_PROTOCOL_VERSION, decode, encode, errorBody, type ServerMsg,
-} from './control-protocol.ts';
+import { MAX_RAM_SIZE } from '../memory/layout.ts';
+import { CONTROL_PROTOCOL_VERSION, decodeFromClient, encode, errorBody, requestSchema, type ServerMsg } from '../wire/control-protocol.ts';
+import { peerText } from '../wire/peer-text.ts';
 import type { MigrationManager } from './migrations.ts';
 import type { VmRegistry } from './registry.ts';
 
-
 /** Console output beyond this much unsent data is dropped for that client (it is too slow). */
 const MAX_BUFFERED = 8 * 1024 * 1024;
+/** Console input per request (the CLI sends what it reads from a terminal, a chunk at a time). */
+const MAX_CONSOLE_INPUT = 64 * 1024;
 
-type Handler = (params: Record<string, unknown>, conn: ControlConnection) => unknown;
+// Parameter types, with the messages a client sees ('parameter "name" must be ...').
+const nonEmpty = 'must be a non-empty string';
+const name = z.string({ error: nonEmpty }).min(1, nonEmpty).max(256, 'is longer than 256 characters');
+const count = (max = Number.MAX_SAFE_INTEGER) => z.number({ error: 'must be a non-negative integer' })
+  .int('must be a non-negative integer').min(0, 'must be a non-negative integer').max(max, `must be at most ${max}`)
+  .nullish().transform((v) => v ?? undefined);
+const flag = z.boolean({ error: 'must be a boolean' }).nullish().transform((v) => v ?? undefined);
+const bytes = (max: number) => z.custom<Uint8Array>((v) => v instanceof Uint8Array, 'must be bytes').refine((b) => b.length <= max, `must be at most ${max} bytes`);
+const named = z.strictObject({ name });
 
-function str(p: Record<string, unknown>, key: string): string {
-  const v = p[key];
-  if (typeof v !== 'string' || v === '') throw new FerryError('EINVAL', `parameter "${key}" must be a non-empty string`);
-  return v;
+/** A control method: its parameters' schema, and what it does with them. */
+interface Method<S extends z.ZodType> {
+  params: S;
+  run(p: z.infer<S>, conn: ControlConnection): unknown;
 }
 
-function optNum(p: Record<string, unknown>, key: string): number | undefined {
-  const v = p[key];
-  if (v === undefined || v === null) return undefined;
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new FerryError('EINVAL', `parameter "${key}" must be a non-negative integer`);
-  return v;
+function method<S extends z.ZodType>(params: S, run: (p: z.infer<S>, conn: ControlConnection) => unknown): Method<S> {
+  return { params, run };
 }
 
-function optBool(p: Record<string, unknown>, key: string): boolean | undefined {
-  const v = p[key];
-  if (v === undefined || v === null) return undefined;
-  if (typeof v !== 'boolean') throw new FerryError('EINVAL', `parameter "${key}" must be a boolean`);
-  return v;
+/** Drops the keys whose value is undefined (the registry's options are exact optional types). */
+function defined<T extends Record<string, unknown>>(o: T): { [K in keyof T]: Exclude<T[K], undefined> } {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as { [K in keyof T]: Exclude<T[K], undefined> };
 }
 
-function optStrings(p: Record<string, unknown>, key: string): string[] | undefined {
-  const v = p[key];
-  if (v === undefined || v === null) return undefined;
-  if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) throw new FerryError('EINVAL', `parameter "${key}" must be a list of strings`);
-  return v as string[];
-}
-
-/** The control methods, by name. Each validates its own parameters. */
-export const METHODS: Record<string, Handler> = {
-  'host.info': (_p, c) => ({
+/** The control methods, by name; each request's parameters are checked against its schema first. */
+export const METHODS: Record<string, Method<z.ZodType>> = {
+  'host.info': method(z.strictObject({}), (_p, c) => ({
     name: c.registry.hostName, version: CONTROL_PROTOCOL_VERSION, vms: c.registry.names().length,
     memoryUsed: c.registry.usedMemory(), memoryLimit: c.registry.maxMemory,
+  })),
+  'vm.list': method(z.strictObject({}), (_p, c) => c.registry.list()),
+  'vm.info': method(named, (p, c) => c.registry.info(p.name)),
+  'vm.create': method(z.strictObject({
+    name,
+    program: name.optional(),
+    elf: bytes(64 * 1024 * 1024).optional(),
+    elfName: name.optional(),
+    memory: count(MAX_RAM_SIZE),
+    icount: flag,
+    insnLimit: count(),
+    args: z.array(z.string({ error: 'must be a list of strings' }).max(4096), { error: 'must be a list of strings' }).max(256, 'must hold at most 256 arguments').optional(),
+    start: flag,
+  }), (p, c) => c.registry.create(defined(p))),
+  'vm.start': method(named, (p, c) => c.registry.start(p.name)),
+  'vm.pause': method(named, (p, c) => c.registry.pause(p.name)),
+  'vm.resume': method(named, (p, c) => c.registry.resume(p.name)),
+  'vm.stop': method(named, (p, c) => c.registry.stop(p.name)),
+  'vm.destroy': method(named, async (p, c) => {
+    // A VM a migration holds (arriving, or a paused post-copy) is given up through it.
+    const given = c.migrations.releaseForDestroy(p.name);
+    if (given === undefined) return c.registry.destroy(p.name);
+    await given;
+    return { name: p.name };
   }),
-  'vm.list': (_p, c) => c.registry.list(),
-  'vm.info': (p, c) => c.registry.info(str(p, 'name')),
-  'vm.create': (p, c) => {
-    const elf = p.elf;
-    if (elf !== undefined && !(elf instanceof Uint8Array)) throw new FerryError('EINVAL', 'parameter "elf" must be bytes');
-    const program = p.program === undefined ? undefined : str(p, 'program');
-    const memory = optNum(p, 'memory');
-    const icount = optBool(p, 'icount');
-    const insnLimit = optNum(p, 'insnLimit');
-    const args = optStrings(p, 'args');
-    const start = optBool(p, 'start');
-    const elfName = p.elfName === undefined ? undefined : str(p, 'elfName');
-    return c.registry.create({
-      name: str(p, 'name'),
-      ...(program !== undefined ? { program } : {}),
-      ...(elf !== undefined ? { elf } : {}),
-      ...(elfName !== undefined ? { elfName } : {}),
-      ...(memory !== undefined ? { memory } : {}),
-      ...(icount !== undefined ? { icount } : {}),
-      ...(insnLimit !== undefined ? { insnLimit } : {}),
-      ...(args !== undefined ? { args } : {}),
-      ...(start !== undefined ? { start } : {}),
-    });
-  },
-  'vm.start': (p, c) => c.registry.start(str(p, 'name')),
-  'vm.pause': (p, c) => c.registry.pause(str(p, 'name')),
-  'vm.resume': (p, c) => c.registry.resume(str(p, 'name')),
-  'vm.stop': (p, c) => c.registry.stop(str(p, 'name')),
-  'vm.destroy': async (p, c) => {
-    const name = str(p, 'name');
-    // A post-copy that lost its link holds the VM on both hosts; destroying it gives the guest up.
-    const abandoned = c.migrations.abandonPaused(name);
-    if (abandoned === undefined) return c.registry.destroy(name);
-    await abandoned;
-    return { name };
-  },
-  'vm.digest': (p, c) => c.registry.digest(str(p, 'name')),
-  'vm.registers': (p, c) => c.registry.registers(str(p, 'name')),
-  'console.attach': (p, c) => {
-    const name = str(p, 'name');
+  'vm.digest': method(named, (p, c) => c.registry.digest(p.name)),
+  'vm.registers': method(named, (p, c) => c.registry.registers(p.name)),
+  'console.attach': method(z.strictObject({ name, follow: flag }), (p, c) => {
     // follow: also for a VM not here (yet): its output shows up once it arrives by migration.
-    const follow = optBool(p, 'follow') ?? false;
-    const history = follow && !c.registry.names().includes(name) ? new Uint8Array(0) : c.registry.consoleHistory(name);
-    c.consoles.add(name);
-    return { name, history };
-  },
-  'console.detach': (p, c) => {
-    c.consoles.delete(str(p, 'name'));
+    const history = p.follow && !c.registry.names().includes(p.name) ? new Uint8Array(0) : c.registry.consoleHistory(p.name);
+    c.consoles.add(p.name);
+    return { name: p.name, history };
+  }),
+  'console.detach': method(named, (p, c) => {
+    c.consoles.delete(p.name);
     return {};
-  },
-  'console.input': (p, c) => c.registry.input(str(p, 'name'), p.data),
-  'migrate.start': (p, c) => {
-    const mode = p.mode === undefined ? undefined : str(p, 'mode');
-    if (mode !== undefined && mode !== 'precopy' && mode !== 'cold' && mode !== 'postcopy' && mode !== 'hybrid') {
-      throw new FerryError('EINVAL', `migration mode "${mode}" is not one of precopy, postcopy, hybrid, cold`);
-    }
-    const postcopyAfterRounds = optNum(p, 'postcopyAfterRounds');
-    const pushDelayMs = optNum(p, 'pushDelayMs');
-    const downtimeLimitMs = optNum(p, 'downtimeLimitMs');
-    const maxBandwidth = optNum(p, 'maxBandwidth');
-    const maxRounds = optNum(p, 'maxRounds');
-    const autoConverge = optBool(p, 'autoConverge');
-    const autoRecover = optBool(p, 'autoRecover');
-    return c.migrations.start({
-      name: str(p, 'name'), to: str(p, 'to'),
-      ...(mode !== undefined ? { mode } : {}),
-      ...(downtimeLimitMs !== undefined ? { downtimeLimitMs } : {}),
-      ...(maxBandwidth !== undefined ? { maxBandwidth } : {}),
-      ...(maxRounds !== undefined ? { maxRounds } : {}),
-      ...(autoConverge !== undefined ? { autoConverge } : {}),
-      ...(postcopyAfterRounds !== undefined ? { postcopyAfterRounds } : {}),
-      ...(pushDelayMs !== undefined ? { pushDelayMs } : {}),
-      ...(autoRecover !== undefined ? { autoRecover } : {}),
-    });
-  },
-  'migrate.start-postcopy': (p, c) => c.migrations.startPostcopy(str(p, 'name')),
-  'migrate.status': (p, c) => c.migrations.status(str(p, 'name')),
-  'migrate.cancel': (p, c) => c.migrations.cancel(str(p, 'name')),
-  'migrate.recover': (p, c) => c.migrations.recover(str(p, 'name')),
-  'migrate.pause': (p, c) => c.migrations.pause(str(p, 'name')),
+  }),
+  'console.input': method(z.strictObject({ name, data: bytes(MAX_CONSOLE_INPUT) }), (p, c) => c.registry.input(p.name, p.data)),
+  'migrate.start': method(z.strictObject({
+    name,
+    to: z.string({ error: 'must be a URL like ws://HOST:PORT' }).min(1).max(2048, 'is longer than 2048 characters'),
+    mode: z.enum(['precopy', 'postcopy', 'hybrid', 'cold'], { error: 'must be one of precopy, postcopy, hybrid, cold' }).optional(),
+    downtimeLimitMs: count(2_000_000),
+    maxBandwidth: count(),
+    maxRounds: count(1_000_000),
+    autoConverge: flag,
+    postcopyAfterRounds: count(1_000_000),
+    pushDelayMs: count(24 * 3600 * 1000),
+    autoRecover: flag,
+  }), (p, c) => c.migrations.start(defined(p))),
+  'migrate.start-postcopy': method(named, (p, c) => c.migrations.startPostcopy(p.name)),
+  'migrate.status': method(named, (p, c) => c.migrations.status(p.name)),
+  'migrate.cancel': method(named, (p, c) => c.migrations.cancel(p.name)),
+  'migrate.recover': method(named, (p, c) => c.migrations.recover(p.name)),
+  'migrate.pause': method(named, (p, c) => c.migrations.pause(p.name)),
 };
 
+/** A schema's first complaint about request parameters, as the client sees it. */
+function paramsError(e: z.ZodError): FerryError {
+  const i = e.issues[0];
+  if (i?.code === 'unrecognized_keys') return new FerryError('EINVAL', `unknown parameter "${peerText(i.keys[0], 64)}"`);
+  const key = i?.path.map(String).join('.') ?? '';
+  return new FerryError('EINVAL', key ? `parameter "${peerText(key, 64)}" ${i!.message}` : `"params" ${i?.message ?? 'are invalid'}`);
+}
+
 /**
- * One client on `/control`: the hello/authentication exchange, then requests and pushed events.
- * A bad frame never takes the host down: it is answered, or this one connection is closed.
+ * One authenticated client on `/control`: requests and pushed events. A bad frame never takes
+ * the host down: it is answered with an error, and the connection goes on.
  */
 export class ControlConnection {
   readonly consoles = new Set<string>();
-  private phase: 'hello' | 'ready' = 'hello';
-  private readonly challenge: Uint8Array | undefined;
   private droppedConsole = 0;
 
   constructor(
     private readonly ws: WebSocket,
     readonly registry: VmRegistry,
     readonly migrations: MigrationManager,
-    private readonly token: string | undefined,
     private readonly log: Logger,
   ) {
-    this.challenge = token === undefined ? undefined : newChallenge();
-    this.send({ t: 'hello', v: CONTROL_PROTOCOL_VERSION, host: registry.hostName, ...(this.challenge ? { challenge: this.challenge } : {}) });
     ws.on('message', (data, isBinary) => void this.onFrame(data as Buffer, isBinary));
-  }
-
-  get ready(): boolean {
-    return this.phase === 'ready';
   }
 
   send(msg: ServerMsg): void {
@@ -161,7 +131,6 @@ export class ControlConnection {
 
   /** A pushed event; console output is dropped for a client that cannot keep up. */
   push(event: string, vm: string, data: unknown, droppable = false): void {
-    if (!this.ready) return;
     if (droppable && this.ws.bufferedAmount > MAX_BUFFERED) {
       if (this.droppedConsole++ === 0) this.log.warn({ vm }, 'client is not reading: dropping console output');
       return;
@@ -169,58 +138,39 @@ export class ControlConnection {
     this.send({ t: 'event', event, vm, data });
   }
 
-  close(code: number, reason: string): void {
-    this.ws.close(code, reason.slice(0, 120));
-  }
-
   private async onFrame(data: Buffer, isBinary: boolean): Promise<void> {
-    let msg: Record<string, unknown>;
+    let req: z.infer<typeof requestSchema>;
     try {
       if (!isBinary) throw new FerryError('EPROTO', 'text frames are not part of the protocol; send msgpack in binary frames');
-      msg = decode(data);
+      const msg = decodeFromClient(data);
+      if (msg.t !== 'req') throw new FerryError('EPROTO', `unexpected message type "${peerText(msg.t, 32)}"`);
+      const id = msg.id;
+      if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0) throw new FerryError('EPROTO', 'request without an integer "id"');
+      const r = requestSchema.safeParse(msg);
+      if (!r.success) {
+        const i = r.error.issues[0];
+        this.send({ t: 'res', id, ok: false, error: { code: 'EPROTO', message: `malformed request: ${peerText(`${i?.path.map(String).join('.') ?? ''}: ${i?.message ?? ''}`, 200)}` } });
+        return;
+      }
+      req = r.data;
     } catch (e) {
-      this.log.warn({ err: (e as Error).message }, 'bad control frame');
-      if (this.phase === 'hello') this.close(CLOSE_PROTOCOL, (e as Error).message);
-      else this.send({ t: 'error', error: errorBody(e) });
+      this.log.debug({ err: (e as Error).message }, 'bad control frame');
+      this.send({ t: 'error', error: errorBody(e) });
       return;
     }
-    if (this.phase === 'hello') {
-      this.onHello(msg);
-      return;
-    }
-    if (msg.t !== 'req') {
-      this.send({ t: 'error', error: { code: 'EPROTO', message: `unexpected message type "${String(msg.t)}"` } });
-      return;
-    }
-    const id = msg.id;
-    if (typeof id !== 'number' || !Number.isSafeInteger(id)) {
-      this.send({ t: 'error', error: { code: 'EPROTO', message: 'request without an integer "id"' } });
-      return;
-    }
-    const method = msg.method;
-    const params = msg.params ?? {};
+    const { id, method: name } = req;
     try {
-      if (typeof method !== 'string') throw new FerryError('EPROTO', 'request without a "method"');
-      const handler = Object.hasOwn(METHODS, method) ? METHODS[method] : undefined;
-      if (handler === undefined) throw new FerryError('ENOMETHOD', `unknown method "${method}"`);
-      if (params === null || typeof params !== 'object' || Array.isArray(params)) throw new FerryError('EINVAL', '"params" must be a map');
-      const result = await handler(params as Record<string, unknown>, this);
+      const m = Object.hasOwn(METHODS, name) ? METHODS[name] : undefined;
+      if (m === undefined) throw new FerryError('ENOMETHOD', `unknown method "${peerText(name, 64)}"`);
+      const params = req.params ?? {};
+      if (params === null || typeof params !== 'object' || Array.isArray(params) || params instanceof Uint8Array) throw new FerryError('EINVAL', '"params" must be a map');
+      const p = m.params.safeParse(params);
+      if (!p.success) throw paramsError(p.error);
+      const result = await m.run(p.data, this);
       this.send({ t: 'res', id, ok: true, result: result ?? null });
     } catch (e) {
-      if (!(e instanceof FerryError)) this.log.error({ err: e, method }, 'request failed unexpectedly');
+      if (!(e instanceof FerryError)) this.log.error({ err: e, method: name }, 'request failed unexpectedly');
       this.send({ t: 'res', id, ok: false, error: errorBody(e) });
     }
-  }
-
-  private onHello(msg: Record<string, unknown>): void {
-    const verdict = checkHello(msg, CONTROL_PROTOCOL_VERSION, this.registry.hostName, this.token, this.challenge);
-    if ('close' in verdict) {
-      this.log.warn({ client: msg.client, reason: verdict.close[1] }, 'control hello refused');
-      this.close(...verdict.close);
-      return;
-    }
-    this.phase = 'ready';
-    this.send(verdict.ready);
-    this.log.info({ client: msg.client }, 'control client connected');
   }
 }

@@ -1,16 +1,19 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { FerryError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { MIGRATION_MAX_PAYLOAD, MIGRATION_PROTOCOL_VERSION, warmCodec } from '../migration/protocol.ts';
-import { checkHello, CLOSE_PROTOCOL, isLoopback, newChallenge } from './auth.ts';
-import { CONTROL_MAX_PAYLOAD, decode, encode } from './control-protocol.ts';
+import { keepSpareVcpuThread } from '../vm/vcpu-threads.ts';
+import { controlHelloSchema, isLoopback, migrateHelloSchema } from '../wire/auth.ts';
+import { CONTROL_MAX_PAYLOAD, CONTROL_PROTOCOL_VERSION } from '../wire/control-protocol.ts';
+import { Admission } from './admission.ts';
 import { ControlConnection } from './control-server.ts';
+import { serverHandshake } from './handshake.ts';
+import { DEFAULT_LIMITS, type HostLimits } from './limits.ts';
 import { MigrationManager } from './migrations.ts';
 import { VmRegistry } from './registry.ts';
-import { keepSpareVcpuThread } from '../vm/vcpu-threads.ts';
 
 export interface HostOptions {
   host: string;
@@ -19,13 +22,16 @@ export interface HostOptions {
   token?: string;
   maxMemory: number;
   log: Logger;
+  /** Pre-authentication and idle limits (default DEFAULT_LIMITS). */
+  limits?: HostLimits;
 }
 
 const HEARTBEAT_MS = 15_000;
 
 /**
- * One Ferry host: an HTTP server carrying the WebSocket endpoints (`/control` now, `/migrate`
- * with migration), and the VMs it runs.
+ * One Ferry host: an HTTP server carrying the WebSocket endpoints (`/control`, `/migrate`), and
+ * the VMs it runs. Every connection passes the Admission (bounded, timed) until its hello is
+ * accepted; nothing a peer sends can throw out of its connection's handlers.
  */
 export class Host {
   readonly registry: VmRegistry;
@@ -33,6 +39,8 @@ export class Host {
   private readonly http: Server;
   private readonly control: WebSocketServer;
   private readonly migrate: WebSocketServer;
+  private readonly admission: Admission;
+  private readonly limits: HostLimits;
   private readonly conns = new Set<ControlConnection>();
   private heartbeat: NodeJS.Timeout | undefined;
   private readonly log: Logger;
@@ -43,18 +51,23 @@ export class Host {
       throw new FerryError('ETOKEN', `listening on ${o.host} (not loopback) requires a cluster token: pass --token-file F or set FERRY_TOKEN`);
     }
     this.log = o.log;
+    this.limits = o.limits ?? DEFAULT_LIMITS;
+    this.admission = new Admission(this.limits, o.log);
     this.registry = new VmRegistry(o.name, o.maxMemory, o.log);
-    this.http = createServer((_req, res) => {
+    this.http = createServer({ headersTimeout: this.limits.helloTimeoutMs, requestTimeout: this.limits.helloTimeoutMs }, (_req, res) => {
       res.writeHead(404, { 'content-type': 'text/plain' }).end(`ferry host ${o.name}: WebSocket endpoints only (/control, /migrate)\n`);
     });
-    this.control = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: CONTROL_MAX_PAYLOAD });
-    this.migrate = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: MIGRATION_MAX_PAYLOAD });
+    this.http.on('connection', (socket: Socket) => this.admission.admit(socket));
+    // Until the hello is accepted a peer may send only small messages (raised in the handshake).
+    const wsOptions = { noServer: true, perMessageDeflate: false, maxPayload: this.limits.preAuthMaxPayload };
+    this.control = new WebSocketServer(wsOptions);
+    this.migrate = new WebSocketServer(wsOptions);
     this.http.on('upgrade', (req, socket, head) => this.onUpgrade(req, socket, head));
-    this.control.on('connection', (ws) => this.onControl(ws));
+    this.control.on('connection', (ws, req: IncomingMessage) => this.onControl(ws, req));
     this.migrate.on('connection', (ws, req: IncomingMessage) => this.onMigrate(ws, req));
     this.migrations = new MigrationManager(this.registry, o.token, o.log, (vm, info) => {
       for (const c of this.conns) c.push('migration', vm, info);
-    });
+    }, this.limits.migrationIdleMs);
     this.registry.on('vm.state', (name: string, summary: unknown) => {
       for (const c of this.conns) c.push('vm.state', name, summary);
     });
@@ -80,56 +93,49 @@ export class Host {
     const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
     const url = `ws://${host}:${addr.port}`;
     this.migrations.selfUrl = url;
-    this.log.info({ url, auth: this.o.token !== undefined }, 'host listening');
+    this.log.info({ url, auth: this.o.token !== undefined, limits: this.limits }, 'host listening');
     return url;
   }
 
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const path = (req.url ?? '').split('?')[0];
-    if (path === '/control') {
-      this.control.handleUpgrade(req, socket, head, (ws) => this.control.emit('connection', ws, req));
+    const wss = path === '/control' ? this.control : path === '/migrate' ? this.migrate : undefined;
+    if (wss === undefined) {
+      this.admission.refused('upgrade refused', req.socket.remoteAddress ?? '?', `no WebSocket endpoint ${path?.slice(0, 64)}`);
+      socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-type: text/plain\r\n\r\nno such WebSocket endpoint\n');
       return;
     }
-    if (path === '/migrate') {
-      this.migrate.handleUpgrade(req, socket, head, (ws) => this.migrate.emit('connection', ws, req));
-      return;
-    }
-    this.log.warn({ path }, 'upgrade to an unknown endpoint refused');
-    socket.end(`HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-type: text/plain\r\n\r\nno WebSocket endpoint ${path}\n`);
+    wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
   }
 
-  private onControl(ws: WebSocket): void {
+  private peerOf(req: IncomingMessage): string {
+    return `${req.socket.remoteAddress ?? '?'}:${req.socket.remotePort ?? '?'}`;
+  }
+
+  private onControl(ws: WebSocket, req: IncomingMessage): void {
     const alive = { v: true };
     (ws as WebSocket & { ferryAlive?: { v: boolean } }).ferryAlive = alive;
     ws.on('pong', () => { alive.v = true; });
-    const conn = new ControlConnection(ws, this.registry, this.migrations, this.o.token, this.log.child({ conn: 'control' }));
-    this.conns.add(conn);
-    ws.on('close', () => this.conns.delete(conn));
-    ws.on('error', (err) => this.log.warn({ err: err.message }, 'control connection error'));
+    const log = this.log.child({ conn: 'control' });
+    serverHandshake(ws, {
+      endpoint: '/control', version: CONTROL_PROTOCOL_VERSION, hostName: this.o.name, token: this.o.token, schema: controlHelloSchema,
+      maxPayload: CONTROL_MAX_PAYLOAD, admission: this.admission, socket: req.socket, peer: this.peerOf(req), log,
+      onReady: (hello) => {
+        const conn = new ControlConnection(ws, this.registry, this.migrations, log);
+        this.conns.add(conn);
+        ws.on('close', () => this.conns.delete(conn));
+        log.info({ client: hello.client, peer: this.peerOf(req) }, 'control client connected');
+      },
+    });
   }
 
   /** `/migrate`: the same hello and HMAC as /control, then the connection belongs to a migration. */
   private onMigrate(ws: WebSocket, req: IncomingMessage): void {
-    const peer = `${req.socket.remoteAddress ?? '?'}:${req.socket.remotePort ?? '?'}`;
-    const challenge = this.o.token === undefined ? undefined : newChallenge();
-    ws.on('error', (err) => this.log.warn({ err: err.message, peer }, 'migration connection error'));
-    ws.send(encode({ t: 'hello', v: MIGRATION_PROTOCOL_VERSION, host: this.o.name, ...(challenge ? { challenge } : {}) }));
-    ws.once('message', (data: Buffer) => {
-      let msg: Record<string, unknown>;
-      try {
-        msg = decode(data);
-      } catch (e) {
-        ws.close(CLOSE_PROTOCOL, (e as Error).message.slice(0, 120));
-        return;
-      }
-      const verdict = checkHello(msg, MIGRATION_PROTOCOL_VERSION, this.o.name, this.o.token, challenge);
-      if ('close' in verdict) {
-        this.log.warn({ peer, reason: verdict.close[1] }, 'migration hello refused');
-        ws.close(...verdict.close);
-        return;
-      }
-      ws.send(encode(verdict.ready));
-      this.migrations.accept(ws, msg, peer);
+    const peer = this.peerOf(req);
+    serverHandshake(ws, {
+      endpoint: '/migrate', version: MIGRATION_PROTOCOL_VERSION, hostName: this.o.name, token: this.o.token, schema: migrateHelloSchema,
+      maxPayload: MIGRATION_MAX_PAYLOAD, admission: this.admission, socket: req.socket, peer, log: this.log,
+      onReady: (hello) => this.migrations.accept(ws, hello, peer),
     });
   }
 

@@ -1,11 +1,14 @@
 import type WebSocket from 'ws';
+import type { z } from 'zod';
 import { FerryError } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import { IncomingMigration } from '../migration/incoming.ts';
+import { IncomingMigration, type FinishedIncoming } from '../migration/incoming.ts';
 import { MIGRATE_DEFAULTS, OutgoingMigration, type MigrateParams, type MigrationMode } from '../migration/outgoing.ts';
+import { decodeMsg, encodeMsg, type MigrationMsg } from '../migration/protocol.ts';
 import type { MigrationInfo, MigrationStats } from '../migration/stats.ts';
-import { ControlClient } from './control-client.ts';
-import { encodeMsg } from '../migration/protocol.ts';
+import type { migrateHelloSchema } from '../wire/auth.ts';
+import { ControlClient } from '../wire/control-client.ts';
+import { closeWith, peerText } from '../wire/peer-text.ts';
 import type { VmRegistry } from './registry.ts';
 
 /** What a control client may ask for in `migrate.start`. */
@@ -22,8 +25,11 @@ export interface MigrateRequest {
   autoRecover?: boolean;
 }
 
-/** How long a finished incoming migration still answers a late recovery (with its outcome). */
+/** How long a finished incoming migration still answers a late recovery (with its outcome), and how many are kept. */
 const FINISHED_KEPT_MS = 60_000;
+const FINISHED_KEPT = 256;
+/** Statistics of migrations whose VM is no longer here, kept for `migrate status` (the newest). */
+const STATUS_KEPT = 256;
 
 /**
  * The migrations of one host: outgoing ones it drives for its VMs, incoming ones arriving on
@@ -35,6 +41,8 @@ export class MigrationManager {
   /** Each outgoing migration's end (its VM dropped, if it was lost). */
   private readonly ended = new Map<OutgoingMigration, Promise<void>>();
   private readonly incoming = new Map<string, IncomingMigration>();
+  /** Incoming migrations that are over, by id: what a late recovery learns (bounded, expiring). */
+  private readonly finished = new Map<string, FinishedIncoming & { at: number }>();
   private readonly last = new Map<string, MigrationStats>();
   /** This host's control URL once it listens (carried in setups, so a destination can check on us). */
   selfUrl: string | undefined;
@@ -44,7 +52,20 @@ export class MigrationManager {
     private readonly token: string | undefined,
     private readonly log: Logger,
     private readonly publish: (vm: string, info: MigrationInfo) => void,
+    private readonly incomingIdleMs: number,
   ) {}
+
+  /** Records a VM's latest migration statistics; those of VMs no longer here are kept, the newest STATUS_KEPT. */
+  private remember(name: string, stats: MigrationStats): void {
+    this.last.delete(name);
+    this.last.set(name, stats);
+    if (this.last.size <= STATUS_KEPT) return;
+    const here = new Set(this.registry.names());
+    for (const k of this.last.keys()) {
+      if (this.last.size <= STATUS_KEPT) break;
+      if (!here.has(k)) this.last.delete(k);
+    }
+  }
 
   start(r: MigrateRequest): MigrationInfo {
     const rec = this.registry.get(r.name);
@@ -77,7 +98,7 @@ export class MigrationManager {
     });
     rec.migrating = true;
     this.outgoing.set(rec.name, m);
-    this.last.set(rec.name, m.stats);
+    this.remember(rec.name, m.stats);
     rec.log.info({ to: p.to, mode: p.mode, downtimeLimitMs: p.downtimeLimitMs, maxBandwidth: p.maxBandwidth }, 'migration starting');
     this.ended.set(m, m.run().finally(async () => {
       rec.migrating = false;
@@ -116,18 +137,22 @@ export class MigrationManager {
   }
 
   /**
-   * `vm destroy` of a VM whose post-copy migration is paused (its link lost): the user gives
-   * the guest up. This side drops its half and reports the VM lost; undefined when the VM is in
-   * no paused post-copy here (then destroy is refused or done as usual).
+   * `vm destroy` of a VM a migration holds. A VM still arriving (before its switch-over) is
+   * dropped and the source, which keeps its guest, is told. A VM whose post-copy migration is
+   * paused (its link lost) is given up: this side drops its half and reports the VM lost.
+   * Undefined when no migration holds the VM that way (then destroy is refused or done as usual).
    */
-  abandonPaused(name: string): Promise<void> | undefined {
+  releaseForDestroy(name: string): Promise<void> | undefined {
     const out = this.outgoing.get(name);
     if (out && out.stats.info.status === 'postcopy-paused') {
       out.abandon('given up by the user (vm destroy) while post-copy was paused', 'EABANDONED');
       return this.ended.get(out);
     }
     for (const m of this.incoming.values()) {
-      if (m.vmName === name && m.paused) return m.abandon('given up by the user (vm destroy) while post-copy was paused');
+      if (m.vmName !== name) continue;
+      if (m.paused) return m.abandon('given up by the user (vm destroy) while post-copy was paused');
+      const cancelled = m.cancelHere('destroyed on the destination (vm destroy) before the switch-over');
+      if (cancelled) return cancelled;
     }
     return undefined;
   }
@@ -160,63 +185,72 @@ export class MigrationManager {
   }
 
   /** A `/migrate` connection after its hello: the bulk stream opens a migration, the priority channel joins it. */
-  accept(ws: WebSocket, hello: Record<string, unknown>, peer: string): void {
-    const id = typeof hello.id === 'string' ? hello.id : '';
+  accept(ws: WebSocket, hello: z.infer<typeof migrateHelloSchema>, peer: string): void {
+    const { id } = hello;
     if (hello.role === 'bulk' && hello.recover === true) {
       // Answered once the source asks (its `recover`), so the answer cannot overtake the hello's end.
-      ws.once('message', () => this.recoverIncoming(ws, id));
+      ws.once('message', (data: Buffer, isBinary: boolean) => {
+        let m: MigrationMsg | undefined;
+        try {
+          m = isBinary ? decodeMsg(data) : undefined;
+        } catch { /* refused below */ }
+        if (m?.t !== 'recover') {
+          closeWith(ws, 1002, 'expected recover on a recovering link');
+          return;
+        }
+        this.recoverIncoming(ws, id);
+      });
       return;
     }
     if (hello.role === 'prio') {
       const m = this.incoming.get(id);
-      if (!m) {
-        ws.close(1008, 'no migration with that id');
-        return;
-      }
-      m.attachPriority(ws);
+      if (!m || !m.attachPriority(ws)) closeWith(ws, 1008, m ? 'that migration has its priority channel' : 'no migration with that id');
       return;
     }
-    if (hello.role !== 'bulk' || id === '' || this.incoming.has(id)) {
-      ws.close(1008, 'bad migration hello: role must be bulk or prio, with a fresh id');
+    if (this.incoming.has(id) || this.finished.has(id)) {
+      closeWith(ws, 1008, 'a migration with that id exists: ids are fresh');
       return;
     }
     const m = new IncomingMigration(id, ws, peer, this.registry.maxMemory, this.log.child({ migration: 'in' }), {
+      checkRoom: (setup) => this.registry.checkRoom(setup.vm, setup.config.ramSize),
       reserve: (setup, vm) => this.registry.reserveIncoming(setup.vm, setup.program, vm),
       adopt: (name, history, settling) => this.registry.adoptIncoming(name, history, settling),
       settled: (name) => this.registry.settleIncoming(name),
       probeSource: (url, name) => this.probeSource(url, name),
       discard: (name) => this.registry.remove(name, 'incoming migration failed'),
       update: (s) => {
-        this.last.set(s.info.vm, s);
+        this.remember(s.info.vm, s);
         this.publish(s.info.vm, s.snapshot());
       },
-    });
+      ended: (f) => this.incomingEnded(id, m, f),
+    }, { idleMs: this.incomingIdleMs });
     this.incoming.set(id, m);
-    this.forgetWhenFinished(ws, id, m);
+  }
+
+  /** An incoming migration is over: only its outcome is kept (for a late recovery), for a while. */
+  private incomingEnded(id: string, m: IncomingMigration, f: FinishedIncoming): void {
+    if (this.incoming.get(id) === m) this.incoming.delete(id);
+    const now = performance.now();
+    this.finished.set(id, { ...f, at: now });
+    for (const [k, v] of this.finished) {
+      if (this.finished.size > FINISHED_KEPT || now - v.at > FINISHED_KEPT_MS) this.finished.delete(k);
+      else break;
+    }
   }
 
   /** A source reconnecting a post-copy migration that lost its link. */
   private recoverIncoming(ws: WebSocket, id: string): void {
     const m = this.incoming.get(id);
-    if (!m) {
-      ws.send(encodeMsg({
-        t: 'failed', code: 'ENOMIGRATION',
-        message: 'this host knows no such migration (was its host process restarted?): the VM it was receiving is gone',
-      }));
-      ws.close(1000, 'no such migration');
+    if (m) {
+      m.recover(ws);
       return;
     }
-    m.recover(ws);
-    this.forgetWhenFinished(ws, id, m);
-  }
-
-  /** A migration is forgotten a while after its link closes, unless post-copy waits for a recovery. */
-  private forgetWhenFinished(ws: WebSocket, id: string, m: IncomingMigration): void {
-    ws.on('close', () => {
-      setTimeout(() => {
-        if (m.finished && this.incoming.get(id) === m) this.incoming.delete(id);
-      }, FINISHED_KEPT_MS).unref();
-    });
+    const f = this.finished.get(id);
+    const answer: MigrationMsg = f?.postcopy && f.stats?.info.status === 'completed' ? { t: 'completed', resumedAt: Date.now() }
+      : f ? { t: 'failed', code: 'ENOMIGRATION', message: `the migration of ${f.vm ?? 'this VM'} ended here: ${peerText(f.stats?.info['error-desc'] ?? 'discarded', 500)}` }
+        : { t: 'failed', code: 'ENOMIGRATION', message: 'this host knows no such migration (was its host process restarted?): the VM it was receiving is gone' };
+    ws.send(encodeMsg(answer));
+    closeWith(ws, 1000, 'migration over');
   }
 
   /**

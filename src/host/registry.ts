@@ -5,10 +5,10 @@ import { checkRamSize } from '../memory/guest-memory.ts';
 import { DEFAULT_RAM_SIZE } from '../memory/layout.ts';
 import { formatBootArgs } from '../vm/boot.ts';
 import { loadBuiltProgram } from '../vm/programs.ts';
+import { VM_NAME_RE } from '../vm/state-schema.ts';
 import { Vm, type VmInfo, type VmState } from '../vm/vm.ts';
 
-export const VM_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
-const CONSOLE_HISTORY = 16 * 1024;
+export const CONSOLE_HISTORY = 16 * 1024;
 
 export interface CreateVmParams {
   name: string;

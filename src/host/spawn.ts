@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { FerryError } from '../errors.ts';
-import { ControlClient } from './control-client.ts';
+import { ControlClient } from '../wire/control-client.ts';
 
 const CLI = fileURLToPath(new URL('../cli.ts', import.meta.url));
 

@@ -1,36 +1,51 @@
 import type WebSocket from 'ws';
 import { FerryError } from '../errors.ts';
-import { decodeMsg, type MigrationMsg } from './protocol.ts';
+import { peerText } from '../wire/peer-text.ts';
+import { decodeMsg, type MigrationMsg, type StreamContext } from './protocol.ts';
 
 type Waiter = { types: string[]; resolve: (m: MigrationMsg) => void; reject: (e: Error) => void; timer: NodeJS.Timeout };
 
 /**
- * The control messages arriving on one migration link, awaited by type. A closed link, a
- * socket error, a `failed` message from the peer or an `interrupt` fails every wait from then on.
+ * A destination sends one message per step and waits for the next: more than this many queued
+ * and unread is a peer that floods, not one that follows the protocol.
+ */
+const MAX_QUEUED = 16;
+
+/**
+ * The control messages arriving on one migration link (source side), each checked at decode
+ * against the VM's RAM, awaited by type. A closed link, a socket error, a malformed or
+ * unexpected message, a `failed` message from the peer or an `interrupt` fails every wait from
+ * then on.
  */
 export class Inbox {
   private readonly queue: MigrationMsg[] = [];
   private waiter: Waiter | undefined;
   private error: Error | undefined;
 
-  constructor(ws: WebSocket, private readonly peer: string) {
-    ws.on('message', (data: Buffer) => {
+  constructor(ws: WebSocket, private readonly peer: string, ctx: StreamContext) {
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      if (this.error) return;
       let m: MigrationMsg;
       try {
-        m = decodeMsg(data);
+        if (!isBinary) throw new FerryError('EPROTO', 'text frames are not part of the migration protocol');
+        m = decodeMsg(data, ctx);
       } catch (e) {
         this.interrupt(e as Error);
         return;
       }
       if (m.t === 'failed') {
-        this.interrupt(new FerryError(m.code, `destination failed: ${m.message}`));
+        this.interrupt(new FerryError(m.code, `destination failed: ${peerText(m.message, 500)}`));
+        return;
+      }
+      if (this.queue.length >= MAX_QUEUED) {
+        this.interrupt(new FerryError('EPROTO', `${peer} sent ${MAX_QUEUED} messages nobody asked for`));
         return;
       }
       this.queue.push(m);
       this.deliver();
     });
     ws.on('close', (code, reason) => {
-      this.interrupt(new FerryError('ELINK', `link to ${peer} closed (${code}${reason.length ? `: ${reason.toString()}` : ''})`));
+      this.interrupt(new FerryError('ELINK', `link to ${peer} closed (${code}${reason.length ? `: ${peerText(reason.toString(), 123)}` : ''})`));
     });
     ws.on('error', (err) => this.interrupt(new FerryError('ELINK', `link to ${peer} failed: ${err.message}`)));
   }
@@ -68,9 +83,12 @@ export class Inbox {
     const w = this.waiter;
     if (!w || this.queue.length === 0) return;
     const m = this.queue.shift()!;
+    if (!w.types.includes(m.t)) {
+      this.interrupt(new FerryError('EPROTO', `expected ${w.types.join('/')} from ${this.peer}, got ${m.t}`));
+      return;
+    }
     this.waiter = undefined;
     clearTimeout(w.timer);
-    if (w.types.includes(m.t)) w.resolve(m);
-    else w.reject(new FerryError('EPROTO', `expected ${w.types.join('/')} from ${this.peer}, got ${m.t}`));
+    w.resolve(m);
   }
 }

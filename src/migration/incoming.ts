@@ -1,14 +1,16 @@
 import type WebSocket from 'ws';
 import { createCpuState } from '../cpu/state.ts';
 import { FerryError } from '../errors.ts';
-import { dropSockets } from '../host/link.ts';
 import type { Logger } from '../log.ts';
 import { checkRamSize, GuestMemory } from '../memory/guest-memory.ts';
 import { PAGE_EVER_WRITTEN, PAGE_PRESENT, PAGE_SIZE } from '../memory/layout.ts';
+import { checkPageFrame, fillMissingPages, isPageFrame } from '../memory/page-frame.ts';
 import { deferSpareRefill } from '../vm/vcpu-threads.ts';
 import { Vm } from '../vm/vm.ts';
+import { dropSockets } from '../wire/link.ts';
+import { closeWith, peerText } from '../wire/peer-text.ts';
 import {
-  decodeMsg, DEVICES, encodeMsg, fillMissingPages, ISA, isPageFrame, LINK_PING_MS, LINK_SILENT_MS, type MigrationMsg, pageFrameCount, type SetupMsg,
+  decodeMsg, DEVICES, encodeMsg, ISA, LINK_PING_MS, LINK_SILENT_MS, type MigrationMsg, type MigrationMsgType, type SetupMsg, type StreamContext,
 } from './protocol.ts';
 
 /** A paused post-copy checks on its source host after this long, doubling up to the max. */
@@ -16,9 +18,45 @@ const SOURCE_PROBE_FIRST_MS = 500;
 const SOURCE_PROBE_MAX_MS = 5_000;
 /** Frames (of up to 1 MiB) queued for the vCPU thread before the socket is paused. */
 const MAX_PENDING_FRAMES = 16;
+/** Frames queued behind an asynchronous step (the restore) before the socket is paused. */
+const BACKLOG_PAUSE = 8;
 import { MigrationStats } from './stats.ts';
 
+/**
+ * Where an incoming migration is, and what its bulk stream may carry there (`pages`: page
+ * frames). Anything else is a protocol error that fails the migration (before the switch-over)
+ * or pauses it (in post-copy, as a lost link would).
+ *
+ *   setup -> precopy -> [advised ->] switching -> postcopy -> done
+ *                            \----------------> switching -> done   (pre-copy and cold)
+ */
+type Phase = 'setup' | 'precopy' | 'advised' | 'switching' | 'postcopy' | 'done';
+const BULK_ACCEPTS: Record<Phase, { types: readonly MigrationMsgType[]; pages: boolean }> = {
+  setup: { types: ['setup'], pages: false },
+  precopy: { types: ['round-end', 'state', 'postcopy-advise'], pages: true },
+  advised: { types: ['state'], pages: false },
+  // The restore is running: frames wait in the backlog until it is over.
+  switching: { types: [], pages: false },
+  postcopy: { types: ['postcopy-done'], pages: true },
+  done: { types: [], pages: false },
+};
+
+/** What is kept of an incoming migration once it is over. */
+export interface FinishedIncoming {
+  vm: string | undefined;
+  stats: MigrationStats | undefined;
+  /** The guest had resumed here (post-copy): a late recovery learns whether it completed. */
+  postcopy: boolean;
+}
+
+export interface IncomingOptions {
+  /** Before the switch-over, a source silent (no message, ping or frame) for this long is given up. */
+  idleMs: number;
+}
+
 export interface IncomingHooks {
+  /** Throws ENOMEM / EEXIST when this host cannot take the VM (nothing is allocated before). */
+  checkRoom(setup: SetupMsg): void;
   /** Reserves the VM's name and memory on this host (throws ENOMEM / EEXIST to refuse). */
   reserve(setup: SetupMsg, vm: Vm): void;
   /** The VM runs here now (`settling`: post-copy is still bringing its pages). */
@@ -29,6 +67,8 @@ export interface IncomingHooks {
   settled(name: string): void;
   /** Forget the half-built VM. */
   discard(name: string): Promise<void>;
+  /** The migration is over (called once): the host keeps only what a late recovery must learn. */
+  ended(finished: FinishedIncoming): void;
   update(stats: MigrationStats): void;
 }
 
@@ -41,6 +81,9 @@ export class IncomingMigration {
   stats: MigrationStats | undefined;
   private vm: Vm | undefined;
   private setup: SetupMsg | undefined;
+  /** The VM's RAM once the setup has named it: page numbers and bitmaps are checked against it. */
+  private ctx: StreamContext | undefined;
+  private phase: Phase = 'setup';
   private done = false;
   private pagesReceived = 0;
   private busy: Promise<void> = Promise.resolve();
@@ -58,8 +101,11 @@ export class IncomingMigration {
     latencies: number[];
   } | undefined;
   private prio: WebSocket | undefined;
-  /** The missing-page bitmap of a post-copy advice, already applied to the page states. */
+  /** The link generation the priority channel belongs to (one per link). */
+  private prioGen = -1;
+  /** The missing-page bitmap of a post-copy advice, already applied to the page states, and its count. */
   private advised: Uint8Array | undefined;
+  private advisedCount = 0;
   /** Frames that arrived while an asynchronous step (the restore) was running, in order. */
   private backlog: [Buffer, boolean][] | undefined;
   /** Bumped when a post-copy link is dropped: anything still arriving on the old sockets is ignored. */
@@ -78,8 +124,10 @@ export class IncomingMigration {
     private readonly maxRamPerVm: number,
     private readonly log: Logger,
     private readonly hooks: IncomingHooks,
+    private readonly opts: IncomingOptions,
   ) {
     this.bindBulk(bulk);
+    this.watchLiveness();
   }
 
   get vmName(): string | undefined {
@@ -103,10 +151,50 @@ export class IncomingMigration {
       this.heardAt = performance.now();
       this.onMessage(data, isBinary);
     });
+    ws.on('ping', () => {
+      if (gen === this.linkGen) this.heardAt = performance.now();
+    });
     ws.on('close', () => {
       if (gen === this.linkGen) this.linkDown(`link from ${this.peer} closed`);
     });
     ws.on('error', () => {});
+  }
+
+  /**
+   * Whatever the source sends that breaks the protocol: before the switch-over the migration
+   * fails (the source keeps its guest); in post-copy the link is dropped and the migration
+   * waits for a recovery, as for a lost link, since the guest's memory is split across both.
+   */
+  private protocolError(e: unknown, where: string): void {
+    const err = e instanceof FerryError ? e : new FerryError('EPROTO', (e as Error).message);
+    this.log.warn({ vm: this.setup?.vm, peer: this.peer, err: err.message, where }, 'migration protocol error');
+    if (this.postcopy && !this.done) {
+      this.busy = this.busy.then(() => this.pausePostcopy(`${err.code} on the ${where}: ${err.message}`, err));
+      return;
+    }
+    this.busy = this.busy.then(() => this.abort(err));
+  }
+
+  /**
+   * Before the switch-over a source that has said nothing (no message, frame or ping: it pings
+   * every LINK_PING_MS) for `idleMs` is gone, and its half-built VM with it; in post-copy a link
+   * silent for LINK_SILENT_MS is taken as lost, so a silent partition pauses this side too.
+   */
+  private watchLiveness(): void {
+    const timer = setInterval(() => {
+      if (this.done) {
+        clearInterval(timer);
+        return;
+      }
+      const silentMs = performance.now() - this.heardAt;
+      if (this.postcopy) {
+        if (this.pausedAt === 0 && silentMs > LINK_SILENT_MS) this.linkDown(`no word from ${this.peer} for ${LINK_SILENT_MS} ms`);
+      } else if (this.phase !== 'switching' && silentMs > this.opts.idleMs) {
+        this.busy = this.busy.then(() => this.abort(new FerryError('ETIMEDOUT', `no word from ${this.peer} for ${this.opts.idleMs} ms before the switch-over`)));
+        clearInterval(timer);
+      }
+    }, Math.min(LINK_PING_MS, Math.max(50, this.opts.idleMs / 4)));
+    timer.unref();
   }
 
   /** Before the switch-over a lost link ends the migration (the source keeps the guest); in post-copy it pauses it. */
@@ -125,11 +213,11 @@ export class IncomingMigration {
    * Post-copy lost its link: the guest runs on here (its vCPU blocks only on a missing page),
    * faults are remembered, and the source's next link (`recover`) picks up from the pages here.
    */
-  private pausePostcopy(why: string): void {
+  private pausePostcopy(why: string, protocolError?: FerryError): void {
     if (this.pausedAt !== 0 || this.done) return;
     this.pausedAt = performance.now();
     this.linkGen++;
-    dropSockets(this.bulk, this.prio);
+    dropSockets([this.bulk, this.prio], protocolError ? { code: 1002, reason: protocolError.message } : undefined);
     this.stats?.setStatus('postcopy-paused', `link lost: ${why}`);
     if (this.stats) this.hooks.update(this.stats);
     this.log.warn({ vm: this.setup?.vm, err: why, missing: this.remaining() }, 'post-copy paused: the link is lost; the VM runs on here until it touches a missing page, and waits for the source to recover the link');
@@ -178,10 +266,31 @@ export class IncomingMigration {
     return this.busy;
   }
 
+  /**
+   * `vm destroy` of the half-built VM: before the switch-over the migration is cancelled here
+   * (the source keeps its guest, and is told). False when the guest already runs here.
+   */
+  cancelHere(reason: string): Promise<void> | undefined {
+    if (this.done || this.postcopy || this.phase === 'switching') return undefined;
+    this.busy = this.busy.then(() => this.abort(new FerryError('ECANCELED', reason), true));
+    return this.busy;
+  }
+
   /** The host is stopping: nothing more happens here (its VMs are destroyed with it). */
   shutdown(): void {
+    this.end();
+  }
+
+  /**
+   * The migration is over, whatever its outcome: its spare-thread hold is released and the host
+   * forgets it (keeping only its outcome, for a late recovery). Idempotent.
+   */
+  private end(): void {
+    if (this.done) return;
     this.done = true;
+    this.phase = 'done';
     this.releaseSpare();
+    this.hooks.ended({ vm: this.setup?.vm, stats: this.stats, postcopy: this.postcopy !== undefined });
   }
 
   /**
@@ -194,13 +303,8 @@ export class IncomingMigration {
       ws.send(encodeMsg(m));
       ws.close(1000, 'migration over');
     };
-    if (this.done) {
-      if (this.postcopy && this.stats?.info.status === 'completed') answer({ t: 'completed', resumedAt: Date.now() });
-      else answer({ t: 'failed', code: 'ENOMIGRATION', message: `the migration of ${this.setup?.vm ?? 'this VM'} ended here: ${this.stats?.info['error-desc'] ?? 'discarded'}` });
-      return;
-    }
     if (!this.postcopy) {
-      this.done = true; // from now on the guest can never resume here
+      this.end(); // from now on the guest can never resume here
       this.busy = this.busy.then(() => this.giveUp(new FerryError('ELINK', 'the source reconnected before the guest resumed here; it keeps the guest')));
       answer({ t: 'failed', code: 'ENOMIGRATION', message: 'the guest never resumed here; the source keeps it' });
       return;
@@ -233,18 +337,24 @@ export class IncomingMigration {
     this.log.info({ vm: this.setup!.vm, pausedMs: Math.round(pausedMs), missing: this.remaining() }, 'post-copy link recovered');
   }
 
-  attachPriority(ws: WebSocket): void {
+  /**
+   * The priority channel of the current link joins. False (the caller refuses it) when this
+   * migration is over or its link already has one: nobody else may speak for the source.
+   */
+  attachPriority(ws: WebSocket): boolean {
+    if (this.done || (this.prio !== undefined && this.prioGen === this.linkGen)) return false;
     const gen = this.linkGen;
     this.prio = ws;
+    this.prioGen = gen;
     this.heardAt = performance.now();
     const heard = () => {
       if (gen === this.linkGen) this.heardAt = performance.now();
     };
     ws.on('ping', heard);
-    ws.on('message', heard);
     ws.on('close', () => {
       if (gen === this.linkGen && this.postcopy) this.linkDown(`priority channel from ${this.peer} closed`);
     });
+    ws.on('error', () => {});
     // After a recovery: ask again for the pages the vCPU is (or was) waiting on.
     const pc = this.postcopy;
     if (pc && !this.done) {
@@ -254,22 +364,23 @@ export class IncomingMigration {
       }
     }
     ws.on('message', (data: Buffer, isBinary: boolean) => {
-      if (gen !== this.linkGen) return;
-      if (isBinary && isPageFrame(data)) {
-        if (this.postcopy) this.fillPages(data);
-        return;
-      }
-      let m: MigrationMsg;
+      if (gen !== this.linkGen || this.done) return;
+      heard();
       try {
-        m = decodeMsg(data);
-      } catch {
-        return;
-      }
-      if (m.t === 'cancel') {
-        this.busy = this.busy.then(() => this.abort(new FerryError('ECANCELED', `cancelled by the source: ${m.reason}`), true));
+        if (isBinary && isPageFrame(data)) {
+          if (!this.postcopy) throw new FerryError('EPROTO', 'a page frame on the priority channel before post-copy');
+          this.fillPages(data);
+          return;
+        }
+        if (!isBinary) throw new FerryError('EPROTO', 'text frames are not part of the migration protocol');
+        const m = decodeMsg(data, this.ctx);
+        if (m.t !== 'cancel') throw new FerryError('EPROTO', `unexpected "${m.t}" on the priority channel`);
+        this.busy = this.busy.then(() => this.abort(new FerryError('ECANCELED', `cancelled by the source: ${peerText(m.reason, 200)}`), true));
+      } catch (e) {
+        this.protocolError(e, 'priority channel');
       }
     });
-    ws.on('error', () => {});
+    return true;
   }
 
   private send(m: MigrationMsg): void {
@@ -278,19 +389,21 @@ export class IncomingMigration {
 
   /**
    * Frames are handled in order and synchronously (page frames are copied as they arrive, so a
-   * slow destination pushes back on the socket instead of buffering); only the state section
-   * waits, and whatever arrives meanwhile queues behind it.
+   * slow destination pushes back on the socket instead of buffering); only an asynchronous step
+   * (the advice, the restore) waits, and whatever arrives meanwhile queues behind it, with the
+   * socket paused once a few frames wait. Nothing a peer sends can throw out of here.
    */
   private onMessage(data: Buffer, isBinary: boolean): void {
     if (this.backlog) {
       this.backlog.push([data, isBinary]);
+      if (this.backlog.length >= BACKLOG_PAUSE && !this.bulk.isPaused) this.bulk.pause();
       return;
     }
     let pending: Promise<void> | undefined;
     try {
       pending = this.onFrame(data, isBinary);
     } catch (e) {
-      this.busy = this.busy.then(() => this.abort(e as Error));
+      this.protocolError(e, 'migration stream');
       return;
     }
     if (pending === undefined) return;
@@ -299,6 +412,7 @@ export class IncomingMigration {
       () => {
         const queued = this.backlog ?? [];
         this.backlog = undefined;
+        if (this.bulk.isPaused) this.bulk.resume();
         for (const [d, b] of queued) this.onMessage(d, b);
       },
       (e: Error) => {
@@ -308,14 +422,20 @@ export class IncomingMigration {
     );
   }
 
+  /** One frame of the bulk stream, checked against what the current phase accepts (BULK_ACCEPTS). */
   private onFrame(data: Buffer, isBinary: boolean): Promise<void> | undefined {
     if (this.done) return undefined;
+    const accepts = BULK_ACCEPTS[this.phase];
     if (isBinary && isPageFrame(data)) {
-      if (!this.vm) throw new FerryError('EPROTO', 'pages before setup');
+      if (!accepts.pages) throw new FerryError('EPROTO', `a page frame ${this.phase === 'setup' ? 'before the setup' : `in phase ${this.phase}`}`);
       this.receivePages(data);
       return undefined;
     }
-    const m = decodeMsg(data);
+    if (!isBinary) throw new FerryError('EPROTO', 'text frames are not part of the migration protocol');
+    const m = decodeMsg(data, this.ctx);
+    if (!accepts.types.includes(m.t)) {
+      throw new FerryError('EPROTO', `unexpected "${m.t}" ${this.phase === 'setup' ? 'before the setup' : `in phase ${this.phase}`}`);
+    }
     switch (m.t) {
       case 'setup':
         this.onSetup(m);
@@ -327,13 +447,9 @@ export class IncomingMigration {
       case 'state':
         return this.onState(m);
       case 'postcopy-advise':
-        if (!(m.advice?.missing instanceof Uint8Array) || m.advice.missing.length !== Math.ceil((this.vm?.memory.pages ?? 0) / 8)) {
-          throw new FerryError('EPROTO', 'postcopy-advise without a missing-page bitmap of this VM\'s size');
-        }
-        return this.advise(m.advice.missing);
+        return this.advise(m.advice.missing, m.advice.missingCount);
       case 'postcopy-done':
-        if (!this.postcopy) throw new FerryError('EPROTO', 'postcopy-done outside post-copy');
-        this.postcopy.done = true;
+        this.postcopy!.done = true;
         this.checkPostcopyComplete();
         return undefined;
       default:
@@ -351,6 +467,8 @@ export class IncomingMigration {
       }
       checkRamSize(s.config.ramSize);
       if (s.config.ramSize > this.maxRamPerVm) throw new FerryError('ENOMEM', `a ${s.config.ramSize}-byte VM exceeds this host's limit`);
+      // Name and room first: a refused setup allocates nothing and starts no thread.
+      this.hooks.checkRoom(s);
       const memory = GuestMemory.allocate(s.config.ramSize);
       this.releaseSpare = deferSpareRefill();
       // Post-copy: nothing is here yet; the vCPU traps on every page until it arrives.
@@ -365,16 +483,18 @@ export class IncomingMigration {
       }
       this.vm = vm;
       this.setup = s;
+      this.ctx = { pages: memory.pages };
+      this.phase = 'precopy';
       this.stats = new MigrationStats(s.vm, 'incoming', s.mode, this.peer, s.config.ramSize);
       this.log.info({ vm: s.vm, mode: s.mode, ram: s.config.ramSize, from: this.peer }, 'incoming migration');
       this.send({ t: 'setup-ok' });
       this.hooks.update(this.stats);
     } catch (e) {
       const err = e instanceof FerryError ? e : new FerryError('EINTERNAL', (e as Error).message);
-      this.releaseSpare();
       this.log.warn({ vm: s.vm, err: err.message }, 'incoming migration refused');
-      this.send({ t: 'refused', code: err.code, message: err.message });
-      this.done = true;
+      this.send({ t: 'refused', code: err.code, message: peerText(err.message, 1000) });
+      this.end();
+      closeWith(this.bulk, 1000, 'setup refused');
     }
   }
 
@@ -384,6 +504,9 @@ export class IncomingMigration {
    * not in memory.
    */
   private receivePages(frame: Buffer): void {
+    // Checked whole here, before the vCPU thread copies a byte of it: a bad frame fails this
+    // migration, never the vCPU.
+    const n = checkPageFrame(frame, this.ctx!.pages);
     if (this.postcopy) {
       // The vCPU thread writes pushed frames (between slices, and while it waits for a page),
       // so this thread only receives: a fault's page on the priority channel is never behind them.
@@ -394,7 +517,6 @@ export class IncomingMigration {
       return;
     }
     const vm = this.vm!;
-    const n = pageFrameCount(frame);
     const bytes = frame.length;
     vm.postPageFrame(frame);
     this.pagesReceived += n;
@@ -413,6 +535,8 @@ export class IncomingMigration {
   private async onState(m: Extract<MigrationMsg, { t: 'state' }>): Promise<void> {
     const vm = this.vm;
     if (!vm || !this.setup) throw new FerryError('EPROTO', 'state before setup');
+    if (this.phase === 'advised' && !m.postcopy) throw new FerryError('EPROTO', 'a pre-copy state section after a post-copy advice');
+    this.phase = 'switching';
     this.stats?.setStatus('device');
     // Resume only while the source is still listening; if the link is gone the source owns the
     // guest and resumes it itself (see OutgoingMigration.destinationHasVm).
@@ -422,10 +546,9 @@ export class IncomingMigration {
       return;
     }
     await vm.restore(m.state, m.run); // for a running guest: restores and resumes it
-    this.done = true;
     // The acknowledgement ends the source's downtime clock: send it before any bookkeeping.
     this.send({ t: 'completed', resumedAt: Date.now() });
-    this.releaseSpare();
+    this.end();
     this.hooks.adopt(this.setup.vm, m.console);
     this.stats?.setStatus('completed');
     this.hooks.update(this.stats!);
@@ -438,20 +561,24 @@ export class IncomingMigration {
    */
   private async startPostcopy(vm: Vm, m: Extract<MigrationMsg, { t: 'state' }>): Promise<void> {
     const { late, missingCount } = m.postcopy!;
-    if (!this.advised || !(late instanceof Uint32Array)) throw new FerryError('EPROTO', 'post-copy state without a preceding advice or its late pages');
+    const advised = this.advised;
+    if (!advised) throw new FerryError('EPROTO', 'a post-copy state section without a preceding advice');
+    // The missing set is the advice plus the late pages: the source's count must agree, or
+    // post-copy would end with pages still missing (and a vCPU waiting on them for ever).
+    let lateNew = 0;
+    for (let i = 0; i < late.length; i++) if ((advised[late[i]! >>> 3]! & (1 << (late[i]! & 7))) === 0) lateNew++;
+    if (missingCount !== this.advisedCount + lateNew) {
+      throw new FerryError('EPROTO', `the switch-over counts ${missingCount} missing pages; the advice and late pages make ${this.advisedCount + lateNew}`);
+    }
     const t0 = performance.now();
     // Pre-copy frames were written before advise-ok; none should be left, but nothing may land after the restore.
-    while (vm.pageFramesPending() > 0) await new Promise((r) => setTimeout(r, 1));
+    await this.framesWritten();
     // A recovery that came meanwhile gave the guest back to the source.
     if (this.done) return;
     const gen = this.linkGen;
     // The advice marked the rest already: only pages written since join the missing set.
     const ps = vm.memory.pageState;
-    for (let i = 0; i < late.length; i++) {
-      const p = late[i]!;
-      if (p >= ps.length) throw new FerryError('EPROTO', `late page ${p} is outside guest RAM`);
-      ps[p] = PAGE_EVER_WRITTEN;
-    }
+    for (let i = 0; i < late.length; i++) ps[late[i]!] = PAGE_EVER_WRITTEN; // checked inside RAM at decode
     this.postcopy = { missingCount, filledHere: 0, filledBase: vm.pagesFilled(), filledCounted: vm.pagesFilled(), done: false, faults: new Map(), latencies: [] };
     vm.acceptPostcopyPages();
     vm.on('fault', (page: number) => {
@@ -477,8 +604,8 @@ export class IncomingMigration {
     this.stats?.setStatus('postcopy-active');
     this.hooks.update(this.stats!);
     this.log.info({ vm: this.setup!.vm, missing: missingCount }, 'post-copy: the VM runs here; fetching its pages');
+    this.phase = 'postcopy';
     void this.followPushedFrames();
-    this.watchLink();
     this.checkPostcopyComplete();
   }
 
@@ -487,14 +614,27 @@ export class IncomingMigration {
    * vCPU thread are written, while the guest still runs on the source; the source pauses it
    * only after `advise-ok`, so none of this counts as downtime.
    */
-  private async advise(missing: Uint8Array): Promise<void> {
+  private async advise(missing: Uint8Array, missingCount: number): Promise<void> {
     if (!this.vm || (this.setup?.mode !== 'postcopy' && this.setup?.mode !== 'hybrid')) {
       throw new FerryError('EPROTO', 'postcopy-advise outside a post-copy or hybrid migration');
     }
+    this.phase = 'advised';
     this.markPageStates(missing);
     this.advised = missing;
-    while (this.vm.pageFramesPending() > 0) await new Promise((r) => setTimeout(r, 1));
+    this.advisedCount = missingCount; // checked against the bitmap at decode
+    await this.framesWritten();
     this.send({ t: 'advise-ok' });
+  }
+
+  /** Waits until the vCPU thread has written every page frame posted to it (a dead thread, or none in time, fails). */
+  private async framesWritten(): Promise<void> {
+    const vm = this.vm!;
+    const deadline = performance.now() + this.opts.idleMs;
+    while (vm.pageFramesPending() > 0) {
+      if (vm.state === 'destroyed') throw new FerryError('EVCPU', 'the vCPU thread is gone');
+      if (performance.now() > deadline) throw new FerryError('ETIMEDOUT', `page frames not written within ${this.opts.idleMs} ms`);
+      await new Promise((r) => setTimeout(r, 1));
+    }
   }
 
   /**
@@ -562,23 +702,6 @@ export class IncomingMigration {
     pc.filledCounted = filled;
   }
 
-  /**
-   * Post-copy: a link on which the source has said nothing (it pings every LINK_PING_MS) for
-   * LINK_SILENT_MS is taken as lost, so a silent partition pauses this side too.
-   */
-  private watchLink(): void {
-    const watch = setInterval(() => {
-      if (this.done) {
-        clearInterval(watch);
-        return;
-      }
-      if (this.pausedAt === 0 && performance.now() - this.heardAt > LINK_SILENT_MS) {
-        this.linkDown(`no word from ${this.peer} for ${LINK_SILENT_MS} ms`);
-      }
-    }, LINK_PING_MS);
-    watch.unref();
-  }
-
   /** Post-copy pages still missing here. */
   private remaining(): number {
     const pc = this.postcopy;
@@ -606,8 +729,7 @@ export class IncomingMigration {
   private checkPostcopyComplete(): void {
     const pc = this.postcopy;
     if (!pc || !pc.done || this.remaining() > 0 || this.done) return;
-    this.done = true;
-    this.releaseSpare();
+    this.end();
     this.send({ t: 'completed', resumedAt: Date.now() });
     this.hooks.settled(this.setup!.vm);
     this.countVcpuFills();
@@ -622,8 +744,9 @@ export class IncomingMigration {
   private async abort(e: Error, cancelled = false): Promise<void> {
     if (this.postcopy && !this.done) {
       // The guest runs here but part of its memory is still on the source: it cannot go on.
-      this.done = true;
-      this.releaseSpare();
+      this.end();
+      this.linkGen++;
+      dropSockets([this.bulk, this.prio], { code: 1011, reason: e.message });
       const name = this.setup!.vm;
       this.log.error({ vm: name, err: e.message }, 'post-copy failed: the VM is lost');
       this.stats?.setStatus('failed', `post-copy failed; the VM is lost: ${e.message}`);
@@ -633,20 +756,21 @@ export class IncomingMigration {
     }
     if (this.done && !cancelled) return;
     if (this.done && cancelled && this.stats?.info.status === 'completed') return;
-    this.done = true;
+    this.end();
     await this.giveUp(e, cancelled);
   }
 
   /** Discards the half-built VM and tells the source why (the guest never ran here). */
   private async giveUp(e: Error, cancelled = false): Promise<void> {
-    this.releaseSpare();
     const name = this.setup?.vm;
     this.log.warn({ vm: name, err: e.message }, cancelled ? 'incoming migration cancelled' : 'incoming migration failed');
-    this.send({ t: 'failed', code: e instanceof FerryError ? e.code : 'EINTERNAL', message: e.message });
-    if (name !== undefined) await this.hooks.discard(name);
-    else if (this.vm) await this.vm.destroy();
+    this.send({ t: 'failed', code: e instanceof FerryError ? e.code : 'EINTERNAL', message: peerText(e.message, 1000) });
+    // Both channels go now: nothing the source still sends can matter, and its sockets must not linger.
+    this.linkGen++;
+    dropSockets([this.bulk, this.prio], { code: cancelled ? 1000 : 1011, reason: e.message });
     this.stats?.setStatus(cancelled ? 'cancelled' : 'failed', e.message);
     if (this.stats) this.hooks.update(this.stats);
-    if (this.bulk.readyState <= 1) this.bulk.close(1011, e.message.slice(0, 100));
+    if (name !== undefined) await this.hooks.discard(name);
+    else if (this.vm) await this.vm.destroy();
   }
 }

@@ -1,15 +1,15 @@
 import { randomUUID } from 'node:crypto';
 import type WebSocket from 'ws';
 import { FerryError } from '../errors.ts';
-import { ControlClient } from '../host/control-client.ts';
-import { dropSockets, openLink } from '../host/link.ts';
 import type { Logger } from '../log.ts';
 import { PAGE_EVER_WRITTEN, PAGE_SIZE } from '../memory/layout.ts';
+import { encodePages, MAX_FRAME_BYTES, PAGES_PER_FRAME } from '../memory/page-frame.ts';
 import type { Vm } from '../vm/vm.ts';
+import { ControlClient } from '../wire/control-client.ts';
+import { dropSockets, openLink } from '../wire/link.ts';
 import { Inbox } from './inbox.ts';
 import {
-  decodeMsg, DEVICES, encodeMsg, encodePages, ISA, LINK_PING_MS, LINK_SILENT_MS, MAX_FRAME_BYTES, MIGRATION_MAX_PAYLOAD, MIGRATION_PROTOCOL_VERSION, type MigrationMsg,
-  PAGES_PER_FRAME, type RunState,
+  decodeMsg, DEVICES, encodeMsg, ISA, LINK_PING_MS, LINK_SILENT_MS, MIGRATION_MAX_PAYLOAD, MIGRATION_PROTOCOL_VERSION, type MigrationMsg, type RunState,
 } from './protocol.ts';
 import { MigrationStats, round2 } from './stats.ts';
 
@@ -79,9 +79,14 @@ interface PostcopyPush {
   ackedBytes: number;
 }
 
-/** Errors after which a post-copy link is recovered rather than the migration failed. */
+/**
+ * Errors after which a post-copy link is recovered rather than the migration failed. A peer
+ * that broke the protocol (EPROTO) is one of them: as QEMU does on a bad stream in post-copy,
+ * the link is dropped and rebuilt from the destination's received-page bitmap, since failing
+ * would lose a guest whose memory is split across both hosts.
+ */
 function isLinkLoss(e: unknown): boolean {
-  return e instanceof FerryError && (e.code === 'ELINK' || e.code === 'ETIMEDOUT' || e.code === 'EPAUSED');
+  return e instanceof FerryError && (e.code === 'ELINK' || e.code === 'ETIMEDOUT' || e.code === 'EPAUSED' || e.code === 'EPROTO');
 }
 
 export interface OutgoingHooks {
@@ -240,8 +245,9 @@ export class OutgoingMigration {
     const common = this.linkOptions();
     const bulk = await openLink({ ...common, zeroMask: true, hello: { role: 'bulk', id: this.id } });
     this.bulk = bulk.ws;
-    this.inbox = new Inbox(bulk.ws, this.p.to);
+    this.inbox = new Inbox(bulk.ws, this.p.to, { pages: this.vm.memory.pages });
     bulk.ws.on('close', () => this.wake());
+    this.keepAlive(bulk.ws);
     this.checkCancelled();
     this.send({
       t: 'setup', vm: this.name, program: this.program, mode: this.p.mode, config: this.vm.config, insnLimit: this.vm.insnLimit,
@@ -487,18 +493,21 @@ export class OutgoingMigration {
     prio.on('message', (data: Buffer) => {
       const pc = this.pc;
       if (gen !== this.linkGen || !pc) return;
-      let m;
+      let m: MigrationMsg;
       try {
-        m = decodeMsg(data);
-      } catch {
+        m = decodeMsg(data, { pages });
+        if (m.t !== 'pushed' && m.t !== 'page-req') throw new FerryError('EPROTO', `unexpected "${m.t}" on the priority channel`);
+      } catch (e) {
+        // A destination that breaks the protocol: this link is given up (and recovered).
+        this.inbox?.interrupt(e as FerryError);
+        this.wake();
         return;
       }
-      if (m?.t === 'pushed' && typeof m.bytes === 'number') {
+      if (m.t === 'pushed') {
         pc.ackedBytes = m.bytes;
         this.wake();
         return;
       }
-      if (m?.t !== 'page-req' || typeof m.page !== 'number' || m.page < 0 || m.page >= pages) return;
       this.stats.info['postcopy-requests']++;
       const p = m.page;
       // Already on its way on the bulk stream: the push is heading there, nothing to steer.
@@ -674,8 +683,9 @@ export class OutgoingMigration {
   private async reconnect(): Promise<'recovered' | 'completed'> {
     const bulk = await openLink({ ...this.linkOptions(), zeroMask: true, hello: { role: 'bulk', id: this.id, recover: true } });
     this.bulk = bulk.ws;
-    this.inbox = new Inbox(bulk.ws, this.p.to);
+    this.inbox = new Inbox(bulk.ws, this.p.to, { pages: this.vm.memory.pages });
     bulk.ws.on('close', () => this.wake());
+    this.keepAlive(bulk.ws);
     this.send({ t: 'recover' });
     const reply = await this.inbox.next(['recv-bitmap', 'completed'], ACK_TIMEOUT_MS);
     if (reply.t === 'completed') return 'completed';
@@ -709,10 +719,26 @@ export class OutgoingMigration {
     return 'recovered';
   }
 
+  /**
+   * Pings the bulk stream every LINK_PING_MS while it is open, so a destination knows this source
+   * lives even while nothing else flows (a slow --max-bandwidth, a long dirty sync).
+   */
+  private keepAlive(ws: WebSocket): void {
+    const timer = setInterval(() => {
+      if (ws.readyState !== ws.OPEN) {
+        clearInterval(timer);
+        return;
+      }
+      ws.ping();
+    }, LINK_PING_MS);
+    timer.unref();
+    ws.once('close', () => clearInterval(timer));
+  }
+
   /** Forgets the current link: its sockets are closed and nothing that still comes from them counts. */
   private dropLink(): void {
     this.linkGen++;
-    dropSockets(this.bulk, this.prio);
+    dropSockets([this.bulk, this.prio]);
     this.inflight = 0;
     this.wake();
   }

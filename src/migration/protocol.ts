@@ -35,32 +35,29 @@
  *   prio:  hello {role:'prio', id} ------------->   outstanding faults are asked again
  *          ... the push goes on with the pages the bitmap does not have ...
  *
- * Control messages are msgpack maps with a string `t`. Page frames are raw binary so page bytes
- * are never copied through the encoder:
- *
- *   u8 FRAME_PAGES | u8 0 | u16 0 | u32 count | u32 page[count] | 4096 bytes per non-zero page
- *
- * A page number with ZERO_PAGE set carries no bytes: the destination page is zero.
+ * Control messages are msgpack maps with a string `t`, one per WebSocket frame, each checked
+ * against its schema below when it is decoded (types, ranges, sizes, and, once the setup has
+ * named the VM, page numbers and bitmaps against its RAM); what may arrive in which phase is
+ * each side's business (see IncomingMigration's BULK_ACCEPTS, and the Inbox's awaited types).
+ * Page frames are raw binary (src/memory/page-frame.ts) so page bytes never pass the encoder.
  */
-import { Packr } from 'msgpackr';
+import { z } from 'zod';
 import { FerryError } from '../errors.ts';
-import { PAGE_EVER_WRITTEN as PAGE_EVER_WRITTEN_BIT, PAGE_FILLING, PAGE_PRESENT as PAGE_PRESENT_BIT, PAGE_SIZE } from '../memory/layout.ts';
-import type { MachineConfig } from '../vm/machine.ts';
-import type { VmStateExport } from '../vm/vm.ts';
+import { MAX_RAM_SIZE, PAGE_SIZE } from '../memory/layout.ts';
+import { MAX_FRAME_BYTES } from '../memory/page-frame.ts';
+import { machineConfigSchema, safeCount, vmNameSchema, vmStateSchema } from '../vm/state-schema.ts';
+import { packMsg, unpackChecked, type MsgpackLimits } from '../wire/codec.ts';
+import { peerText } from '../wire/peer-text.ts';
 
 export const MIGRATION_PROTOCOL_VERSION = 1;
 export const ISA = 'rv32im_zicsr';
 export const DEVICES = ['uart16550@0x10000000', 'clint@0x2000000', 'test-finisher@0x100000'];
-export const FRAME_PAGES = 0x50;
-export const ZERO_PAGE = 0x8000_0000;
-export const PAGES_PER_FRAME = 256;
-const HEADER = 8;
-/** The largest page frame: PAGES_PER_FRAME pages with data. */
-export const MAX_FRAME_BYTES = HEADER + PAGES_PER_FRAME * (4 + PAGE_SIZE);
-/** A page frame at most: header, numbers, data. */
-export const MIGRATION_MAX_PAYLOAD = HEADER + PAGES_PER_FRAME * (4 + PAGE_SIZE) + 1024 * 1024;
-
-export type RunState = 'running' | 'paused' | 'created' | 'halted';
+/** The largest message on an authenticated migration link: a page frame, or a state section. */
+export const MIGRATION_MAX_PAYLOAD = MAX_FRAME_BYTES + 1024 * 1024;
+/** Pages in the largest RAM a VM may have. */
+export const MAX_PAGES = MAX_RAM_SIZE / PAGE_SIZE;
+/** Console history carried with a VM (the registry keeps 16 KiB). */
+const MAX_CONSOLE = 64 * 1024;
 
 /**
  * Post-copy liveness: the source pings its priority channel this often, and either side takes
@@ -70,219 +67,182 @@ export type RunState = 'running' | 'paused' | 'created' | 'halted';
 export const LINK_PING_MS = 1_000;
 export const LINK_SILENT_MS = 5_000;
 
-/**
- * Post-copy advice, sent while the guest still runs: which pages the destination will have to
- * receive (one bit per page). Every other page is zero or already there, and is present at once.
- */
-export interface PostcopyAdvice {
-  missing: Uint8Array;
-  missingCount: number;
-}
+const LIMITS: MsgpackLimits = { maxDepth: 6, maxString: 4096, maxBinary: MAX_PAGES * 4, maxItems: 70_000 };
 
-/** Post-copy switch-over: the pages that join the advised missing set (written since the advice). */
-export interface PostcopySwitch {
-  late: Uint32Array;
-  /** Missing pages in all, advised and late. */
-  missingCount: number;
-}
+const pageNumber = z.number().int().min(0).max(MAX_PAGES - 1);
+const pageCount = z.number().int().min(0).max(MAX_PAGES);
+/** Bytes (msgpack bin or a typed Uint8Array) of at most `max`. */
+const bytes = (max: number) => z.custom<Uint8Array>((v) => v instanceof Uint8Array, 'expected bytes').refine((b) => b.length <= max, `more than ${max} bytes`);
+const bitmap = bytes(MAX_PAGES / 8);
+const errorCode = z.string().max(32);
+const errorText = z.string().max(1024);
+const runState = z.enum(['running', 'paused', 'created', 'halted']);
+export type RunState = z.infer<typeof runState>;
 
-export interface SetupMsg {
-  t: 'setup';
-  vm: string;
-  program: string;
-  mode: 'precopy' | 'cold' | 'postcopy' | 'hybrid';
-  config: MachineConfig;
-  insnLimit: number;
-  pageSize: number;
-  isa: string;
-  devices: string[];
+const setup = z.strictObject({
+  t: z.literal('setup'),
+  vm: vmNameSchema,
+  program: z.string().max(256),
+  mode: z.enum(['precopy', 'cold', 'postcopy', 'hybrid']),
+  config: machineConfigSchema,
+  insnLimit: safeCount,
+  pageSize: z.number().int(),
+  isa: z.string().max(64),
+  devices: z.array(z.string().max(64)).max(16),
   /** The source host's control URL: a destination left without its link asks it whether the guest still has a source. */
-  source?: string;
-}
+  source: z.string().max(2048).optional(),
+});
 
-export type MigrationMsg =
-  | SetupMsg
-  | { t: 'setup-ok' }
-  | { t: 'refused'; code: string; message: string }
-  | { t: 'round-end'; round: number }
-  | { t: 'round-ack'; round: number; pages: number }
-  | { t: 'state'; state: VmStateExport; run: RunState; console: Uint8Array; postcopy?: PostcopySwitch }
+/**
+ * Every message of the migration protocol, by type. Post-copy advice and switch-over carry page
+ * sets: `missing` (one bit per page: pages the destination will have to receive; every other
+ * page is zero or already there) and `late` (pages written since the advice, which join it).
+ */
+const MESSAGES = {
+  setup,
+  'setup-ok': z.strictObject({ t: z.literal('setup-ok') }),
+  refused: z.strictObject({ t: z.literal('refused'), code: errorCode, message: errorText }),
+  'round-end': z.strictObject({ t: z.literal('round-end'), round: safeCount }),
+  /** Paces rounds and measures bandwidth. */
+  'round-ack': z.strictObject({ t: z.literal('round-ack'), round: safeCount, pages: safeCount }),
+  state: z.strictObject({
+    t: z.literal('state'),
+    state: vmStateSchema,
+    run: runState,
+    console: bytes(MAX_CONSOLE),
+    postcopy: z.strictObject({
+      late: z.custom<Uint32Array>((v) => v instanceof Uint32Array, 'expected a Uint32Array').refine((l) => l.length <= MAX_PAGES, 'too many late pages'),
+      missingCount: pageCount,
+    }).optional(),
+  }),
   /** Post-copy: the destination runs the VM now (the source's downtime clock stops). */
-  | { t: 'resumed' }
+  resumed: z.strictObject({ t: z.literal('resumed') }),
   /** Post-copy, on the priority channel: the vCPU faulted on this page. */
-  | { t: 'page-req'; page: number }
+  'page-req': z.strictObject({ t: z.literal('page-req'), page: pageNumber }),
   /** Post-copy, before the switch-over: the pages the destination will have to fetch, so it can prepare. */
-  | { t: 'postcopy-advise'; advice: PostcopyAdvice }
+  'postcopy-advise': z.strictObject({ t: z.literal('postcopy-advise'), advice: z.strictObject({ missing: bitmap, missingCount: pageCount }) }),
   /** The destination has prepared its page states: the source may pause (so that work is not downtime). */
-  | { t: 'advise-ok' }
+  'advise-ok': z.strictObject({ t: z.literal('advise-ok') }),
   /**
    * Post-copy, destination -> source on prio: bytes of pushed (bulk) frames written into guest
    * RAM so far on this link. The source keeps at most a small window beyond it, so pushed data
    * never queues up in socket buffers ahead of a fault's page.
    */
-  | { t: 'pushed'; bytes: number }
+  pushed: z.strictObject({ t: z.literal('pushed'), bytes: safeCount }),
   /** Post-copy: every page has been sent once. */
-  | { t: 'postcopy-done'; pages: number }
-  /**
-   * Post-copy recovery, destination -> source on the new bulk link: one bit per page, set for
-   * the pages that are present here. The source sends every other page of its list again.
-   */
+  'postcopy-done': z.strictObject({ t: z.literal('postcopy-done'), pages: pageCount }),
   /** Post-copy recovery, source -> destination, first on a bulk link opened with `recover` in its hello. */
-  | { t: 'recover' }
-  | { t: 'recv-bitmap'; received: Uint8Array; receivedCount: number }
-  | { t: 'completed'; resumedAt: number }
-  | { t: 'cancel'; reason: string }
-  | { t: 'failed'; code: string; message: string };
+  recover: z.strictObject({ t: z.literal('recover') }),
+  /** Post-copy recovery, destination -> source: one bit per page, set for the pages present here. */
+  'recv-bitmap': z.strictObject({ t: z.literal('recv-bitmap'), received: bitmap, receivedCount: pageCount }),
+  completed: z.strictObject({ t: z.literal('completed'), resumedAt: z.number() }),
+  cancel: z.strictObject({ t: z.literal('cancel'), reason: errorText }),
+  failed: z.strictObject({ t: z.literal('failed'), code: errorCode, message: errorText }),
+} as const;
 
-const packr = new Packr({ useRecords: false, moreTypes: true });
+type Messages = typeof MESSAGES;
+export type MigrationMsg = { [K in keyof Messages]: z.infer<Messages[K]> }[keyof Messages];
+export type MigrationMsgType = MigrationMsg['t'];
+export type SetupMsg = z.infer<typeof setup>;
+export type PostcopyAdvice = z.infer<Messages['postcopy-advise']>['advice'];
 
-export function encodeMsg(m: MigrationMsg): Buffer {
-  return packr.pack(m);
+/** What a link knows once a setup has named the VM: its RAM, in pages. */
+export interface StreamContext {
+  pages: number;
 }
 
-export function decodeMsg(frame: Uint8Array): MigrationMsg {
-  let v: unknown;
-  try {
-    v = packr.unpack(frame);
-  } catch (e) {
-    throw new FerryError('EPROTO', `malformed migration message: ${(e as Error).message}`);
-  }
-  if (v === null || typeof v !== 'object' || typeof (v as { t?: unknown }).t !== 'string') {
+export function encodeMsg(m: MigrationMsg): Buffer {
+  return packMsg(m);
+}
+
+/**
+ * Decodes and checks one message from a peer: the bounded msgpack walk, the schema of its type,
+ * and with `ctx` its page numbers and bitmaps against the VM's RAM. Throws FerryError EPROTO
+ * (or EINCOMPATIBLE for a state of another RAM size) saying what is wrong.
+ */
+export function decodeMsg(frame: Uint8Array, ctx?: StreamContext): MigrationMsg {
+  const v = unpackChecked(frame, LIMITS);
+  if (v === null || typeof v !== 'object' || Array.isArray(v) || typeof (v as { t?: unknown }).t !== 'string') {
     throw new FerryError('EPROTO', 'malformed migration message: expected a map with a string "t"');
   }
-  return v as MigrationMsg;
+  const t = (v as { t: string }).t;
+  const schema = Object.hasOwn(MESSAGES, t) ? MESSAGES[t as keyof Messages] : undefined;
+  if (schema === undefined) throw new FerryError('EPROTO', `unknown migration message "${peerText(t, 32)}"`);
+  const r = schema.safeParse(v);
+  if (!r.success) throw new FerryError('EPROTO', `malformed "${t}" message: ${issueText(r.error)}`);
+  const m = r.data as MigrationMsg;
+  if (ctx !== undefined) {
+    const why = contextProblem(m, ctx.pages);
+    if (why !== undefined) throw new FerryError('EPROTO', `"${t}" message ${why}`);
+  }
+  return m;
+}
+
+/** The first schema issue, as "path: message" (bounded: peer text never goes out unchecked). */
+export function issueText(e: z.ZodError): string {
+  const i = e.issues[0];
+  if (!i) return 'invalid';
+  const path = i.path.map(String).join('.');
+  return peerText(path ? `${path}: ${i.message}` : i.message, 200);
+}
+
+function setBits(bits: Uint8Array): number {
+  let n = 0;
+  for (let i = 0; i < bits.length; i++) {
+    let b = bits[i]!;
+    for (; b; n++) b &= b - 1;
+  }
+  return n;
+}
+
+/** Checks that need the VM's RAM size (`pages`), or undefined when the message fits it. */
+function contextProblem(m: MigrationMsg, pages: number): string | undefined {
+  const bitmapBytes = Math.ceil(pages / 8);
+  switch (m.t) {
+    case 'page-req':
+      return m.page < pages ? undefined : `asks for page ${m.page}, outside guest RAM (${pages} pages)`;
+    case 'postcopy-advise': {
+      const { missing, missingCount } = m.advice;
+      if (missing.length !== bitmapBytes) return `has a ${missing.length}-byte bitmap for ${pages} pages`;
+      if (setBits(missing) !== missingCount) return 'counts other pages than its bitmap holds';
+      return pages % 8 !== 0 && missing[bitmapBytes - 1]! >>> (pages % 8) ? 'has bits beyond guest RAM' : undefined;
+    }
+    case 'recv-bitmap':
+      if (m.received.length !== bitmapBytes) return `has a ${m.received.length}-byte bitmap for ${pages} pages`;
+      return setBits(m.received) === m.receivedCount ? undefined : 'counts other pages than its bitmap holds';
+    case 'state': {
+      if (m.state.config.ramSize !== pages * PAGE_SIZE) return `is for ${m.state.config.ramSize} bytes of RAM, not ${pages * PAGE_SIZE}`;
+      const pc = m.postcopy;
+      if (pc === undefined) return undefined;
+      if (pc.missingCount > pages) return 'counts more missing pages than guest RAM has';
+      for (let i = 0; i < pc.late.length; i++) if (pc.late[i]! >= pages) return `names late page ${pc.late[i]}, outside guest RAM`;
+      return undefined;
+    }
+    case 'postcopy-done':
+      return m.pages <= pages ? undefined : 'counts more pages than guest RAM has';
+    default:
+      return undefined;
+  }
 }
 
 /**
  * Runs the codec over messages shaped like a switch-over's, so a host's first migration does
- * not compile msgpack paths inside its downtime (measured: about 2 ms on a fresh host).
+ * not compile msgpack and schema paths inside its downtime (measured: about 2 ms on a fresh host).
  */
 export function warmCodec(): void {
-  const samples: unknown[] = [
+  const cpu = new Array<number>(48).fill(0);
+  cpu[33] = 0x8000_0000 | 0;
+  cpu[34] = 3;
+  const samples: MigrationMsg[] = [
     {
       t: 'state', run: 'running', console: new Uint8Array(64),
       state: {
-        version: 1, config: { ramSize: 1 << 20, clock: 'icount', tohost: 0 }, insnLimit: 0, cpu: new Array<number>(48).fill(1 << 20),
-        devices: { uart: { ier: 0, lcr: 3, fifo: [1, 2] }, clint: { mtime: 1.5, mtimecmp: [0, 1] }, clock: { base: 2 } },
+        version: 1, config: { ramSize: 1 << 20, clock: 'icount', tohost: 0 }, insnLimit: 0, cpu,
+        devices: { uart: { ier: 0, lcr: 3, mcr: 0, scr: 0, fcr: 0, dll: 0, dlm: 0, rx: [1, 2] }, clint: { msip: 0, mtimecmpLo: 0, mtimecmpHi: 1 }, clock: { mode: 'icount', mtime: 2 } },
       },
       postcopy: { late: new Uint32Array(8), missingCount: 8 },
     },
-    { t: 'resumed' }, { t: 'page-req', page: 123_456 }, { t: 'pushed', bytes: 1 << 30 }, { t: 'advise-ok' },
+    { t: 'resumed' }, { t: 'page-req', page: 123 }, { t: 'pushed', bytes: 1 << 30 }, { t: 'advise-ok' }, { t: 'completed', resumedAt: Date.now() },
   ];
-  for (let i = 0; i < 4; i++) for (const m of samples) packr.unpack(packr.pack(m));
-}
-
-export function isPageFrame(frame: Uint8Array): boolean {
-  return frame.length >= HEADER && frame[0] === FRAME_PAGES;
-}
-
-/**
- * Builds one page frame from guest RAM: numbers first, then the bytes of every page that is
- * not all zero. Copies each page once, from RAM into the frame.
- */
-export function encodePages(
-  ram: Uint8Array, pages: ArrayLike<number>, from: number, to: number, into?: Buffer,
-): { frame: Buffer; zero: number } {
-  const count = to - from;
-  const size = HEADER + count * 4 + count * PAGE_SIZE;
-  // Reusing frame buffers matters: a fresh 1 MiB allocation costs page faults on every frame.
-  const frame = into !== undefined && into.length >= size ? into : Buffer.allocUnsafe(size);
-  frame[0] = FRAME_PAGES;
-  frame[1] = 0;
-  frame.writeUInt16LE(0, 2);
-  frame.writeUInt32LE(count, 4);
-  let data = HEADER + count * 4;
-  let zero = 0;
-  for (let i = 0; i < count; i++) {
-    const p = pages[from + i]!;
-    const src = ram.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE);
-    if (isZeroPage(src)) {
-      frame.writeUInt32LE((p | ZERO_PAGE) >>> 0, HEADER + i * 4);
-      zero++;
-      continue;
-    }
-    frame.writeUInt32LE(p, HEADER + i * 4);
-    frame.set(src, data);
-    data += PAGE_SIZE;
-  }
-  return { frame: frame.subarray(0, data), zero };
-}
-
-function isZeroPage(page: Uint8Array): boolean {
-  const words = new Int32Array(page.buffer, page.byteOffset, PAGE_SIZE / 4);
-  for (let i = 0; i < words.length; i++) if (words[i] !== 0) return false;
-  return true;
-}
-
-/** Walks a page frame: `fn(page, bytes | undefined)` (undefined for a zero page). */
-export function decodePages(frame: Uint8Array, pages: number, fn: (page: number, bytes: Uint8Array | undefined) => void): number {
-  if (!isPageFrame(frame)) throw new FerryError('EPROTO', 'not a page frame');
-  const dv = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
-  const count = dv.getUint32(4, true);
-  if (HEADER + count * 4 > frame.length) throw new FerryError('EPROTO', 'page frame shorter than its page list');
-  let data = HEADER + count * 4;
-  for (let i = 0; i < count; i++) {
-    const raw = dv.getUint32(HEADER + i * 4, true);
-    const p = raw & ~ZERO_PAGE;
-    if (p >= pages) throw new FerryError('EPROTO', `page ${p} is outside guest RAM (${pages} pages)`);
-    if (raw & ZERO_PAGE) {
-      fn(p, undefined);
-      continue;
-    }
-    if (data + PAGE_SIZE > frame.length) throw new FerryError('EPROTO', 'page frame shorter than its page data');
-    fn(p, frame.subarray(data, data + PAGE_SIZE));
-    data += PAGE_SIZE;
-  }
-  if (data !== frame.length) throw new FerryError('EPROTO', 'page frame has trailing bytes');
-  return count;
-}
-
-/**
- * Writes one page frame into guest memory (destination side): page bytes copied in, zero pages
- * cleared if they had been written, every non-zero page marked ever-written. Runs on the
- * destination VM's own (still idle) vCPU thread, so the first-touch cost of fresh guest RAM is
- * paid beside the thread that receives the stream, not on it.
- */
-export function applyPageFrame(ram: Uint8Array, pageState: Int32Array, pages: number, frame: Uint8Array): { pages: number; zero: number } {
-  let zero = 0;
-  const n = decodePages(frame, pages, (p, data) => {
-    const off = p * PAGE_SIZE;
-    if (data === undefined) {
-      if (Atomics.load(pageState, p) & PAGE_EVER_WRITTEN_BIT) ram.fill(0, off, off + PAGE_SIZE);
-      zero++;
-      return;
-    }
-    ram.set(data, off);
-    if ((Atomics.load(pageState, p) & PAGE_EVER_WRITTEN_BIT) === 0) Atomics.or(pageState, p, PAGE_EVER_WRITTEN_BIT);
-  });
-  return { pages: n, zero };
-}
-
-/** Pages named by a frame, read from its header. */
-export function pageFrameCount(frame: Uint8Array): number {
-  return new DataView(frame.buffer, frame.byteOffset, frame.byteLength).getUint32(4, true);
-}
-
-/**
- * Post-copy page fill on the destination while the guest runs, from the host thread (a fault's
- * page) or the vCPU thread (pushed frames): a page is written only by the thread that claims it
- * while it is missing (compareExchange to FILLING), so a late duplicate is dropped and a present
- * page is never overwritten; then PRESENT is published with Atomics.store. Whoever waits for the
- * page is woken by the caller (the vCPU waits on its doorbell). Returns the pages filled.
- */
-export function fillMissingPages(ram: Uint8Array, pageState: Int32Array, pages: number, frame: Uint8Array): number[] {
-  const filled: number[] = [];
-  decodePages(frame, pages, (p, data) => {
-    for (;;) {
-      const s = Atomics.load(pageState, p);
-      if (s & (PAGE_PRESENT_BIT | PAGE_FILLING)) return;
-      if (Atomics.compareExchange(pageState, p, s, s | PAGE_FILLING) === s) break;
-    }
-    const off = p * PAGE_SIZE;
-    if (data === undefined) ram.fill(0, off, off + PAGE_SIZE);
-    else ram.set(data, off);
-    Atomics.store(pageState, p, PAGE_PRESENT_BIT | PAGE_EVER_WRITTEN_BIT);
-    filled.push(p);
-  });
-  return filled;
+  for (let i = 0; i < 4; i++) for (const m of samples) decodeMsg(encodeMsg(m), { pages: 256 });
 }

@@ -9,7 +9,7 @@ import {
   C_BLOCKED_US, C_CMD, C_CMD_SEQ, C_DOORBELL, C_PAGES_BEFORE_RESTORE, C_PAGES_DONE, C_PAGES_FILLED, C_PAGES_POSTED, C_TRAPS, C_RESTORE, C_INSTRET_HI, C_INSTRET_LO, C_PC, C_RX_HEAD, C_RX_TAIL, C_STATE, C_STEP_N, C_THROTTLE,
   Cmd, RX_RING_SIZE, VcpuState,
 } from './control.ts';
-import { applyPageFrame, fillMissingPages } from '../migration/protocol.ts';
+import { applyPageFrame, fillMissingPages } from '../memory/page-frame.ts';
 import { PAGE_PRESENT, PAGE_REQUESTED } from '../memory/layout.ts';
 import { Machine, type MachineIo } from './machine.ts';
 import type { RestoreMessage, VcpuInit, VcpuMessage } from './vcpu-protocol.ts';

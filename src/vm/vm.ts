@@ -39,6 +39,9 @@ export interface VmStateExport {
 
 export const VM_STATE_VERSION = 1;
 
+/** Console input queued on the host for a guest that does not read it, at most (beyond its ring). */
+const MAX_PENDING_INPUT = 1024 * 1024;
+
 export interface VmInfo {
   state: VmState;
   pc: number;
@@ -267,6 +270,9 @@ export class Vm extends EventEmitter {
 
   /** Queues bytes for the guest's UART receiver. */
   sendInput(bytes: Uint8Array): void {
+    if (this.pendingInput.length + bytes.length > MAX_PENDING_INPUT) {
+      throw new FerryError('EAGAIN', `the guest has not read its last ${this.pendingInput.length} bytes of console input; try again later`);
+    }
     for (const b of bytes) this.pendingInput.push(b);
     this.pumpInput();
   }

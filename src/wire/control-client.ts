@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
 import { FerryError } from '../errors.ts';
-import { CONTROL_MAX_PAYLOAD, CONTROL_PROTOCOL_VERSION, decode, encode, type ErrorBody } from './control-protocol.ts';
+import { CONTROL_MAX_PAYLOAD, CONTROL_PROTOCOL_VERSION, decodeFromHost, encode, hostMsgSchema, type HostMsg } from './control-protocol.ts';
 import { closeError, openLink } from './link.ts';
 
 export interface ConnectOptions {
@@ -25,7 +25,7 @@ export class ControlClient extends EventEmitter {
   private readonly pending = new Map<number, Pending>();
   private closedWith: FerryError | undefined;
 
-  private constructor(private readonly ws: WebSocket) {
+  private constructor(private readonly ws: WebSocket, private readonly url: string) {
     super();
   }
 
@@ -41,7 +41,7 @@ export class ControlClient extends EventEmitter {
       ...(o.token !== undefined ? { token: o.token } : {}),
       ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
     });
-    const client = new ControlClient(ws);
+    const client = new ControlClient(ws, url);
     client.hostName = host;
     ws.on('message', (d: Buffer) => client.onMessage(d));
     ws.on('error', () => {});
@@ -50,32 +50,35 @@ export class ControlClient extends EventEmitter {
   }
 
   private onClosed(e: FerryError): void {
+    if (this.closedWith) return;
     this.closedWith = e;
     for (const p of this.pending.values()) p.reject(e);
     this.pending.clear();
     this.emit('close', e);
   }
 
+  /** A message from the host, checked; a host that breaks the protocol loses this connection. */
   private onMessage(data: Buffer): void {
-    let msg: Record<string, unknown>;
+    let msg: HostMsg;
     try {
-      msg = decode(data);
-    } catch {
+      const r = hostMsgSchema.safeParse(decodeFromHost(data));
+      if (!r.success) throw new FerryError('EPROTO', 'malformed message from the host');
+      msg = r.data;
+    } catch (e) {
+      this.onClosed(new FerryError('EPROTO', `host ${this.url}: ${(e as Error).message}`));
+      this.ws.terminate();
       return;
     }
     if (msg.t === 'res') {
-      const p = this.pending.get(msg.id as number);
+      const p = this.pending.get(msg.id);
       if (!p) return;
-      this.pending.delete(msg.id as number);
-      if (msg.ok === true) p.resolve(msg.result);
-      else {
-        const err = msg.error as ErrorBody;
-        p.reject(new FerryError(err.code, err.message));
-      }
+      this.pending.delete(msg.id);
+      if (msg.ok) p.resolve(msg.result);
+      else p.reject(new FerryError(msg.error.code, msg.error.message));
     } else if (msg.t === 'event') {
-      this.emit('event', msg.event as string, msg.vm as string | undefined, msg.data);
-    } else if (msg.t === 'error') {
-      this.emit('protocol-error', msg.error as ErrorBody);
+      this.emit('event', msg.event, msg.vm, msg.data);
+    } else {
+      this.emit('protocol-error', msg.error);
     }
   }
 

@@ -1,10 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import WebSocket from 'ws';
-import { Packr } from 'msgpackr';
 import { FerryError } from '../errors.ts';
 import { CLOSE_AUTH_FAILED, CLOSE_VERSION, proof, verifyProof } from './auth.ts';
+import { packMsg } from './codec.ts';
+import { decodeFromHost } from './control-protocol.ts';
+import { closeWith, peerText } from './peer-text.ts';
 
-const packr = new Packr({ useRecords: false, moreTypes: true });
 
 export interface LinkOptions {
   /** ws://HOST:PORT/path */
@@ -27,7 +28,7 @@ export interface LinkOptions {
 
 /** Maps a close of the handshake to the error a user should see. */
 export function closeError(url: string, code: number, reason: string): FerryError {
-  const why = reason || `connection closed (code ${code})`;
+  const why = reason ? peerText(reason, 123) : `connection closed (code ${code})`;
   return new FerryError(code === CLOSE_AUTH_FAILED ? 'EAUTH' : code === CLOSE_VERSION ? 'EVERSION' : 'ECLOSED', `host ${url}: ${why}`);
 }
 
@@ -62,14 +63,14 @@ export function openLink(o: LinkOptions): Promise<{ ws: WebSocket; host: string 
     ws.on('message', (data: Buffer) => {
       let msg: Record<string, unknown>;
       try {
-        msg = packr.unpack(data) as Record<string, unknown>;
+        msg = decodeFromHost(data);
       } catch {
         fail(new FerryError('EPROTO', `host ${shown} sent a malformed message during hello`));
         return;
       }
-      if (msg?.t === 'hello') {
+      if (msg.t === 'hello') {
         if (msg.v !== o.version) {
-          fail(new FerryError('EVERSION', `host ${shown} speaks protocol ${String(msg.v)}; this side speaks ${o.version}`));
+          fail(new FerryError('EVERSION', `host ${shown} speaks protocol ${peerText(msg.v, 16)}; this side speaks ${o.version}`));
           return;
         }
         const challenge = msg.challenge;
@@ -77,13 +78,13 @@ export function openLink(o: LinkOptions): Promise<{ ws: WebSocket; host: string 
           fail(new FerryError('EAUTH', `host ${shown} requires a cluster token: pass --token-file F or set FERRY_TOKEN`));
           return;
         }
-        ws.send(packr.pack({
+        ws.send(packMsg({
           t: 'hello', v: o.version, nonce, ...o.hello,
           ...(challenge instanceof Uint8Array && o.token !== undefined ? { mac: proof(o.token, 'client', challenge) } : {}),
         }));
         return;
       }
-      if (msg?.t === 'ready') {
+      if (msg.t === 'ready') {
         if (o.token !== undefined && msg.proof !== undefined && !verifyProof(o.token, 'host', nonce, msg.proof)) {
           fail(new FerryError('EAUTH', `host ${shown} could not prove it holds the cluster token`));
           return;
@@ -91,20 +92,25 @@ export function openLink(o: LinkOptions): Promise<{ ws: WebSocket; host: string 
         settled = true;
         clearTimeout(timer);
         ws.removeAllListeners();
-        resolve({ ws, host: String(msg.host) });
+        resolve({ ws, host: peerText(msg.host, 64) });
         return;
       }
-      fail(new FerryError('EPROTO', `unexpected "${String(msg?.t)}" from host ${shown} during hello`));
+      fail(new FerryError('EPROTO', `unexpected "${peerText(msg.t, 32)}" from host ${shown} during hello`));
     });
   });
 }
 
-/** Closes sockets at once, ignoring whatever still arrives on them (a link given up for a new one). */
-export function dropSockets(...sockets: (WebSocket | undefined)[]): void {
+/**
+ * Gives sockets up: nothing that still arrives on them is heard. Without `close` they are cut at
+ * once (a link given up for a new one); with it they are closed with that code and reason, so
+ * what was sent before (a `failed` message) still reaches the peer.
+ */
+export function dropSockets(sockets: readonly (WebSocket | undefined)[], close?: { code: number; reason: string }): void {
   for (const ws of sockets) {
     if (!ws) continue;
     ws.removeAllListeners('message');
     ws.on('error', () => {});
-    ws.terminate();
+    if (close) closeWith(ws, close.code, close.reason);
+    else ws.terminate();
   }
 }

@@ -1,0 +1,58 @@
+/**
+ * The host's side of the hello exchange, the same on /control and /migrate: our hello (with a
+ * challenge when a token is set), then the peer's first message, checked by `checkHello`. Until
+ * it is accepted the connection is pending in the Admission (timed, counted per address) and
+ * may send messages of a few kilobytes only; once accepted it gets the endpoint's own limit and
+ * is handed to `onReady`. Whatever the peer sends, this closes only this connection.
+ */
+import type { Socket } from 'node:net';
+import type WebSocket from 'ws';
+import type { z } from 'zod';
+import { FerryError } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import { checkHello, CLOSE_PROTOCOL, newChallenge } from '../wire/auth.ts';
+import { decodeFromClient, encode } from '../wire/control-protocol.ts';
+import { closeWith } from '../wire/peer-text.ts';
+import { setMaxPayload } from '../wire/ws-limits.ts';
+import type { Admission } from './admission.ts';
+
+export interface HandshakeOptions<T> {
+  endpoint: string;
+  version: number;
+  hostName: string;
+  token: string | undefined;
+  schema: z.ZodType<T>;
+  /** The endpoint's message size limit, granted once the hello is accepted. */
+  maxPayload: number;
+  admission: Admission;
+  socket: Socket;
+  peer: string;
+  log: Logger;
+  onReady(hello: T): void;
+}
+
+export function serverHandshake<T>(ws: WebSocket, o: HandshakeOptions<T>): void {
+  const challenge = o.token === undefined ? undefined : newChallenge();
+  ws.on('error', (err) => o.log.debug({ peer: o.peer, err: err.message }, `${o.endpoint} connection error`));
+  ws.send(encode({ t: 'hello', v: o.version, host: o.hostName, ...(challenge ? { challenge } : {}) }));
+  ws.once('message', (data: Buffer, isBinary: boolean) => {
+    try {
+      if (!isBinary) throw new FerryError('EPROTO', 'text frames are not part of the protocol; send msgpack in binary frames');
+      const verdict = checkHello(decodeFromClient(data), o.schema, o.version, o.hostName, o.token, challenge);
+      if ('close' in verdict) {
+        o.admission.refused(`${o.endpoint} hello refused`, o.peer, verdict.close[1]);
+        closeWith(ws, ...verdict.close);
+        return;
+      }
+      o.admission.authenticated(o.socket);
+      setMaxPayload(ws, o.maxPayload);
+      ws.send(encode(verdict.ready));
+      o.onReady(verdict.hello);
+    } catch (e) {
+      const why = e instanceof FerryError ? e.message : `internal error: ${(e as Error).message}`;
+      if (!(e instanceof FerryError)) o.log.error({ err: e, peer: o.peer }, `${o.endpoint} hello failed unexpectedly`);
+      else o.admission.refused(`${o.endpoint} hello refused`, o.peer, why);
+      closeWith(ws, CLOSE_PROTOCOL, why);
+    }
+  });
+}

@@ -1,0 +1,154 @@
+/**
+ * Page frames: how guest pages travel between hosts, raw binary so page bytes are copied once,
+ * from RAM into the frame and from the frame into RAM.
+ *
+ *   u8 FRAME_PAGES | u8 0 | u16 0 | u32 count | u32 page[count] | 4096 bytes per non-zero page
+ *
+ * A page number with ZERO_PAGE set carries no bytes: that page is zero. A frame from a peer is
+ * checked whole by `checkPageFrame` (header, count, every page inside RAM, length exactly as the
+ * list says) before any byte of it is copied anywhere.
+ */
+import { FerryError } from '../errors.ts';
+import { PAGE_EVER_WRITTEN, PAGE_FILLING, PAGE_PRESENT, PAGE_SIZE } from './layout.ts';
+
+export const FRAME_PAGES = 0x50;
+export const ZERO_PAGE = 0x8000_0000;
+export const PAGES_PER_FRAME = 256;
+const HEADER = 8;
+/** The largest page frame: PAGES_PER_FRAME pages with data. */
+export const MAX_FRAME_BYTES = HEADER + PAGES_PER_FRAME * (4 + PAGE_SIZE);
+
+/** Whether a binary message is a page frame (by its first byte; `checkPageFrame` says if it is a good one). */
+export function isPageFrame(frame: Uint8Array): boolean {
+  return frame.length >= 1 && frame[0] === FRAME_PAGES;
+}
+
+/**
+ * Checks a page frame from a peer against a RAM of `pages` pages: throws FerryError EPROTO
+ * (nothing has been copied) unless it is well formed; returns its page count.
+ */
+export function checkPageFrame(frame: Uint8Array, pages: number): number {
+  if (frame.length < HEADER || frame[0] !== FRAME_PAGES || frame[1] !== 0 || frame[2] !== 0 || frame[3] !== 0) {
+    throw new FerryError('EPROTO', 'malformed page frame header');
+  }
+  const dv = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+  const count = dv.getUint32(4, true);
+  if (count > PAGES_PER_FRAME) throw new FerryError('EPROTO', `page frame of ${count} pages exceeds ${PAGES_PER_FRAME}`);
+  if (HEADER + count * 4 > frame.length) throw new FerryError('EPROTO', 'page frame shorter than its page list');
+  let withData = 0;
+  for (let i = 0; i < count; i++) {
+    const raw = dv.getUint32(HEADER + i * 4, true);
+    const p = (raw & ~ZERO_PAGE) >>> 0;
+    if (p >= pages) throw new FerryError('EPROTO', `page ${p} is outside guest RAM (${pages} pages)`);
+    if ((raw & ZERO_PAGE) === 0) withData++;
+  }
+  const expected = HEADER + count * 4 + withData * PAGE_SIZE;
+  if (frame.length < expected) throw new FerryError('EPROTO', 'page frame shorter than its page data');
+  if (frame.length > expected) throw new FerryError('EPROTO', 'page frame has trailing bytes');
+  return count;
+}
+
+/**
+ * Builds one page frame from guest RAM: numbers first, then the bytes of every page that is
+ * not all zero. Copies each page once, from RAM into the frame.
+ */
+export function encodePages(
+  ram: Uint8Array, pages: ArrayLike<number>, from: number, to: number, into?: Buffer,
+): { frame: Buffer; zero: number } {
+  const count = to - from;
+  const size = HEADER + count * 4 + count * PAGE_SIZE;
+  // Reusing frame buffers matters: a fresh 1 MiB allocation costs page faults on every frame.
+  const frame = into !== undefined && into.length >= size ? into : Buffer.allocUnsafe(size);
+  frame[0] = FRAME_PAGES;
+  frame[1] = 0;
+  frame.writeUInt16LE(0, 2);
+  frame.writeUInt32LE(count, 4);
+  let data = HEADER + count * 4;
+  let zero = 0;
+  for (let i = 0; i < count; i++) {
+    const p = pages[from + i]!;
+    const src = ram.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE);
+    if (isZeroPage(src)) {
+      frame.writeUInt32LE((p | ZERO_PAGE) >>> 0, HEADER + i * 4);
+      zero++;
+      continue;
+    }
+    frame.writeUInt32LE(p, HEADER + i * 4);
+    frame.set(src, data);
+    data += PAGE_SIZE;
+  }
+  return { frame: frame.subarray(0, data), zero };
+}
+
+function isZeroPage(page: Uint8Array): boolean {
+  const words = new Int32Array(page.buffer, page.byteOffset, PAGE_SIZE / 4);
+  for (let i = 0; i < words.length; i++) if (words[i] !== 0) return false;
+  return true;
+}
+
+/** Walks a page frame checked whole first: `fn(page, bytes | undefined)` (undefined for a zero page). */
+export function decodePages(frame: Uint8Array, pages: number, fn: (page: number, bytes: Uint8Array | undefined) => void): number {
+  const count = checkPageFrame(frame, pages);
+  const dv = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+  let data = HEADER + count * 4;
+  for (let i = 0; i < count; i++) {
+    const raw = dv.getUint32(HEADER + i * 4, true);
+    if (raw & ZERO_PAGE) {
+      fn((raw & ~ZERO_PAGE) >>> 0, undefined);
+      continue;
+    }
+    fn(raw, frame.subarray(data, data + PAGE_SIZE));
+    data += PAGE_SIZE;
+  }
+  return count;
+}
+
+/** Pages named by a frame, read from its header (the frame has been checked). */
+export function pageFrameCount(frame: Uint8Array): number {
+  return new DataView(frame.buffer, frame.byteOffset, frame.byteLength).getUint32(4, true);
+}
+
+/**
+ * Writes one page frame into guest memory (destination side, before the guest runs there): page
+ * bytes copied in, zero pages cleared if they had been written, every non-zero page marked
+ * ever-written. Runs on the destination VM's own (still idle) vCPU thread, so the first-touch
+ * cost of fresh guest RAM is paid beside the thread that receives the stream, not on it.
+ */
+export function applyPageFrame(ram: Uint8Array, pageState: Int32Array, pages: number, frame: Uint8Array): { pages: number; zero: number } {
+  let zero = 0;
+  const n = decodePages(frame, pages, (p, data) => {
+    const off = p * PAGE_SIZE;
+    if (data === undefined) {
+      if (Atomics.load(pageState, p) & PAGE_EVER_WRITTEN) ram.fill(0, off, off + PAGE_SIZE);
+      zero++;
+      return;
+    }
+    ram.set(data, off);
+    if ((Atomics.load(pageState, p) & PAGE_EVER_WRITTEN) === 0) Atomics.or(pageState, p, PAGE_EVER_WRITTEN);
+  });
+  return { pages: n, zero };
+}
+
+/**
+ * Post-copy page fill on the destination while the guest runs, from the host thread (a fault's
+ * page) or the vCPU thread (pushed frames): a page is written only by the thread that claims it
+ * while it is missing (compareExchange to FILLING), so a late duplicate is dropped and a present
+ * page is never overwritten; then PRESENT is published with Atomics.store. Whoever waits for the
+ * page is woken by the caller (the vCPU waits on its doorbell). Returns the pages filled.
+ */
+export function fillMissingPages(ram: Uint8Array, pageState: Int32Array, pages: number, frame: Uint8Array): number[] {
+  const filled: number[] = [];
+  decodePages(frame, pages, (p, data) => {
+    for (;;) {
+      const s = Atomics.load(pageState, p);
+      if (s & (PAGE_PRESENT | PAGE_FILLING)) return;
+      if (Atomics.compareExchange(pageState, p, s, s | PAGE_FILLING) === s) break;
+    }
+    const off = p * PAGE_SIZE;
+    if (data === undefined) ram.fill(0, off, off + PAGE_SIZE);
+    else ram.set(data, off);
+    Atomics.store(pageState, p, PAGE_PRESENT | PAGE_EVER_WRITTEN);
+    filled.push(p);
+  });
+  return filled;
+}

@@ -1,0 +1,107 @@
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { FerryError } from '../errors.ts';
+import { peerText } from './peer-text.ts';
+
+export const MIN_TOKEN_LENGTH = 16;
+
+/**
+ * The cluster token: from a file (first line, trimmed) or FERRY_TOKEN. It never crosses the
+ * wire; peers prove they hold it by HMAC over a fresh challenge (control and migration alike).
+ */
+export function loadToken(file: string | undefined, env = process.env.FERRY_TOKEN): string | undefined {
+  let token: string | undefined;
+  if (file !== undefined) {
+    try {
+      token = readFileSync(file, 'utf8').split(/\r?\n/)[0]!.trim();
+    } catch (e) {
+      throw new FerryError('ETOKEN', `cannot read token file ${file}: ${(e as Error).message}`);
+    }
+  } else if (env !== undefined && env !== '') {
+    token = env.trim();
+  }
+  if (token !== undefined && token.length < MIN_TOKEN_LENGTH) {
+    throw new FerryError('ETOKEN', `the cluster token must be at least ${MIN_TOKEN_LENGTH} characters`);
+  }
+  return token;
+}
+
+export function newChallenge(): Uint8Array {
+  return new Uint8Array(randomBytes(32));
+}
+
+/** HMAC-SHA256(token, role | challenge); the role keeps a reflected mac from being accepted. */
+export function proof(token: string, role: 'client' | 'host', challenge: Uint8Array): Uint8Array {
+  return new Uint8Array(createHmac('sha256', token).update(role).update(challenge).digest());
+}
+
+export function verifyProof(token: string, role: 'client' | 'host', challenge: Uint8Array, mac: unknown): boolean {
+  if (!(mac instanceof Uint8Array) || mac.length !== 32) return false;
+  return timingSafeEqual(proof(token, role, challenge), mac);
+}
+
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+export interface ReadyMsg {
+  t: 'ready';
+  v: number;
+  host: string;
+  proof?: Uint8Array;
+}
+
+/** What a host answers a client's hello with: the ready message and the checked hello, or why it closes (code, reason). */
+export type HelloVerdict<T> = { ready: ReadyMsg; hello: T } | { close: [number, string] };
+
+export const CLOSE_AUTH_FAILED = 4001;
+export const CLOSE_VERSION = 4002;
+export const CLOSE_PROTOCOL = 1002;
+
+const bytes = (min: number, max: number) => z.custom<Uint8Array>((v) => v instanceof Uint8Array && v.length >= min && v.length <= max, `expected ${min}-${max} bytes`);
+
+/** The fields every client hello has; each endpoint adds its own (`extra`). */
+const helloBase = {
+  t: z.literal('hello'),
+  v: z.number(),
+  nonce: bytes(16, 64),
+  mac: z.unknown().optional(),
+};
+
+/** A `/control` client's hello. */
+export const controlHelloSchema = z.strictObject({ ...helloBase, client: z.string().max(64).optional() });
+
+/** A `/migrate` source's hello: which channel of which migration (and whether it recovers one). */
+export const migrateHelloSchema = z.strictObject({
+  ...helloBase,
+  role: z.enum(['bulk', 'prio']),
+  id: z.string().regex(/^[A-Za-z0-9-]{1,64}$/, 'a migration id is 1-64 letters, digits or dashes'),
+  recover: z.boolean().optional(),
+});
+
+/**
+ * The host side of the hello exchange shared by /control and /migrate, in the order a peer
+ * learns most from: the message type, the protocol version, (when a token is set) the client's
+ * HMAC over our challenge, and only then the rest of the hello against `schema`. Peer text in a
+ * reason is bounded (see closeReason), so no close can throw.
+ */
+export function checkHello<T>(
+  msg: Record<string, unknown>, schema: z.ZodType<T>, version: number, hostName: string, token: string | undefined, challenge: Uint8Array | undefined,
+): HelloVerdict<T> {
+  if (msg.t !== 'hello') return { close: [CLOSE_PROTOCOL, `expected hello, got "${peerText(msg.t, 32)}"`] };
+  if (msg.v !== version) {
+    return { close: [CLOSE_VERSION, `protocol version ${peerText(msg.v, 16)} is not supported; this host speaks ${version}`] };
+  }
+  if (token !== undefined && !verifyProof(token, 'client', challenge!, msg.mac)) {
+    return { close: [CLOSE_AUTH_FAILED, 'authentication failed: wrong or missing cluster token'] };
+  }
+  const parsed = schema.safeParse(msg);
+  if (!parsed.success) {
+    const i = parsed.error.issues[0];
+    return { close: [CLOSE_PROTOCOL, `malformed hello: ${i ? `${i.path.map(String).join('.')}: ${i.message}` : 'invalid'}`] };
+  }
+  const nonce = msg.nonce as Uint8Array;
+  const hostProof = token !== undefined ? proof(token, 'host', nonce) : undefined;
+  return { ready: { t: 'ready', v: version, host: hostName, ...(hostProof ? { proof: hostProof } : {}) }, hello: parsed.data };
+}
