@@ -2,7 +2,7 @@
 // before or after authentication, on /control or /migrate (bulk or priority channel), only that
 // connection and the migration it carries fail; the process, its other clients and VMs go on.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { eventually, sleep, waitFor } from './helpers.ts';
+import { eventually, MiB, sleep, waitFor } from './helpers.ts';
 import {
   clientTracker, closeAllRaw, killAllSpawned, packr, pidAlive, rawReady, startHost, TOKEN, waitState, type StartedHost,
 } from './host-helpers.ts';
@@ -10,6 +10,7 @@ import {
   closeAllScripted, idleSockets, migrationId, openScripted, pageFrame, plausibleState, SCRIPT_PAGES, scriptedPostcopy, setupMsg,
   sourceLink,
 } from './hostile-source.ts';
+import { migrate, startFakeDestination, type FakeDestination } from './migration-helpers.ts';
 
 const T = 30_000;
 type Info = Record<string, unknown>;
@@ -318,4 +319,37 @@ describe('a hostile source on /migrate', () => {
     expect((await stray.closed).code).toBe(1008);
     await sleep(0);
   }, T);
+});
+
+describe('a hostile destination', () => {
+  const fakes: FakeDestination[] = [];
+  afterEach(async () => {
+    await Promise.all(fakes.splice(0).map((f) => f.close()));
+  });
+
+  it('whatever it answers, the migration fails with EPROTO and the VM runs on at the source', async () => {
+    const c = await clients.connect(open.url);
+    await c.request('vm.create', { name: 'leaver', program: 'counter', memory: 8 * MiB, start: true, args: ['period_ms=20'] });
+    const bigIntExt = Buffer.concat([Buffer.from([0xc9, 0, 0x10, 0, 0, 0x42]), Buffer.alloc(0x100000, 1)]);
+    const answers: [string, 'setup' | 'round-end', (Buffer | string)[]][] = [
+      ['a text frame', 'setup', ['{"t":"setup-ok"}']],
+      ['a 1 MiB BigInt', 'setup', [Buffer.concat([packr.pack({ t: 'setup-ok', x: 0 }).subarray(0, -1), bigIntExt])]],
+      ['an unknown field', 'setup', [packr.pack({ t: 'setup-ok', surprise: 1 })]],
+      ['the wrong message', 'setup', [packr.pack({ t: 'round-ack', round: 0, pages: 0 })]],
+      ['a refusal of 10 KB', 'setup', [packr.pack({ t: 'refused', code: 'EX', message: 'x'.repeat(10_000) })]],
+      ['a flood of unasked-for messages', 'setup', [packr.pack({ t: 'setup-ok' }), ...Array.from({ length: 40 }, () => packr.pack({ t: 'advise-ok' }))]],
+      ['a round-ack counting 2^60 pages', 'round-end', [packr.pack({ t: 'round-ack', round: 0, pages: 2 ** 60 })]],
+      ['a received-page bitmap nobody asked for', 'round-end', [packr.pack({ t: 'recv-bitmap', received: new Uint8Array(3), receivedCount: 1 })]],
+    ];
+    for (const [what, at, frames] of answers) {
+      const fake = await startFakeDestination({ answer: at, with: frames.map((f) => (typeof f === 'string' ? f : Buffer.from(f))) });
+      fakes.push(fake);
+      const s = await migrate(c, 'leaver', { to: fake.url, maxRounds: 1 }, 15_000);
+      expect(s.status, what).toBe('failed');
+      expect(s['error-code'], `${what}: ${String(s['error-desc'])}`).toBe('EPROTO');
+      expect(Buffer.byteLength(String(s['error-desc']))).toBeLessThan(2000);
+      const info = await c.request<Info>('vm.info', { name: 'leaver' });
+      expect(info.state, what).toBe('running');
+    }
+  }, 60_000);
 });

@@ -6,7 +6,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { StepExit } from '../src/cpu/cpu.ts';
-import { computeDigest } from '../src/memory/digest.ts';
+import { computeDigest } from '../src/vm/digest.ts';
 import { GuestMemory } from '../src/memory/guest-memory.ts';
 import { bootElf } from '../src/vm/boot.ts';
 import { Machine } from '../src/vm/machine.ts';

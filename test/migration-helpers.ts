@@ -191,7 +191,9 @@ export type FakeBehaviour =
   /** Accepts setup, acknowledges rounds, drops the connection after this many page frames. */
   | { drop: 'pages'; afterFrames: number }
   /** Plays along to the end, then drops the connection on the state section without answering. */
-  | { drop: 'state' };
+  | { drop: 'state' }
+  /** A hostile destination: answers the setup (or the first round-end) with these raw frames instead. */
+  | { answer: 'setup' | 'round-end'; with: (Buffer | string)[] };
 
 export interface FakeDestination {
   url: string;
@@ -242,13 +244,15 @@ export async function startFakeDestination(b: FakeBehaviour): Promise<FakeDestin
       }
       if (isBinary && data[0] === 0x50) {
         fake.pageFrames++;
-        if (b.drop === 'pages' && fake.pageFrames >= b.afterFrames) drop();
+        if ('drop' in b && b.drop === 'pages' && fake.pageFrames >= b.afterFrames) drop();
         return;
       }
       const m = packr.unpack(data) as { t: string; round?: number };
       fake.seen.push(m.t);
-      if (m.t === 'setup') {
-        if (b.drop === 'setup') drop();
+      if ('answer' in b && b.answer === m.t) {
+        for (const f of b.with) ws.send(f);
+      } else if (m.t === 'setup') {
+        if ('drop' in b && b.drop === 'setup') drop();
         else ws.send(packr.pack({ t: 'setup-ok' }));
       } else if (m.t === 'round-end') {
         ws.send(packr.pack({ t: 'round-ack', round: m.round, pages: 0 }));

@@ -1,21 +1,49 @@
+import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 
-const BOOTSTRAP = new URL('./worker-bootstrap.mjs', import.meta.url);
-const VCPU_ENTRY = new URL('./vcpu-worker.ts', import.meta.url).href;
+let entry: URL | undefined;
 
 /**
- * vCPU threads. Starting one costs ~100 ms or more (the TypeScript loader compiles the vCPU
- * code inside it), far more than a switch-over may take, so a host keeps one spare thread
- * started and idle: an incoming migration or a new VM takes it and a new spare is started in
- * the background. A thread receives its VcpuInit as its first message.
+ * The vCPU thread's code, as plain JavaScript a thread loads without a TypeScript loader. Run
+ * from the TypeScript sources (tsx: the repo's tests, demo and CLI), the vCPU worker is bundled
+ * once per process with esbuild (tsx's own compiler) into a data: URL. Each thread used to
+ * register tsx's loader hooks itself: that cost ~100 ms per thread, and a thread that ended while
+ * those hooks were still loading leaked their file descriptors (Node 20; measured 3.5 per thread,
+ * the leak behind aborted incoming migrations). Compiled JavaScript loads vcpu-worker.js directly.
+ */
+function vcpuEntry(): URL {
+  if (entry) return entry;
+  const self = new URL(import.meta.url);
+  if (!self.pathname.endsWith('.ts')) return (entry = new URL('./vcpu-worker.js', self));
+  // Present wherever the .ts sources run (tsx depends on it); loaded only then.
+  const esbuild = createRequire(self)('esbuild') as typeof import('esbuild');
+  const out = esbuild.buildSync({
+    entryPoints: [new URL('./vcpu-worker.ts', self).pathname], bundle: true, format: 'esm', platform: 'node', target: 'node20', write: false,
+  });
+  return (entry = new URL(`data:text/javascript;base64,${Buffer.from(out.outputFiles[0]!.contents).toString('base64')}`));
+}
+
+/**
+ * vCPU threads. Starting one costs ~20 ms, more than a switch-over should take, so a host
+ * keeps one spare thread started and idle: an incoming migration or a new VM takes it and a
+ * new spare is started in the background. A thread receives its VcpuInit as its first message.
  */
 let spare: Worker | undefined;
 let keepSpare = false;
 /** Switch-overs in progress: starting a thread (compiling the vCPU code) would compete with them. */
 let holds = 0;
 
+/**
+ * A thread inherits its parent's node options by default. Under a module loader (tsx's
+ * `--import`, the repo's own runs) that would register the loader's hooks in every vCPU thread
+ * after all, for code that needs none: such a parent's options are not passed on (options a
+ * thread may not take, like --expose-gc, cannot be passed explicitly, so none are).
+ */
+const LOADER_FLAG = /^(--import|--require|-r|--loader|--experimental-loader)(=|$)/;
+const threadOptions = process.execArgv.some((a) => LOADER_FLAG.test(a)) ? { execArgv: [] } : {};
+
 function spawn(): Worker {
-  return new Worker(BOOTSTRAP, { workerData: { entry: VCPU_ENTRY } });
+  return new Worker(vcpuEntry(), threadOptions);
 }
 
 function refill(): void {

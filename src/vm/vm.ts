@@ -3,9 +3,10 @@ import { MessageChannel, type MessagePort, type Worker } from 'node:worker_threa
 import { CPU_STATE_WORDS, createCpuState, readInstret, S_PC } from '../cpu/state.ts';
 import type { ClockMode } from '../devices/clock.ts';
 import { FerryError } from '../errors.ts';
-import { computeDigest } from '../memory/digest.ts';
+import { computeDigest } from './digest.ts';
 import { DIRTY_ACK, DIRTY_REQ, GuestMemory, harvestBothLogsStopped, harvestBothLogsStoppedExcept, harvestDirty } from '../memory/guest-memory.ts';
 import { DEFAULT_RAM_SIZE } from '../memory/layout.ts';
+import { reclaimSoon } from '../memory/reclaim.ts';
 import { bootElf } from './boot.ts';
 import {
   C_BLOCKED_US, C_CMD, C_CMD_SEQ, C_INSTRET_HI, C_PAGES_BEFORE_RESTORE, C_PAGES_DONE, C_PAGES_FILLED, C_PAGES_POSTED, C_TRAPS, C_RESTORE, C_INSTRET_LO, C_PC, C_RX_HEAD, C_RX_TAIL, C_STEP_N, C_THROTTLE, Cmd, CONTROL_WORDS,
@@ -497,7 +498,16 @@ export class Vm extends EventEmitter {
     return readInstret(this.cpuState);
   }
 
+  /** Stops the vCPU thread for good; the VM's RAM is given back soon after (see reclaimSoon). */
   async destroy(): Promise<void> {
+    try {
+      await this.stopThread();
+    } finally {
+      reclaimSoon();
+    }
+  }
+
+  private async stopThread(): Promise<void> {
     if (this.inputTimer) clearTimeout(this.inputTimer);
     this.statePort.close();
     this.pagesPort.close();

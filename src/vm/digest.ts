@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { DIGEST_WORDS } from '../cpu/state.ts';
-import type { DeviceStates } from '../vm/machine.ts';
-import type { GuestMemory } from './guest-memory.ts';
+import type { DeviceStates } from './machine.ts';
+import type { GuestMemory } from '../memory/guest-memory.ts';
 
 const DIGEST_VERSION = 'ferry-digest-v1';
 
