@@ -181,8 +181,11 @@ export interface RawClient {
 
 const rawLive = new Set<WebSocket>();
 
-export async function rawConnect(url: string): Promise<RawClient> {
-  const ws = new WebSocket(`${url}/control`, { perMessageDeflate: false, maxPayload: 64 * 1024 * 1024 });
+/** A raw WebSocket on `path` (default `/control`), optionally from another loopback source address. */
+export async function rawConnect(url: string, path = '/control', o: { localAddress?: string } = {}): Promise<RawClient> {
+  const ws = new WebSocket(`${url}${path}`, {
+    perMessageDeflate: false, maxPayload: 64 * 1024 * 1024, ...(o.localAddress ? { localAddress: o.localAddress } : {}),
+  });
   rawLive.add(ws);
   const queue: Record<string, unknown>[] = [];
   const waiters: (() => void)[] = [];

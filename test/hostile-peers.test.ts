@@ -7,7 +7,7 @@ import {
   clientTracker, closeAllRaw, killAllSpawned, packr, pidAlive, rawReady, startHost, TOKEN, waitState, type StartedHost,
 } from './host-helpers.ts';
 import {
-  closeAllScripted, idleSockets, migrationId, openScripted, pageFrame, plausibleState, SCRIPT_PAGES, scriptedPostcopy, setupMsg,
+  idleSockets, migrationId, openScripted, pageFrame, plausibleState, SCRIPT_PAGES, scriptedPostcopy, setupMsg,
   sourceLink,
 } from './hostile-source.ts';
 import { migrate, startFakeDestination, type FakeDestination } from './migration-helpers.ts';
@@ -35,7 +35,6 @@ beforeAll(async () => {
 }, T);
 
 afterEach(async () => {
-  closeAllScripted();
   await closeAllRaw();
   // Both hosts survived the test, and their bystander VM still runs.
   for (const [h, token] of [[th, TOKEN], [open, undefined]] as const) {

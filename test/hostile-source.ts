@@ -3,78 +3,20 @@
 // destination to any phase and then send it whatever it likes.
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
-import WebSocket from 'ws';
 import { proof } from '../src/wire/auth.ts';
 import { DEVICES, ISA, MIGRATION_PROTOCOL_VERSION } from '../src/migration/protocol.ts';
-import { packr } from './host-helpers.ts';
+import { rawConnect, type RawClient } from './host-helpers.ts';
 
-export interface ScriptedLink {
-  ws: WebSocket;
-  /** The next decoded message from the host (page frames come back as raw Buffers). */
-  next(timeoutMs?: number): Promise<Record<string, unknown>>;
-  send(msg: unknown): void;
-  sendRaw(frame: Buffer | Uint8Array): void;
-  /** Resolves with the close code and reason once the host (or we) closed the link. */
-  closed: Promise<{ code: number; reason: string }>;
+/** A raw link (see rawConnect) that also sends raw frames and can be cut. */
+export interface ScriptedLink extends RawClient {
+  sendRaw(frame: Buffer | Uint8Array | string): void;
   terminate(): void;
 }
 
-const live = new Set<WebSocket>();
-
 /** Opens a raw WebSocket to `url` + `path`, optionally from another loopback source address. */
-export async function openScripted(url: string, path: string, o: { localAddress?: string; maxPayload?: number } = {}): Promise<ScriptedLink> {
-  const ws = new WebSocket(`${url}${path}`, {
-    perMessageDeflate: false, maxPayload: o.maxPayload ?? 64 * 1024 * 1024,
-    ...(o.localAddress ? { localAddress: o.localAddress } : {}),
-  });
-  live.add(ws);
-  const queue: Record<string, unknown>[] = [];
-  const waiters: (() => void)[] = [];
-  let isClosed = false;
-  ws.on('message', (d: Buffer, isBinary: boolean) => {
-    queue.push(isBinary && d[0] === 0x50 ? { t: 'page-frame', frame: d } : packr.unpack(d) as Record<string, unknown>);
-    for (const w of waiters.splice(0)) w();
-  });
-  ws.on('error', () => {});
-  const closed = new Promise<{ code: number; reason: string }>((resolve) => {
-    ws.on('close', (code, reason) => {
-      isClosed = true;
-      live.delete(ws);
-      for (const w of waiters.splice(0)) w();
-      resolve({ code, reason: reason.toString() });
-    });
-  });
-  await new Promise<void>((resolve, reject) => {
-    ws.once('open', () => resolve());
-    ws.once('error', reject);
-  });
-  return {
-    ws,
-    closed,
-    async next(timeoutMs = 10_000) {
-      const t0 = Date.now();
-      for (;;) {
-        const m = queue.shift();
-        if (m) return m;
-        if (isClosed) throw new Error('link closed while waiting for a message');
-        const left = timeoutMs - (Date.now() - t0);
-        if (left <= 0) throw new Error(`no message within ${timeoutMs} ms`);
-        await new Promise<void>((resolve) => {
-          const t = setTimeout(resolve, left);
-          waiters.push(() => { clearTimeout(t); resolve(); });
-        });
-      }
-    },
-    send(msg: unknown) {
-      ws.send(packr.pack(msg));
-    },
-    sendRaw(frame: Buffer | Uint8Array) {
-      ws.send(frame);
-    },
-    terminate() {
-      ws.terminate();
-    },
-  };
+export async function openScripted(url: string, path: string, o: { localAddress?: string } = {}): Promise<ScriptedLink> {
+  const raw = await rawConnect(url, path, o);
+  return Object.assign(raw, { sendRaw: (f: Buffer | Uint8Array | string) => raw.ws.send(f), terminate: () => raw.ws.terminate() });
 }
 
 /** A `/migrate` link past its hello, as a source opens it (bulk or priority channel). */
@@ -164,9 +106,4 @@ export function idleSockets(port: number, n: number, localAddress: string, send?
     });
     s.once('error', reject);
   })));
-}
-
-export function closeAllScripted(): void {
-  for (const ws of live) ws.terminate();
-  live.clear();
 }

@@ -189,7 +189,10 @@ export class MigrationManager {
     const { id } = hello;
     if (hello.role === 'bulk' && hello.recover === true) {
       // Answered once the source asks (its `recover`), so the answer cannot overtake the hello's end.
+      const silent = setTimeout(() => closeWith(ws, 1008, 'no recover message'), this.incomingIdleMs);
+      silent.unref();
       ws.once('message', (data: Buffer, isBinary: boolean) => {
+        clearTimeout(silent);
         let m: MigrationMsg | undefined;
         try {
           m = isBinary ? decodeMsg(data) : undefined;
