@@ -4,12 +4,14 @@ import { FerryError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { MAX_RAM_SIZE } from '../memory/layout.ts';
 import { CONTROL_PROTOCOL_VERSION, decodeFromClient, encode, errorBody, requestSchema, type ServerMsg } from '../wire/control-protocol.ts';
-import { peerText } from '../wire/peer-text.ts';
+import { closeWith, peerText } from '../wire/peer-text.ts';
 import type { MigrationManager } from './migrations.ts';
 import type { VmRegistry } from './registry.ts';
 
 /** Console output beyond this much unsent data is dropped for that client (it is too slow). */
 const MAX_BUFFERED = 8 * 1024 * 1024;
+/** Replies a client has not read, at most: beyond, it is disconnected (it sends requests but reads nothing). */
+const MAX_UNREAD = 64 * 1024 * 1024;
 /** Console input per request (the CLI sends what it reads from a terminal, a chunk at a time). */
 const MAX_CONSOLE_INPUT = 64 * 1024;
 
@@ -126,7 +128,13 @@ export class ControlConnection {
   }
 
   send(msg: ServerMsg): void {
-    if (this.ws.readyState === this.ws.OPEN) this.ws.send(encode(msg));
+    if (this.ws.readyState !== this.ws.OPEN) return;
+    if (this.ws.bufferedAmount > MAX_UNREAD) {
+      this.log.warn({ unread: this.ws.bufferedAmount }, 'client is not reading its replies: closing its connection');
+      closeWith(this.ws, 1008, 'not reading replies');
+      return;
+    }
+    this.ws.send(encode(msg));
   }
 
   /** A pushed event; console output is dropped for a client that cannot keep up. */

@@ -31,9 +31,18 @@ export interface HandshakeOptions<T> {
   onReady(hello: T): void;
 }
 
+/**
+ * Data a peer has not read beyond which its pings go unanswered: a peer that pings without
+ * reading would otherwise make the host queue pongs for it without bound.
+ */
+const PONG_BACKLOG = 64 * 1024;
+
 export function serverHandshake<T>(ws: WebSocket, o: HandshakeOptions<T>): void {
   const challenge = o.token === undefined ? undefined : newChallenge();
   ws.on('error', (err) => o.log.debug({ peer: o.peer, err: err.message }, `${o.endpoint} connection error`));
+  ws.on('ping', (data: Buffer) => {
+    if (ws.readyState === ws.OPEN && ws.bufferedAmount < PONG_BACKLOG) ws.pong(data);
+  });
   ws.send(encode({ t: 'hello', v: o.version, host: o.hostName, ...(challenge ? { challenge } : {}) }));
   ws.once('message', (data: Buffer, isBinary: boolean) => {
     try {

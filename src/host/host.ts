@@ -59,7 +59,8 @@ export class Host {
     });
     this.http.on('connection', (socket: Socket) => this.admission.admit(socket));
     // Until the hello is accepted a peer may send only small messages (raised in the handshake).
-    const wsOptions = { noServer: true, perMessageDeflate: false, maxPayload: this.limits.preAuthMaxPayload };
+    // Pings are answered by the handshake, only to a peer that reads what it is sent.
+    const wsOptions = { noServer: true, perMessageDeflate: false, maxPayload: this.limits.preAuthMaxPayload, autoPong: false };
     this.control = new WebSocketServer(wsOptions);
     this.migrate = new WebSocketServer(wsOptions);
     this.http.on('upgrade', (req, socket, head) => this.onUpgrade(req, socket, head));
