@@ -156,12 +156,14 @@ export class Cpu {
       throw new FerryError('EPAGE', `guest page ${page} is not present and no pager is attached`);
     });
     const buf = o.memory.buffers.ram;
-    this.ramSize = buf.byteLength;
-    this.ram8 = new Uint8Array(buf);
-    this.ram8s = new Int8Array(buf);
-    this.ram16 = new Uint16Array(buf);
-    this.ram16s = new Int16Array(buf);
-    this.ram32 = new Int32Array(buf);
+    const size = buf.byteLength;
+    this.ramSize = size;
+    // Fixed-length views (the buffer is growable, see sharedZeroed, but never grows).
+    this.ram8 = new Uint8Array(buf, 0, size);
+    this.ram8s = new Int8Array(buf, 0, size);
+    this.ram16 = new Uint16Array(buf, 0, size / 2);
+    this.ram16s = new Int16Array(buf, 0, size / 2);
+    this.ram32 = new Int32Array(buf, 0, size / 4);
     // Both start empty: the first access to each page takes the slow path once and fills them
     // (no up-front scan of the page states, which would delay a migration's switch-over).
     this.rok = new Uint8Array(o.memory.pages);

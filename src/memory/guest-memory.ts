@@ -45,14 +45,15 @@ export class GuestMemory {
   constructor(readonly buffers: GuestMemoryBuffers) {
     this.size = buffers.ram.byteLength;
     this.pages = this.size >>> PAGE_SHIFT;
-    this.ram = new Uint8Array(buffers.ram);
-    this.pageState = new Int32Array(buffers.pageState);
+    // Fixed-length views: the buffers are growable (see sharedZeroed) but never grow.
+    this.ram = new Uint8Array(buffers.ram, 0, this.size);
+    this.pageState = new Int32Array(buffers.pageState, 0, this.pages);
     this.dirtyLogs = [
       new Uint8Array(buffers.dirty, 0, this.pages),
       new Uint8Array(buffers.dirty, logStride(this.pages), this.pages),
     ];
     this.dirtyCtl = new Int32Array(buffers.dirtyCtl);
-    this.firstWrites = new Uint32Array(buffers.firstWrites);
+    this.firstWrites = new Uint32Array(buffers.firstWrites, 0, FIRST_WRITE_RING);
   }
 
   /** Sets EVER_WRITTEN on a page; the first time, the page joins the first-write ring. */
@@ -84,11 +85,11 @@ export class GuestMemory {
     checkRamSize(size);
     const pages = size / PAGE_SIZE;
     const mem = new GuestMemory({
-      ram: new SharedArrayBuffer(size),
-      pageState: new SharedArrayBuffer(pages * 4),
-      dirty: new SharedArrayBuffer(logStride(pages) * 2),
+      ram: sharedZeroed(size),
+      pageState: sharedZeroed(pages * 4),
+      dirty: sharedZeroed(logStride(pages) * 2),
       dirtyCtl: new SharedArrayBuffer(16),
-      firstWrites: new SharedArrayBuffer(FIRST_WRITE_RING * 4),
+      firstWrites: sharedZeroed(FIRST_WRITE_RING * 4),
     });
     mem.pageState.fill(PAGE_PRESENT);
     return mem;
@@ -117,6 +118,18 @@ export class GuestMemory {
   everWritten(page: number): boolean {
     return (Atomics.load(this.pageState, page) & PAGE_EVER_WRITTEN) !== 0;
   }
+}
+
+/**
+ * A zeroed shared buffer backed by pages the OS maps lazily and takes back when the buffer is
+ * collected. A growable SharedArrayBuffer is reserved and committed by V8's page allocator, not
+ * malloc: a plain one of a few MiB comes from the malloc heap once glibc's dynamic mmap threshold
+ * has risen (it does after the first large buffer is freed), is zeroed in full there (resident at
+ * once) and stays in the heap after its VM is gone (measured: 300 aborted 16 MiB migrations,
+ * 860 MiB resident against 200 MiB this way). It never grows; views over it have a fixed length.
+ */
+export function sharedZeroed(bytes: number): SharedArrayBuffer {
+  return new SharedArrayBuffer(bytes, { maxByteLength: bytes });
 }
 
 /** Each dirty log starts on an 8-byte boundary so it can be scanned by words. */
