@@ -187,7 +187,10 @@ export const controlVmCreate: Strategy = {
   async run(ctx) {
     const calls: [number, string, unknown][] = [];
     for (let i = ctx.rng.range(1, 3); i > 0; i--) calls.push([calls.length + 1, 'vm.create', params(ctx, 'vm.create')]);
-    if (ctx.rng.chance(0.3)) calls.push([calls.length + 1, ctx.rng.pick(METHOD_NAMES), params(ctx, 'vm.info')]);
+    if (ctx.rng.chance(0.3)) {
+      const method = ctx.rng.pick(METHOD_NAMES);
+      calls.push([calls.length + 1, method, params(ctx, method)]);
+    }
     await ctx.heavy();
     await callSession(ctx, calls);
   },
