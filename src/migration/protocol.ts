@@ -230,19 +230,33 @@ function contextProblem(m: MigrationMsg, pages: number): string | undefined {
  * not compile msgpack and schema paths inside its downtime (measured: about 2 ms on a fresh host).
  */
 export function warmCodec(): void {
-  const cpu = new Array<number>(48).fill(0);
+  const cpu = Array.from({ length: 48 }, (_, i) => (i % 3 === 0 ? -(i << 20) : i * 977));
   cpu[33] = 0x8000_0000 | 0;
   cpu[34] = 3;
-  const samples: MigrationMsg[] = [
-    {
+  cpu[35] = 0;
+  cpu[36] = 0;
+  cpu[37] = 0x8000_0000 | 0;
+  cpu[39] = 0x8000_0100 | 0;
+  const devices = (mode: 'icount' | 'realtime', mtime: number, rx: number[]) => ({
+    uart: { ier: 0, lcr: 3, mcr: 0, scr: 0, fcr: 0, dll: 0, dlm: 0, rx }, clint: { msip: 0, mtimecmpLo: 0xffff_ffff, mtimecmpHi: 1 }, clock: { mode, mtime },
+  });
+  // Both clocks, small and large numbers, with and without post-copy fields: the shapes a switch-over meets.
+  const samples: [MigrationMsg, number][] = [
+    [{
       t: 'state', run: 'running', console: new Uint8Array(64),
-      state: {
-        version: 1, config: { ramSize: 1 << 20, clock: 'icount', tohost: 0 }, insnLimit: 0, cpu,
-        devices: { uart: { ier: 0, lcr: 3, mcr: 0, scr: 0, fcr: 0, dll: 0, dlm: 0, rx: [1, 2] }, clint: { msip: 0, mtimecmpLo: 0, mtimecmpHi: 1 }, clock: { mode: 'icount', mtime: 2 } },
-      },
+      state: { version: 1, config: { ramSize: 1 << 20, clock: 'icount', tohost: 0 }, insnLimit: 10, cpu, devices: devices('icount', 2, [1, 2]) },
       postcopy: { late: new Uint32Array(8), missingCount: 8 },
-    },
-    { t: 'resumed' }, { t: 'page-req', page: 123 }, { t: 'pushed', bytes: 1 << 30 }, { t: 'advise-ok' }, { t: 'completed', resumedAt: Date.now() },
+    }, 256],
+    [{
+      t: 'state', run: 'running', console: new Uint8Array(0),
+      state: { version: 1, config: { ramSize: 256 << 20, clock: 'realtime', tohost: -1 }, insnLimit: 0, cpu, devices: devices('realtime', 52_900_988.5, []) },
+    }, 65_536],
+    [{
+      t: 'state', run: 'paused', console: new Uint8Array(16),
+      state: { version: 1, config: { ramSize: 8 << 20, clock: 'realtime', tohost: -1 }, insnLimit: 0, cpu, devices: devices('realtime', 2 ** 40, []) },
+    }, 2048],
+    [{ t: 'resumed' }, 256], [{ t: 'page-req', page: 123 }, 256], [{ t: 'pushed', bytes: 1 << 30 }, 256], [{ t: 'advise-ok' }, 256],
+    [{ t: 'completed', resumedAt: Date.now() }, 256], [{ t: 'round-ack', round: 3, pages: 1000 }, 256], [{ t: 'setup-ok' }, 256],
   ];
-  for (let i = 0; i < 4; i++) for (const m of samples) decodeMsg(encodeMsg(m), { pages: 256 });
+  for (let i = 0; i < 300; i++) for (const [m, pages] of samples) decodeMsg(encodeMsg(m), { pages });
 }
