@@ -201,7 +201,12 @@ export class MigrationManager {
           closeWith(ws, 1002, 'expected recover on a recovering link');
           return;
         }
-        this.recoverIncoming(ws, id);
+        try {
+          this.recoverIncoming(ws, id);
+        } catch (e) {
+          this.log.error({ err: e, id }, 'post-copy recovery failed unexpectedly');
+          closeWith(ws, 1011, 'recovery failed');
+        }
       });
       return;
     }

@@ -169,10 +169,20 @@ export class IncomingMigration {
     const err = e instanceof FerryError ? e : new FerryError('EPROTO', (e as Error).message);
     this.log.warn({ vm: this.setup?.vm, peer: this.peer, err: err.message, where }, 'migration protocol error');
     if (this.postcopy && !this.done) {
-      this.busy = this.busy.then(() => this.pausePostcopy(`${err.code} on the ${where}: ${err.message}`, err));
+      void this.step(() => this.pausePostcopy(`${err.code} on the ${where}: ${err.message}`, err));
       return;
     }
-    this.busy = this.busy.then(() => this.abort(err));
+    void this.step(() => this.abort(err));
+  }
+
+  /** Runs `fn` after whatever this migration is doing; a failure is logged, never left unhandled. */
+  private step(fn: () => unknown): Promise<void> {
+    this.busy = this.busy.then(fn).then(() => undefined, (e: unknown) => this.stepFailed(e));
+    return this.busy;
+  }
+
+  private stepFailed(e: unknown): void {
+    this.log.error({ err: e, vm: this.setup?.vm }, 'incoming migration step failed unexpectedly');
   }
 
   /**
@@ -190,7 +200,7 @@ export class IncomingMigration {
       if (this.postcopy) {
         if (this.pausedAt === 0 && silentMs > LINK_SILENT_MS) this.linkDown(`no word from ${this.peer} for ${LINK_SILENT_MS} ms`);
       } else if (this.phase !== 'switching' && silentMs > this.opts.idleMs) {
-        this.busy = this.busy.then(() => this.abort(new FerryError('ETIMEDOUT', `no word from ${this.peer} for ${this.opts.idleMs} ms before the switch-over`)));
+        void this.step(() => this.abort(new FerryError('ETIMEDOUT', `no word from ${this.peer} for ${this.opts.idleMs} ms before the switch-over`)));
         clearInterval(timer);
       }
     }, Math.min(LINK_PING_MS, Math.max(50, this.opts.idleMs / 4)));
@@ -199,7 +209,7 @@ export class IncomingMigration {
 
   /** Before the switch-over a lost link ends the migration (the source keeps the guest); in post-copy it pauses it. */
   private linkDown(why: string): void {
-    this.busy = this.busy.then(() => {
+    void this.step(() => {
       if (this.done) return undefined;
       if (this.postcopy) {
         this.pausePostcopy(why);
@@ -221,7 +231,7 @@ export class IncomingMigration {
     this.stats?.setStatus('postcopy-paused', `link lost: ${why}`);
     if (this.stats) this.hooks.update(this.stats);
     this.log.warn({ vm: this.setup?.vm, err: why, missing: this.remaining() }, 'post-copy paused: the link is lost; the VM runs on here until it touches a missing page, and waits for the source to recover the link');
-    void this.watchSource(this.pausedAt);
+    this.watchSource(this.pausedAt).catch((e: unknown) => this.stepFailed(e));
   }
 
   /**
@@ -237,7 +247,7 @@ export class IncomingMigration {
       const { verdict, why } = await this.hooks.probeSource(url, this.setup!.vm);
       if (this.pausedAt !== pausedAt || this.done) return;
       if (verdict === 'gone') {
-        this.busy = this.busy.then(() => this.abort(new FerryError('ESOURCEGONE', why)));
+        void this.step(() => this.abort(new FerryError('ESOURCEGONE', why)));
         return;
       }
       this.log.debug({ vm: this.setup!.vm, verdict, why }, 'post-copy paused: the source host was checked');
@@ -262,8 +272,7 @@ export class IncomingMigration {
 
   /** A paused post-copy given up on this host: the VM is dropped and reported lost. */
   abandon(reason: string): Promise<void> {
-    this.busy = this.busy.then(() => this.abort(new FerryError('EABANDONED', reason)));
-    return this.busy;
+    return this.step(() => this.abort(new FerryError('EABANDONED', reason)));
   }
 
   /**
@@ -272,8 +281,7 @@ export class IncomingMigration {
    */
   cancelHere(reason: string): Promise<void> | undefined {
     if (this.done || this.postcopy || this.phase === 'switching') return undefined;
-    this.busy = this.busy.then(() => this.abort(new FerryError('ECANCELED', reason), true));
-    return this.busy;
+    return this.step(() => this.abort(new FerryError('ECANCELED', reason), true));
   }
 
   /** The host is stopping: nothing more happens here (its VMs are destroyed with it). */
@@ -305,7 +313,7 @@ export class IncomingMigration {
     };
     if (!this.postcopy) {
       this.end(); // from now on the guest can never resume here
-      this.busy = this.busy.then(() => this.giveUp(new FerryError('ELINK', 'the source reconnected before the guest resumed here; it keeps the guest')));
+      void this.step(() => this.giveUp(new FerryError('ELINK', 'the source reconnected before the guest resumed here; it keeps the guest')));
       answer({ t: 'failed', code: 'ENOMIGRATION', message: 'the guest never resumed here; the source keeps it' });
       return;
     }
@@ -375,7 +383,7 @@ export class IncomingMigration {
         if (!isBinary) throw new FerryError('EPROTO', 'text frames are not part of the migration protocol');
         const m = decodeMsg(data, this.ctx);
         if (m.t !== 'cancel') throw new FerryError('EPROTO', `unexpected "${m.t}" on the priority channel`);
-        this.busy = this.busy.then(() => this.abort(new FerryError('ECANCELED', `cancelled by the source: ${peerText(m.reason, 200)}`), true));
+        void this.step(() => this.abort(new FerryError('ECANCELED', `cancelled by the source: ${peerText(m.reason, 200)}`), true));
       } catch (e) {
         this.protocolError(e, 'priority channel');
       }
@@ -419,7 +427,7 @@ export class IncomingMigration {
         this.backlog = undefined;
         return this.abort(e);
       },
-    );
+    ).catch((e: unknown) => this.stepFailed(e));
   }
 
   /** One frame of the bulk stream, checked against what the current phase accepts (BULK_ACCEPTS). */
@@ -478,7 +486,7 @@ export class IncomingMigration {
       try {
         this.hooks.reserve(s, vm);
       } catch (e) {
-        void vm.destroy();
+        vm.destroy().catch((err: unknown) => this.stepFailed(err));
         throw e;
       }
       this.vm = vm;
@@ -605,7 +613,7 @@ export class IncomingMigration {
     this.hooks.update(this.stats!);
     this.log.info({ vm: this.setup!.vm, missing: missingCount }, 'post-copy: the VM runs here; fetching its pages');
     this.phase = 'postcopy';
-    void this.followPushedFrames();
+    this.followPushedFrames().catch((e: unknown) => this.stepFailed(e));
     this.checkPostcopyComplete();
   }
 
