@@ -161,6 +161,10 @@ describe('msgpack that would allocate or stall is refused before decoding', () =
       expect(['EINVAL', 'EPROTO']).toContain((r.error as Info).code);
     };
     await refused('vm.info', { name: 'a'.repeat(10_000) });
+    // Nothing a reply may quote back carries terminal escapes.
+    await refused('vm.info', { name: '\u001b[31mred' });
+    await refused('vm.create', { name: 'n1', program: 'x\u001b[2J' });
+    await refused('migrate.start', { name: 'bystander', to: 'ws://x\u0007' });
     await refused('vm.create', { name: 'n1', program: 'counter', memory: 2 ** 60 });
     await refused('vm.create', { name: 'n1', program: 'counter', memory: 1.5 });
     await refused('vm.create', { name: 'n1', program: 'counter', insnLimit: Number.NaN });

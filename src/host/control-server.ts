@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { FerryError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { MAX_RAM_SIZE } from '../memory/layout.ts';
+import { VM_NAME_RE } from '../vm/state-schema.ts';
 import { CONTROL_PROTOCOL_VERSION, decodeFromClient, encode, errorBody, requestSchema, type ServerMsg } from '../wire/control-protocol.ts';
 import { closeWith, peerText } from '../wire/peer-text.ts';
 import type { MigrationManager } from './migrations.ts';
@@ -17,7 +18,10 @@ const MAX_CONSOLE_INPUT = 64 * 1024;
 
 // Parameter types, with the messages a client sees ('parameter "name" must be ...').
 const nonEmpty = 'must be a non-empty string';
-const name = z.string({ error: nonEmpty }).min(1, nonEmpty).max(256, 'is longer than 256 characters');
+/** Text a reply may quote back: no control characters (no terminal escapes in a client's error line). */
+const printable = (max: number) => z.string({ error: nonEmpty }).min(1, nonEmpty).max(max, `is longer than ${max} characters`)
+  .regex(/^[^\u0000-\u001f\u007f-\u009f]*$/, 'must not hold control characters');
+const name = z.string({ error: nonEmpty }).min(1, nonEmpty).regex(VM_NAME_RE, "must be a VM name: letters, digits, '.', '_' or '-' (at most 63)");
 const count = (max = Number.MAX_SAFE_INTEGER) => z.number({ error: 'must be a non-negative integer' })
   .int('must be a non-negative integer').min(0, 'must be a non-negative integer').max(max, `must be at most ${max}`)
   .nullish().transform((v) => v ?? undefined);
@@ -50,9 +54,9 @@ export const METHODS: Record<string, Method<z.ZodType>> = {
   'vm.info': method(named, (p, c) => c.registry.info(p.name)),
   'vm.create': method(z.strictObject({
     name,
-    program: name.optional(),
+    program: printable(256).optional(),
     elf: bytes(64 * 1024 * 1024).optional(),
-    elfName: name.optional(),
+    elfName: printable(256).optional(),
     memory: count(MAX_RAM_SIZE),
     icount: flag,
     insnLimit: count(),
@@ -85,7 +89,7 @@ export const METHODS: Record<string, Method<z.ZodType>> = {
   'console.input': method(z.strictObject({ name, data: bytes(MAX_CONSOLE_INPUT) }), (p, c) => c.registry.input(p.name, p.data)),
   'migrate.start': method(z.strictObject({
     name,
-    to: z.string({ error: 'must be a URL like ws://HOST:PORT' }).min(1).max(2048, 'is longer than 2048 characters'),
+    to: printable(2048),
     mode: z.enum(['precopy', 'postcopy', 'hybrid', 'cold'], { error: 'must be one of precopy, postcopy, hybrid, cold' }).optional(),
     downtimeLimitMs: count(2_000_000),
     maxBandwidth: count(),
