@@ -110,6 +110,14 @@ describe('before authentication', () => {
     // Every silent connection is gone shortly after the 1.5 s hello deadline.
     await waitFor(() => opened.every((l) => l.ws.readyState === l.ws.CLOSED) && closedTcp() === tcp.length, 'silent connections to be closed', 8_000);
     for (const s of tcp) s.destroy();
+    // Dozens were refused and dozens timed out: logged with their address, at most 5 lines of each kind (per 10 s).
+    const lines = th.stderrText().split('\n').filter((l) => /"msg":"connection (refused|closed)"/.test(l));
+    for (const what of ['refused', 'closed']) {
+      const of = lines.filter((l) => l.includes(`"msg":"connection ${what}"`));
+      expect(of.length, what).toBeGreaterThan(0);
+      expect(of.length, what).toBeLessThanOrEqual(5);
+      expect(of.every((l) => /"peer":"127\.0\.0\.[23]"/.test(l)), what).toBe(true);
+    }
   }, T);
 
   it('a token host refuses a request before the hello, and a wrong mac, without running it', async () => {
