@@ -8,7 +8,7 @@ import { loadBuiltProgram } from '../vm/programs.ts';
 import { VM_NAME_RE } from '../vm/state-schema.ts';
 import { Vm, type VmInfo, type VmState } from '../vm/vm.ts';
 
-export const CONSOLE_HISTORY = 16 * 1024;
+const CONSOLE_HISTORY = 16 * 1024;
 
 export interface CreateVmParams {
   name: string;

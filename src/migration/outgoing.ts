@@ -689,10 +689,7 @@ export class OutgoingMigration {
     this.send({ t: 'recover' });
     const reply = await this.inbox.next(['recv-bitmap', 'completed'], ACK_TIMEOUT_MS);
     if (reply.t === 'completed') return 'completed';
-    const pc = this.pc!;
-    if (!(reply.received instanceof Uint8Array) || reply.received.length !== Math.ceil(this.vm.memory.pages / 8)) {
-      throw new FerryError('EPROTO', 'malformed received-page bitmap');
-    }
+    const pc = this.pc!; // the bitmap's size and count were checked at decode
     let left = 0;
     let resent = 0;
     for (let i = 0; i < pc.order.length; i++) {
