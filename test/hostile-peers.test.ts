@@ -355,7 +355,7 @@ describe('a hostile destination', () => {
     for (const [what, at, frames] of answers) {
       const fake = await startFakeDestination({ answer: at, with: frames.map((f) => (typeof f === 'string' ? f : Buffer.from(f))) });
       fakes.push(fake);
-      const s = await migrate(c, 'leaver', { to: fake.url, maxRounds: 1 }, 15_000);
+      const s = await migrate(c, 'leaver', { to: fake.url, maxRounds: 1, switchoverAtMaxRounds: true }, 15_000);
       expect(s.status, what).toBe('failed');
       expect(s['error-code'], `${what}: ${String(s['error-desc'])}`).toBe('EPROTO');
       expect(Buffer.byteLength(String(s['error-desc']))).toBeLessThan(2000);

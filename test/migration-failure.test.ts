@@ -6,11 +6,11 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { ControlClient } from '../src/wire/control-client.ts';
 import type { MigrationInfo } from '../src/migration/stats.ts';
-import { MiB, sleep } from './helpers.ts';
+import { eventually, MiB, sleep } from './helpers.ts';
 import { pidAlive, startHost, type StartedHost } from './host-helpers.ts';
 import {
   createParams, errorCode, finalDigest, type FakeDestination, type GuestSpec, hostTracker, type Info, migrate, oracleDigest,
-  startFakeDestination, waitInstret, waitMigrationEnd,
+  startFakeDestination, waitInfo, waitInstret, waitMigrationEnd,
 } from './migration-helpers.ts';
 
 const clients = hostTracker();
@@ -94,7 +94,7 @@ describe('destination process killed mid-migration', () => {
     const s = await end.promise;
     const detectMs = Date.now() - tKill;
     expect(s.status).toBe('failed');
-    expect(s['error-desc']).toMatch(/link to ws:\/\/127\.0\.0\.1:\d+ (closed|failed)/);
+    expect(s['error-desc']).toMatch(/(link|priority channel) to ws:\/\/127\.0\.0\.1:\d+ (closed|failed)/);
     await expectRunsOn(c, 'victim');
     expect(await c.request<MigrationInfo>('migrate.status', { name: 'victim' })).toMatchObject({ status: 'failed' });
     expect(await finalDigest(c, 'victim')).toBe(await oracle);
@@ -146,7 +146,7 @@ describe('destination process killed mid-migration', () => {
     expect(d.stderrText().split('\n').filter((l) => l.includes('"level":50'))).toEqual([]);
     const s = await end.promise;
     expect(s.status).toBe('failed');
-    expect(s['error-desc']).toMatch(/link to ws:\/\/127\.0\.0\.1:\d+ (closed|failed)|shutting down/);
+    expect(s["error-desc"]).toMatch(/(link|priority channel) to ws:\/\/127\.0\.0\.1:\d+ (closed|failed)|shutting down/);
     await expectRunsOn(c, 'termed');
   });
 });
@@ -166,7 +166,7 @@ describe('the link cut at precise points (a fake destination)', () => {
     const s1 = await migrate(c, 'cut', { to: f1.url });
     expect(f1.seen).toEqual(['setup']);
     expect(s1.status).toBe('failed');
-    expect(s1['error-desc']).toMatch(/link to .* closed/);
+    expect(s1['error-desc']).toMatch(/(link|priority channel) to .* closed/);
     expect(s1['transferred-bytes']).toBe(0);
     await expectRunsOn(c, 'cut');
 
@@ -181,13 +181,25 @@ describe('the link cut at precise points (a fake destination)', () => {
     await expectRunsOn(c, 'cut');
 
     // 3. It plays along until the state section (the VM was paused for stop-and-copy), then
-    // vanishes without acknowledging: the source cannot reach it to ask, so it resumes the VM.
+    // vanishes without acknowledging, and never answers a query: the source cannot know whether
+    // it resumed the guest, so its copy stays paused (never a guess) until the operator decides.
     const f3 = await startFakeDestination({ drop: 'state' });
     fakes.push(f3);
-    const s3 = await migrate(c, 'cut', { to: f3.url, maxRounds: 2, downtimeLimitMs: 1 });
-    expect(f3.seen).toEqual(['setup', 'round-end', 'round-end', 'state']);
+    const end3 = waitMigrationEnd(c, 'cut', 60_000);
+    await c.request('migrate.start', { name: 'cut', to: f3.url, maxRounds: 2, switchoverAtMaxRounds: true, downtimeLimitMs: 1 });
+    await waitInfo(c, 'cut', (i) => i.state === 'paused', 'the source to pause for the switch-over');
+    const unknown = await eventually(async () => {
+      const st = await c.request<MigrationInfo>('migrate.status', { name: 'cut' });
+      return st.status === 'outcome-unknown' ? st : undefined;
+    }, 'outcome-unknown');
+    expect(f3.seen.slice(0, 4)).toEqual(['setup', 'round-end', 'round-end', 'state']);
+    expect(unknown['dirty-sync-count']).toBe(2);
+    await sleep(1000);
+    expect((await c.request<Info>('vm.info', { name: 'cut' })).state).toBe('paused');
+    await c.request('migrate.resolve', { name: 'cut', decision: 'resume' });
+    const s3 = await end3.promise;
     expect(s3.status).toBe('failed');
-    expect(s3['dirty-sync-count']).toBe(2);
+    expect(s3['error-desc']).toMatch(/the operator decided the destination does not run the guest/);
     await expectRunsOn(c, 'cut');
 
     // Nothing half-done: a real migration now completes, and the guest ends as if never moved.

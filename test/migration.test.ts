@@ -6,7 +6,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { ControlClient } from '../src/wire/control-client.ts';
 import { PAGE_SIZE, RAM_BASE } from '../src/memory/layout.ts';
 import type { MigrationInfo } from '../src/migration/stats.ts';
-import { MiB, runCli, sleep } from './helpers.ts';
+import { eventually, MiB, runCli, sleep } from './helpers.ts';
 import { startHost, TOKEN, type StartedHost } from './host-helpers.ts';
 import {
   FINAL, createParams, errorCode, finalDigest, guestRunningOnA, hostTracker, type GuestSpec, type Info, type LiveHost, migrate,
@@ -308,9 +308,10 @@ describe('refusals before anything changes', () => {
 });
 
 describe('limits: rounds, downtime, bandwidth', () => {
-  it('downtime-limit 1 ms with max-rounds 3 forces stop-and-copy after exactly 3 rounds; digest unchanged', async () => {
+  it('downtime-limit 1 ms with max-rounds 3 and --switchover-at-max-rounds: stop-and-copy after exactly 3 rounds, and it says why; digest unchanged', async () => {
     const g: GuestSpec = { ...MEM8, insnLimit: 230_000_000 };
-    const s = await precopyAndCompare(g, 0.2, 'rounds3', { downtimeLimitMs: 1, maxRounds: 3 });
+    const s = await precopyAndCompare(g, 0.2, 'rounds3', { downtimeLimitMs: 1, maxRounds: 3, switchoverAtMaxRounds: true });
+    expect(s['switchover-reason']).toMatch(/^max rounds \(3\), allowed above the limit/);
     expect(s['dirty-sync-count']).toBe(3);
     expect(s.rounds.map((r) => r.round)).toEqual([0, 1, 2]);
     // memstress rewrites its whole working set far faster than a round: every round finds it dirty again.
@@ -318,10 +319,26 @@ describe('limits: rounds, downtime, bandwidth', () => {
     expect(s['downtime-bytes']).toBeGreaterThanOrEqual(8 * 256 * PAGE_SIZE);
   });
 
+  it('max-rounds reached without converging: no switch-over above the limit; it throttles, and gives up at full throttle (the VM runs on here)', async () => {
+    const g: GuestSpec = { program: 'memstress', memory: 16 * MiB, args: ['ws_mib=4'], insnLimit: 0 };
+    const { b, ca, cb } = await guestRunningOnA(hosts, g, 'maxr', 0);
+    await waitInstret(ca, 'maxr', 20_000_000);
+    const s = await migrate(ca, 'maxr', { to: b.url, downtimeLimitMs: 1, maxRounds: 2, maxBandwidth: 40 * MiB }, 60_000);
+    expect(s.status).toBe('failed');
+    expect(s['error-code']).toBe('ENOCONVERGE');
+    expect(s['error-desc']).toMatch(/^pre-copy cannot converge: .* throttled 99 %; raise --downtime-limit, use --mode hybrid, or allow --switchover-at-max-rounds$/);
+    expect(s['throttle-percent']).toBe(99);
+    expect(s['dirty-sync-count']).toBeGreaterThan(2);
+    expect(s['downtime-ms']).toBeUndefined();
+    // Never switched over: the destination drops its half-built VM, the source runs on unthrottled.
+    await eventually(() => cb.request('vm.info', { name: 'maxr' }).then(() => false, (e: { code?: string }) => e.code === 'ENOVM'), 'the destination to drop its half');
+    expect((await ca.request<Info>('vm.info', { name: 'maxr' })).state).toBe('running');
+  });
+
   it('max-bandwidth 20M keeps each round under the cap and makes it take as long as the cap implies', async () => {
     const cap = 20 * MiB;
     const g: GuestSpec = { program: 'memstress', memory: 16 * MiB, args: ['ws_mib=4'], insnLimit: 300_000_000 };
-    const s = await precopyAndCompare(g, 0.2, 'bw', { maxBandwidth: cap, maxRounds: 2, downtimeLimitMs: 1 });
+    const s = await precopyAndCompare(g, 0.2, 'bw', { maxBandwidth: cap, maxRounds: 2, switchoverAtMaxRounds: true, downtimeLimitMs: 1 });
     expect(s['dirty-sync-count']).toBe(2);
     const capMbps = (cap * 8) / 1e6;
     for (const r of s.rounds) {
@@ -417,7 +434,7 @@ describe('through real host processes and the ferry CLI', () => {
     await ca.request('vm.create', createParams('cli', g));
     await waitInstret(ca, 'cli', g.insnLimit * 0.05);
 
-    const r = await runCli(['--host', ha.url, 'migrate', 'cli', '--to', hb.url, '--downtime-limit', '1', '--max-rounds', '3', '--json']);
+    const r = await runCli(['--host', ha.url, 'migrate', 'cli', '--to', hb.url, '--downtime-limit', '1', '--max-rounds', '3', '--switchover-at-max-rounds', '--json']);
     expect(r.code, r.stderr).toBe(0);
     const s = JSON.parse(r.stdout) as MigrationInfo;
     expect(s).toMatchObject({ vm: 'cli', status: 'completed', direction: 'outgoing', mode: 'precopy', 'dirty-sync-count': 3, peer: hb.url });

@@ -9,8 +9,8 @@ describe('monitor tab completion', () => {
   const vms = ['c1', 'c2', 'm1'];
   it.each([
     ['in', ['info', 'input'], 'in'],
-    ['mig', ['migrate', 'migrate_start_postcopy', 'migrate_pause', 'migrate_recover', 'migrate_cancel'], 'mig'],
-    ['migrate_re', ['migrate_recover'], 'migrate_re'],
+    ['mig', ['migrate', 'migrate_start_postcopy', 'migrate_pause', 'migrate_recover', 'migrate_resolve', 'migrate_cancel'], 'mig'],
+    ['migrate_re', ['migrate_recover', 'migrate_resolve'], 'migrate_re'],
     ['migrate_recover c', ['c1', 'c2'], 'c'],
     ['info r', ['registers'], 'r'],
     ['info vm c', ['c1', 'c2'], 'c'],

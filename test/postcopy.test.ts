@@ -123,7 +123,7 @@ describe('post-copy reaches the unmigrated digest', () => {
     // A pure pre-copy migration cannot be switched.
     await ca.request('vm.create', createParams('pre', { ...g, insnLimit: 0 }));
     await waitInstret(ca, 'pre', 1_000_000);
-    const pre = migrate(ca, 'pre', { to: b.url, maxBandwidth: 20_000_000, maxRounds: 2, downtimeLimitMs: 1 });
+    const pre = migrate(ca, 'pre', { to: b.url, maxBandwidth: 20_000_000, maxRounds: 2, switchoverAtMaxRounds: true, downtimeLimitMs: 1 });
     await waitInfo(ca, 'pre', (i) => i.migrating === true, 'migrating');
     await expect(ca.request('migrate.start-postcopy', { name: 'pre' })).rejects.toMatchObject({ code: 'ESTATE' });
     await pre;

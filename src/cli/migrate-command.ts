@@ -16,6 +16,8 @@ interface MigrateOpts {
   maxRounds?: string;
   autoConverge?: boolean;
   postcopyAfterRounds?: string;
+  switchoverAtMaxRounds?: boolean;
+  giveUpAfter?: string;
   autoRecover: boolean;
   wait: boolean;
   json?: boolean;
@@ -127,6 +129,9 @@ function pausedNotice(name: string): (s: MigrationInfo) => void {
     if (s.status === 'postcopy-paused' && last !== 'postcopy-paused') {
       process.stderr.write(`${name}: postcopy-paused: ${s['error-desc'] ?? 'link lost'} ("ferry migrate recover ${name}" reconnects now)\n`);
     }
+    if (s.status === 'outcome-unknown' && last !== 'outcome-unknown') {
+      process.stderr.write(`${name}: outcome-unknown: ${s['error-desc'] ?? 'the link was lost at the switch-over'}; the VM stays paused here until the destination answers ("ferry migrate resolve ${name} --release|--resume" decides)\n`);
+    }
     last = s.status;
   };
 }
@@ -153,10 +158,12 @@ export function migrateCommand(): Command {
     .addOption(new Option('--mode <mode>', 'precopy while it runs; postcopy (resume there at once, pages fetched on demand); hybrid (pre-copy, then post-copy); cold for a stopped VM').choices(['precopy', 'postcopy', 'hybrid', 'cold']).default('precopy'))
     .option('--downtime-limit <ms>', 'switch over once the rest fits in this downtime (default 300, as QEMU)')
     .option('--max-bandwidth <bytes/s>', 'cap the page stream, e.g. 100M (default unlimited)')
-    .option('--max-rounds <n>', 'stop-and-copy after this many rounds even if not converged (default 30)')
+    .option('--max-rounds <n>', 'after this many rounds without converging, throttle the vCPU until it does (hybrid: switch to post-copy) (default 30)')
+    .option('--switchover-at-max-rounds', 'at --max-rounds, switch over even above the downtime limit (instead of throttling)')
     .option('--auto-converge', 'throttle the vCPU when it dirties memory faster than it can be sent')
     .option('--postcopy-after-rounds <n>', 'hybrid: switch to post-copy after N pre-copy rounds (it also switches when pre-copy does not converge)')
     .option('--no-auto-recover', 'post-copy: when the link drops, wait for "migrate recover" instead of reconnecting with backoff')
+    .option('--give-up-after <ms>', 'post-copy: give the VM up (lost, on both hosts) after this long without a link (default: never)')
     .option('--no-wait', 'return as soon as the migration has started')
     .option('--json', 'print the final statistics as JSON')
     .action(async (name: string, o: MigrateOpts, self: Command) => {
@@ -167,6 +174,8 @@ export function migrateCommand(): Command {
       if (o.maxBandwidth !== undefined) params.maxBandwidth = parseSize(o.maxBandwidth, 'max bandwidth');
       if (o.maxRounds !== undefined) params.maxRounds = parseCount(o.maxRounds, 'max rounds');
       if (o.postcopyAfterRounds !== undefined) params.postcopyAfterRounds = parseCount(o.postcopyAfterRounds, 'post-copy after rounds');
+      if (o.switchoverAtMaxRounds) params.switchoverAtMaxRounds = true;
+      if (o.giveUpAfter !== undefined) params.giveUpAfterMs = parseCount(o.giveUpAfter, 'give-up-after');
       const c = await connect(self.optsWithGlobals<GlobalOptions>(), 'ferry-migrate');
       try {
         const started = await c.request<MigrationInfo>('migrate.start', params);
@@ -265,6 +274,24 @@ export function migrateCommand(): Command {
           throw new FerryError('EMIGRATE', `recovery failed: ${final['error-desc'] ?? ''}; the migration stays postcopy-paused`);
         }
         if (final.status !== 'completed') throw new FerryError('EMIGRATE', migrationSummary(final));
+      } finally {
+        await c.close();
+      }
+    });
+
+  cmd.command('resolve')
+    .description('Decide a switch-over whose outcome the source could not learn (outcome-unknown; run on the source host): --release if the destination runs the VM, --resume if it does not')
+    .argument('<name>', 'VM name')
+    .option('--release', 'the destination runs the VM: drop the paused copy here')
+    .option('--resume', 'the destination does not run the VM: run the paused copy here')
+    .action(async (name: string, _o: unknown, self: Command) => {
+      const o = self.opts<{ release?: boolean; resume?: boolean }>();
+      if (o.release === o.resume) throw new UsageError('give exactly one of --release or --resume');
+      const c = await connect(self.optsWithGlobals<GlobalOptions>(), 'ferry-migrate');
+      try {
+        await c.request('migrate.resolve', { name, decision: o.release ? 'release' : 'resume' });
+        const final = await waitForMigration(c, name);
+        process.stdout.write(`${migrationSummary(final)}\n`);
       } finally {
         await c.close();
       }

@@ -128,7 +128,7 @@ const VERBS: Record<string, Verb> = {
     },
   },
   migrate: {
-    usage: 'migrate NAME ws://HOST:PORT [cold|postcopy|hybrid] [downtime-limit=MS] [max-bandwidth=SIZE] [max-rounds=N] [auto-converge] [postcopy-after-rounds=N] [no-auto-recover]',
+    usage: 'migrate NAME ws://HOST:PORT [cold|postcopy|hybrid] [downtime-limit=MS] [max-bandwidth=SIZE] [max-rounds=N] [switchover-at-max-rounds] [auto-converge] [postcopy-after-rounds=N] [no-auto-recover] [give-up-after=MS]',
     help: 'migrate a VM live to another host (progress shows here; the monitor stays usable)',
     async run(args, m) {
       need(args, 2, VERBS.migrate!.usage);
@@ -139,6 +139,8 @@ const VERBS: Record<string, Verb> = {
         else if (a.startsWith('postcopy-after-rounds=')) params.postcopyAfterRounds = parseCount(a.slice(22), 'post-copy after rounds');
         else if (a === 'auto-converge') params.autoConverge = true;
         else if (a === 'no-auto-recover') params.autoRecover = false;
+        else if (a === 'switchover-at-max-rounds') params.switchoverAtMaxRounds = true;
+        else if (a.startsWith('give-up-after=')) params.giveUpAfterMs = parseCount(a.slice(14), 'give-up-after');
         else if (a.startsWith('downtime-limit=')) params.downtimeLimitMs = parseCount(a.slice(15), 'downtime limit');
         else if (a.startsWith('max-bandwidth=')) params.maxBandwidth = parseSize(a.slice(14), 'max bandwidth');
         else if (a.startsWith('max-rounds=')) params.maxRounds = parseCount(a.slice(11), 'max rounds');
@@ -172,6 +174,15 @@ const VERBS: Record<string, Verb> = {
       const s = await m.client.request<MigrationInfo>('migrate.recover', { name: args[0] });
       m.watching.add(args[0]!);
       return `${args[0]}: reconnecting to ${s.peer}; "info migrate ${args[0]}" shows progress`;
+    },
+  },
+  migrate_resolve: {
+    usage: 'migrate_resolve NAME release|resume', help: 'decide a switch-over whose outcome is unknown: release (the destination runs it) or resume (it runs here)',
+    async run(args, m) {
+      need(args, 2, 'migrate_resolve NAME release|resume');
+      if (args[1] !== 'release' && args[1] !== 'resume') throw new UsageError('usage: migrate_resolve NAME release|resume');
+      await m.client.request('migrate.resolve', { name: args[0], decision: args[1] });
+      return `${args[0]}: ${args[1] === 'release' ? 'releasing the copy here' : 'resuming the copy here'}`;
     },
   },
   migrate_cancel: {

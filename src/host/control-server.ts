@@ -98,12 +98,17 @@ export const METHODS: Record<string, Method<z.ZodType>> = {
     postcopyAfterRounds: count(1_000_000),
     pushDelayMs: count(24 * 3600 * 1000),
     autoRecover: flag,
+    switchoverAtMaxRounds: flag,
+    giveUpAfterMs: count(),
   }), (p, c) => c.migrations.start(defined(p))),
   'migrate.start-postcopy': method(named, (p, c) => c.migrations.startPostcopy(p.name)),
   'migrate.status': method(named, (p, c) => c.migrations.status(p.name)),
   'migrate.cancel': method(named, (p, c) => c.migrations.cancel(p.name)),
   'migrate.recover': method(named, (p, c) => c.migrations.recover(p.name)),
   'migrate.pause': method(named, (p, c) => c.migrations.pause(p.name)),
+  'migrate.resolve': method(z.strictObject({
+    name, decision: z.enum(['resume', 'release'], { error: 'must be resume (the guest runs here) or release (it runs on the destination)' }),
+  }), (p, c) => c.migrations.resolve(p.name, p.decision)),
 };
 
 /** A schema's first complaint about request parameters, as the client sees it. */

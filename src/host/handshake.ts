@@ -20,6 +20,7 @@ export interface HandshakeOptions<T> {
   endpoint: string;
   version: number;
   hostName: string;
+  incarnation: string;
   token: string | undefined;
   schema: z.ZodType<T>;
   /** The endpoint's message size limit, granted once the hello is accepted. */
@@ -47,7 +48,7 @@ export function serverHandshake<T>(ws: WebSocket, o: HandshakeOptions<T>): void 
   ws.once('message', (data: Buffer, isBinary: boolean) => {
     try {
       if (!isBinary) throw new FerryError('EPROTO', 'text frames are not part of the protocol; send msgpack in binary frames');
-      const verdict = checkHello(decodeFromClient(data), o.schema, o.version, o.hostName, o.token, challenge);
+      const verdict = checkHello(decodeFromClient(data), o.schema, o.version, { name: o.hostName, incarnation: o.incarnation }, o.token, challenge);
       if ('close' in verdict) {
         o.admission.refused(`${o.endpoint} hello refused`, o.peer, verdict.close[1]);
         closeWith(ws, ...verdict.close);

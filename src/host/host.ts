@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -45,6 +46,8 @@ export class Host {
   private heartbeat: NodeJS.Timeout | undefined;
   private readonly log: Logger;
   private stopping: Promise<void> | undefined;
+  /** New at every start of this process (see ReadyMsg.incarnation). */
+  readonly incarnation = randomUUID();
 
   constructor(private readonly o: HostOptions) {
     if (!isLoopback(o.host) && o.token === undefined) {
@@ -68,7 +71,7 @@ export class Host {
     this.migrate.on('connection', (ws, req: IncomingMessage) => this.onMigrate(ws, req));
     this.migrations = new MigrationManager(this.registry, o.token, o.log, (vm, info) => {
       for (const c of this.conns) c.push('migration', vm, info);
-    }, this.limits.migrationIdleMs);
+    }, this.limits.migrationIdleMs, this.incarnation);
     this.registry.on('vm.state', (name: string, summary: unknown) => {
       for (const c of this.conns) c.push('vm.state', name, summary);
     });
@@ -119,7 +122,7 @@ export class Host {
     ws.on('pong', () => { alive.v = true; });
     const log = this.log.child({ conn: 'control' });
     serverHandshake(ws, {
-      endpoint: '/control', version: CONTROL_PROTOCOL_VERSION, hostName: this.o.name, token: this.o.token, schema: controlHelloSchema,
+      endpoint: '/control', version: CONTROL_PROTOCOL_VERSION, hostName: this.o.name, incarnation: this.incarnation, token: this.o.token, schema: controlHelloSchema,
       maxPayload: CONTROL_MAX_PAYLOAD, admission: this.admission, socket: req.socket, peer: this.peerOf(req), log,
       onReady: (hello) => {
         const conn = new ControlConnection(ws, this.registry, this.migrations, log);
@@ -134,7 +137,7 @@ export class Host {
   private onMigrate(ws: WebSocket, req: IncomingMessage): void {
     const peer = this.peerOf(req);
     serverHandshake(ws, {
-      endpoint: '/migrate', version: MIGRATION_PROTOCOL_VERSION, hostName: this.o.name, token: this.o.token, schema: migrateHelloSchema,
+      endpoint: '/migrate', version: MIGRATION_PROTOCOL_VERSION, hostName: this.o.name, incarnation: this.incarnation, token: this.o.token, schema: migrateHelloSchema,
       maxPayload: MIGRATION_MAX_PAYLOAD, admission: this.admission, socket: req.socket, peer, log: this.log,
       onReady: (hello) => this.migrations.accept(ws, hello, peer),
     });

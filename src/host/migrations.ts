@@ -23,11 +23,15 @@ export interface MigrateRequest {
   postcopyAfterRounds?: number;
   pushDelayMs?: number;
   autoRecover?: boolean;
+  switchoverAtMaxRounds?: boolean;
+  giveUpAfterMs?: number;
 }
 
 /** How long a finished incoming migration still answers a late recovery (with its outcome), and how many are kept. */
 const FINISHED_KEPT_MS = 60_000;
 const FINISHED_KEPT = 256;
+/** Completed migrations whose source may not know it yet, kept at most (far beyond any real backlog). */
+const FINISHED_UNACKNOWLEDGED_MAX = 4096;
 /** Statistics of migrations whose VM is no longer here, kept for `migrate status` (the newest). */
 const STATUS_KEPT = 256;
 
@@ -53,6 +57,8 @@ export class MigrationManager {
     private readonly log: Logger,
     private readonly publish: (vm: string, info: MigrationInfo) => void,
     private readonly incomingIdleMs: number,
+    /** This host process's incarnation (see ReadyMsg). */
+    private readonly incarnation: string,
   ) {}
 
   /** Records a VM's latest migration statistics; those of VMs no longer here are kept, the newest STATUS_KEPT. */
@@ -87,6 +93,8 @@ export class MigrationManager {
     if (r.postcopyAfterRounds !== undefined) p.postcopyAfterRounds = Math.max(1, r.postcopyAfterRounds);
     if (r.pushDelayMs !== undefined) p.pushDelayMs = r.pushDelayMs;
     if (r.autoRecover !== undefined) p.autoRecover = r.autoRecover;
+    if (r.switchoverAtMaxRounds !== undefined) p.switchoverAtMaxRounds = r.switchoverAtMaxRounds;
+    if (r.giveUpAfterMs !== undefined) p.giveUpAfterMs = r.giveUpAfterMs;
     if (p.mode === 'cold' && rec.vm.state === 'running') {
       throw new FerryError('ESTATE', `cold migration needs a stopped VM: pause "${r.name}" first, or use --mode precopy`);
     }
@@ -94,7 +102,7 @@ export class MigrationManager {
       release: () => this.registry.remove(rec.name, `migrated to ${p.to}`),
       update: (s) => this.publish(rec.name, s.snapshot()),
       consoleHistory: () => this.registry.consoleHistory(rec.name),
-      selfUrl: () => this.selfUrl,
+      self: () => ({ url: this.selfUrl, incarnation: this.incarnation }),
     });
     rec.migrating = true;
     this.outgoing.set(rec.name, m);
@@ -122,6 +130,19 @@ export class MigrationManager {
     if (!m) throw new FerryError('ENOMIGRATION', `no outgoing migration of "${name}" is in progress on this host`);
     if (!m.startPostcopy()) {
       throw new FerryError('ESTATE', `the migration of "${name}" is not a hybrid migration still in pre-copy (start it with --mode hybrid)`);
+    }
+    return m.stats.snapshot();
+  }
+
+  /**
+   * `migrate resolve`: the operator decides the outcome of a switch-over the source could not
+   * learn (its link lost before the destination answered, and the destination unreachable).
+   */
+  resolve(name: string, decision: 'resume' | 'release'): MigrationInfo {
+    const m = this.outgoing.get(name);
+    if (!m) throw this.notTheSource(name, 'resolve');
+    if (!m.resolve(decision)) {
+      throw new FerryError('ESTATE', `the migration of "${name}" is ${m.stats.info.status}; only one whose outcome is unknown (outcome-unknown) can be resolved`);
     }
     return m.stats.snapshot();
   }
@@ -210,6 +231,10 @@ export class MigrationManager {
       });
       return;
     }
+    if (hello.role === 'query') {
+      this.answerQuery(ws, id);
+      return;
+    }
     if (hello.role === 'prio') {
       const m = this.incoming.get(id);
       if (!m || !m.attachPriority(ws)) closeWith(ws, 1008, m ? 'that migration has its priority channel' : 'no migration with that id');
@@ -224,7 +249,7 @@ export class MigrationManager {
       reserve: (setup, vm) => this.registry.reserveIncoming(setup.vm, setup.program, vm),
       adopt: (name, history, settling) => this.registry.adoptIncoming(name, history, settling),
       settled: (name) => this.registry.settleIncoming(name),
-      probeSource: (url, name) => this.probeSource(url, name),
+      probeSource: (url, name, incarnation) => this.probeSource(url, name, incarnation),
       discard: (name) => this.registry.remove(name, 'incoming migration failed'),
       update: (s) => {
         this.remember(s.info.vm, s);
@@ -235,15 +260,59 @@ export class MigrationManager {
     this.incoming.set(id, m);
   }
 
-  /** An incoming migration is over: only its outcome is kept (for a late recovery), for a while. */
+  /**
+   * An incoming migration is over: only its outcome is kept, for a source that asks later. One
+   * that resumed the guest here is kept until its source has learned that (it closed the link
+   * cleanly after `completed`, or asked); the others for FINISHED_KEPT_MS at most.
+   */
   private incomingEnded(id: string, m: IncomingMigration, f: FinishedIncoming): void {
     if (this.incoming.get(id) === m) this.incoming.delete(id);
     const now = performance.now();
-    this.finished.set(id, { ...f, at: now });
+    this.finished.set(id, Object.assign(f, { at: now }));
     for (const [k, v] of this.finished) {
+      const mustKeep = !v.acknowledged && (v.postcopy || v.stats?.info.status === 'completed') && this.finished.size <= FINISHED_UNACKNOWLEDGED_MAX;
+      if (mustKeep) continue;
       if (this.finished.size > FINISHED_KEPT || now - v.at > FINISHED_KEPT_MS) this.finished.delete(k);
-      else break;
     }
+  }
+
+  /**
+   * A source that lost its link at the switch-over asks how the migration ended here (once it
+   * has said `query`, so the answer cannot overtake the hello's end).
+   */
+  private answerQuery(ws: WebSocket, id: string): void {
+    const silent = setTimeout(() => closeWith(ws, 1008, 'no query message'), this.incomingIdleMs);
+    silent.unref();
+    ws.once('message', (data: Buffer, isBinary: boolean) => {
+      clearTimeout(silent);
+      try {
+        const m = isBinary ? decodeMsg(data) : undefined;
+        if (m?.t !== 'query') {
+          closeWith(ws, 1002, 'expected query on a query link');
+          return;
+        }
+        const live = this.incoming.get(id);
+        const f = this.finished.get(id);
+        let answer: MigrationMsg;
+        if (live) {
+          answer = live.answerQuery();
+        } else if (f) {
+          if (f.stats?.info.status === 'completed' || f.postcopy) {
+            f.acknowledged = true;
+            answer = { t: 'outcome', outcome: 'completed', message: `${f.vm ?? 'the VM'} resumed here` };
+          } else {
+            answer = { t: 'outcome', outcome: 'discarded', message: `the migration of ${f.vm ?? 'this VM'} ended here without resuming it: ${peerText(f.stats?.info['error-desc'] ?? 'discarded', 500)}` };
+          }
+        } else {
+          answer = { t: 'outcome', outcome: 'discarded', message: 'this host knows no such migration: it never resumed that guest' };
+        }
+        ws.send(encodeMsg(answer));
+        closeWith(ws, 1000, 'query answered');
+      } catch (e) {
+        this.log.error({ err: e, id }, 'answering a migration query failed unexpectedly');
+        closeWith(ws, 1011, 'query failed');
+      }
+    });
   }
 
   /** A source reconnecting a post-copy migration that lost its link. */
@@ -273,22 +342,22 @@ export class MigrationManager {
   }
 
   /**
-   * Asks a source host whether a post-copy migration it sends still lives there: 'gone' when
-   * nothing listens at its address (its process is dead), when it no longer knows the migration
-   * (restarted), or when it has given the guest up; 'alive' otherwise; 'unknown' when it
-   * cannot be reached (a broken path says nothing about the host).
+   * Asks a source host whether a post-copy migration it sends still lives there: 'gone' when it
+   * answers and is another incarnation of its host (restarted), no longer knows the migration,
+   * or has given the guest up; 'alive' when it answers that it still serves it; 'unknown' when it
+   * cannot be reached (refused, unreachable, silent: none of that says anything about the host).
    */
-  async probeSource(url: string, name: string): Promise<{ verdict: 'gone' | 'alive' | 'unknown'; why: string }> {
+  async probeSource(url: string, name: string, incarnation: string | undefined): Promise<{ verdict: 'gone' | 'alive' | 'unknown'; why: string }> {
     let c: ControlClient | undefined;
     try {
       c = await ControlClient.connect(url, { client: 'ferry-postcopy-probe', timeoutMs: 3000, ...(this.token ? { token: this.token } : {}) });
+      if (incarnation !== undefined && c.incarnation !== incarnation) return { verdict: 'gone', why: `the source host ${url} was restarted: the guest's pages there died with it` };
       const s = await c.request<MigrationInfo>('migrate.status', { name });
       if (s.direction !== 'outgoing') return { verdict: 'gone', why: `the source host ${url} no longer sends "${name}"` };
       if (s.status === 'failed' || s.status === 'cancelled') return { verdict: 'gone', why: `the source host ${url} gave the migration up: ${s['error-desc'] ?? s.status}` };
       return { verdict: 'alive', why: `the source host ${url} reports ${s.status}` };
     } catch (e) {
       const err = e as FerryError;
-      if (err.errno === 'ECONNREFUSED') return { verdict: 'gone', why: `nothing listens at the source host ${url}: its process is gone` };
       if (err.code === 'ENOMIGRATION') return { verdict: 'gone', why: `the source host ${url} knows no migration of "${name}" (restarted?)` };
       return { verdict: 'unknown', why: err.message };
     } finally {

@@ -47,6 +47,8 @@ export interface FinishedIncoming {
   stats: MigrationStats | undefined;
   /** The guest had resumed here (post-copy): a late recovery learns whether it completed. */
   postcopy: boolean;
+  /** The source has learned how it ended (a clean close after `completed`, or its query answered). */
+  acknowledged: boolean;
 }
 
 export interface IncomingOptions {
@@ -62,7 +64,7 @@ export interface IncomingHooks {
   /** The VM runs here now (`settling`: post-copy is still bringing its pages). */
   adopt(name: string, console: Uint8Array, settling?: boolean): void;
   /** Asks the source host whether it still serves this migration (see MigrationManager.probeSource). */
-  probeSource(url: string, name: string): Promise<{ verdict: 'gone' | 'alive' | 'unknown'; why: string }>;
+  probeSource(url: string, name: string, incarnation: string | undefined): Promise<{ verdict: 'gone' | 'alive' | 'unknown'; why: string }>;
   /** Post-copy finished: the VM is fully here. */
   settled(name: string): void;
   /** Forget the half-built VM. */
@@ -114,6 +116,8 @@ export class IncomingMigration {
   private pausedAt = 0;
   /** When the source was last heard from on the current link (post-copy liveness). */
   private heardAt = performance.now();
+  /** What the host keeps of this migration once it is over (shared with it). */
+  private finishedRecord: FinishedIncoming | undefined;
   /** Lets the host start its next spare vCPU thread: called when this migration ends. */
   private releaseSpare: () => void = () => {};
 
@@ -154,7 +158,9 @@ export class IncomingMigration {
     ws.on('ping', () => {
       if (gen === this.linkGen) this.heardAt = performance.now();
     });
-    ws.on('close', () => {
+    ws.on('close', (code) => {
+      // A clean close after `completed`: the source knows the guest runs here.
+      if (code === 1000 && this.finishedRecord) this.finishedRecord.acknowledged = true;
       if (gen === this.linkGen) this.linkDown(`link from ${this.peer} closed`);
     });
     ws.on('error', () => {});
@@ -240,11 +246,17 @@ export class IncomingMigration {
    */
   private async watchSource(pausedAt: number): Promise<void> {
     const url = this.sourceUrl();
-    if (url === undefined) return;
+    const giveUpAfterMs = this.setup?.giveUpAfterMs;
     for (let delayMs = SOURCE_PROBE_FIRST_MS; ; delayMs = Math.min(SOURCE_PROBE_MAX_MS, delayMs * 2)) {
-      await new Promise((r) => setTimeout(r, delayMs).unref());
+      const giveUpIn = giveUpAfterMs === undefined ? Infinity : pausedAt + giveUpAfterMs - performance.now();
+      await new Promise((r) => setTimeout(r, Math.max(0, Math.min(delayMs, giveUpIn))).unref());
       if (this.pausedAt !== pausedAt || this.done) return;
-      const { verdict, why } = await this.hooks.probeSource(url, this.setup!.vm);
+      if (giveUpAfterMs !== undefined && performance.now() - pausedAt >= giveUpAfterMs) {
+        void this.step(() => this.abort(new FerryError('EGIVENUP', `no link from ${this.peer} for ${giveUpAfterMs} ms (--give-up-after): the VM is given up`)));
+        return;
+      }
+      if (url === undefined) continue;
+      const { verdict, why } = await this.hooks.probeSource(url, this.setup!.vm, this.setup?.sourceIncarnation);
       if (this.pausedAt !== pausedAt || this.done) return;
       if (verdict === 'gone') {
         void this.step(() => this.abort(new FerryError('ESOURCEGONE', why)));
@@ -298,7 +310,21 @@ export class IncomingMigration {
     this.done = true;
     this.phase = 'done';
     this.releaseSpare();
-    this.hooks.ended({ vm: this.setup?.vm, stats: this.stats, postcopy: this.postcopy !== undefined });
+    this.finishedRecord = { vm: this.setup?.vm, stats: this.stats, postcopy: this.postcopy !== undefined, acknowledged: false };
+    this.hooks.ended(this.finishedRecord);
+  }
+
+  /**
+   * A source asks how this migration went (it lost its link at the switch-over): still loading
+   * the state (pending), running the guest here (completed), or, before the switch-over, given up
+   * here now: the source keeps the guest (discarded).
+   */
+  answerQuery(): MigrationMsg {
+    if (this.postcopy) return { t: 'outcome', outcome: 'completed', message: `${this.setup?.vm ?? 'the VM'} runs here (post-copy)` };
+    if (this.phase === 'switching') return { t: 'outcome', outcome: 'pending', message: 'the state section is being loaded' };
+    this.end();
+    void this.step(() => this.giveUp(new FerryError('ELINK', 'the source asked how the migration ended before the switch-over: it keeps the guest')));
+    return { t: 'outcome', outcome: 'discarded', message: 'the guest never resumed here, and never will' };
   }
 
   /**
@@ -627,10 +653,13 @@ export class IncomingMigration {
       throw new FerryError('EPROTO', 'postcopy-advise outside a post-copy or hybrid migration');
     }
     this.phase = 'advised';
+    // The vCPU thread sets EVER_WRITTEN on pages of the frames it writes: the plain
+    // read-modify-write of the page states below may run only once it has written them all
+    // (no frame comes in this phase).
+    await this.framesWritten();
     this.markPageStates(missing);
     this.advised = missing;
     this.advisedCount = missingCount; // checked against the bitmap at decode
-    await this.framesWritten();
     this.send({ t: 'advise-ok' });
   }
 

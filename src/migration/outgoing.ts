@@ -3,15 +3,21 @@ import type WebSocket from 'ws';
 import { FerryError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { PAGE_EVER_WRITTEN, PAGE_SIZE } from '../memory/layout.ts';
-import { encodePages, MAX_FRAME_BYTES, PAGES_PER_FRAME } from '../memory/page-frame.ts';
-import type { Vm } from '../vm/vm.ts';
-import { ControlClient } from '../wire/control-client.ts';
+import { encodePages } from '../memory/page-frame.ts';
 import { dropSockets, openLink } from '../wire/link.ts';
+import { closeWith, peerText } from '../wire/peer-text.ts';
+import { decide, expectedDowntimeMs, INITIAL_CONVERGENCE, type ConvergenceState } from './convergence.ts';
 import { Inbox } from './inbox.ts';
+import { LinkLiveness } from './liveness.ts';
+import { queryOutcome } from './outcome.ts';
+import { SOURCE_OWNER, SOURCE_TRANSITIONS, type SourcePhase } from './ownership.ts';
+import { PageSender } from './page-sender.ts';
+import type { SourceVm } from './ports.ts';
+import { PushQueue } from './postcopy-push.ts';
 import {
   decodeMsg, DEVICES, encodeMsg, ISA, LINK_PING_MS, LINK_SILENT_MS, MIGRATION_MAX_PAYLOAD, MIGRATION_PROTOCOL_VERSION, type MigrationMsg, type RunState,
 } from './protocol.ts';
-import { MigrationStats, round2 } from './stats.ts';
+import { MigrationStats, round2, type MigrationStatus } from './stats.ts';
 
 export type MigrationMode = 'precopy' | 'cold' | 'postcopy' | 'hybrid';
 
@@ -22,8 +28,10 @@ export interface MigrateParams {
   downtimeLimitMs: number;
   /** Bytes per second on the wire; 0 = unlimited. */
   maxBandwidth: number;
-  /** Stop-and-copy after this many rounds even if not converged. */
+  /** After this many rounds without converging: throttle the vCPU until it converges (hybrid: switch to post-copy). */
   maxRounds: number;
+  /** Switch over at max rounds even above the downtime limit. */
+  switchoverAtMaxRounds: boolean;
   autoConverge: boolean;
   /** Hybrid: switch to post-copy after this many pre-copy rounds (also on start-postcopy, or when not converging). */
   postcopyAfterRounds: number;
@@ -34,64 +42,39 @@ export interface MigrateParams {
   pushDelayMs: number;
   /** Post-copy: reconnect by itself, with backoff, when the link drops (else only on `migrate recover`). */
   autoRecover: boolean;
+  /** Post-copy: give the VM up (lost, on both sides) after this long without a link; 0 = never. */
+  giveUpAfterMs: number;
 }
 
 /** QEMU's defaults where they exist (downtime-limit 300 ms; guestperf's 30 iterations). */
 export const MIGRATE_DEFAULTS: Omit<MigrateParams, 'to'> = {
-  mode: 'precopy', downtimeLimitMs: 300, maxBandwidth: 0, maxRounds: 30, autoConverge: false, postcopyAfterRounds: 30, pushDelayMs: 0, autoRecover: true,
+  mode: 'precopy', downtimeLimitMs: 300, maxBandwidth: 0, maxRounds: 30, switchoverAtMaxRounds: false, autoConverge: false,
+  postcopyAfterRounds: 30, pushDelayMs: 0, autoRecover: true, giveUpAfterMs: 0,
 };
 
-const WINDOW_BYTES = 8 * 1024 * 1024;
 /**
  * After a post-copy switch-over, pushed bytes not yet written at the destination (by its
  * `pushed` acknowledgements): a fault's page never waits behind more than this.
  */
 const POSTCOPY_WINDOW_BYTES = 1024 * 1024;
-const MIN_PUSH_CHUNK = 16;
-/** 256 KiB: a pushed frame is small next to the window, so faults interleave with the push. */
-const MAX_PUSH_CHUNK = 64;
 const ACK_TIMEOUT_MS = 30_000;
-/** Post-copy recovery retries: the first after this long, doubling up to RECOVER_MAX_MS. */
-const RECOVER_FIRST_MS = 100;
-const RECOVER_MAX_MS = 5_000;
-/** Auto-converge as QEMU: trigger when dirtying outpaces 50 % of sending twice, 20 % then +10 %, cap 99 %. */
-const THROTTLE_TRIGGER = 0.5;
-const THROTTLE_INITIAL = 20;
-const THROTTLE_STEP = 10;
-const THROTTLE_MAX = 99;
+/** Reconnecting (post-copy recovery) and asking (outcome unknown): the first after this long, doubling up to the max. */
+const RETRY_FIRST_MS = 100;
+const RETRY_MAX_MS = 5_000;
 
-/** The post-copy push, kept across link losses. */
-interface PostcopyPush {
-  /** The pages the destination lacked at the switch-over, in push order. */
-  order: Uint32Array;
-  /** Position of each page in `order`, -1 for the others (steers the push to a fault). */
-  indexOf: Int32Array;
-  /** Pages handed to a socket (reset from the destination's bitmap after a recovery). */
-  sent: Uint8Array;
-  cursor: number;
-  left: number;
-  chunkPages: number;
-  lastFault: number;
-  /** The background push waits until then (pushDelayMs). */
-  notBefore: number;
-  /** Bytes of pushed frames sent on this link, and written at the destination (its acknowledgement). */
-  pushedBytes: number;
-  ackedBytes: number;
-}
+const STATUS_OF: Record<SourcePhase, MigrationStatus> = {
+  setup: 'setup', precopy: 'active', advise: 'active', 'stop-and-copy': 'device', switching: 'device', 'outcome-unknown': 'outcome-unknown',
+  'postcopy-active': 'postcopy-active', 'postcopy-paused': 'postcopy-paused', completed: 'completed', failed: 'failed', cancelled: 'cancelled', lost: 'failed',
+};
 
-/**
- * Errors after which a post-copy link is recovered rather than the migration failed. A peer
- * that broke the protocol (EPROTO) is one of them: as QEMU does on a bad stream in post-copy,
- * the link is dropped and rebuilt from the destination's received-page bitmap, since failing
- * would lose a guest whose memory is split across both hosts.
- */
+/** Errors after which a post-copy link is recovered: a link that failed, went silent, or broke the protocol (QEMU pauses on a bad stream too). */
 function isLinkLoss(e: unknown): boolean {
   return e instanceof FerryError && (e.code === 'ELINK' || e.code === 'ETIMEDOUT' || e.code === 'EPAUSED' || e.code === 'EPROTO');
 }
 
 export interface OutgoingHooks {
-  /** This host's control URL, for the destination to check on it (undefined: not known). */
-  selfUrl(): string | undefined;
+  /** This host's control URL and process incarnation, for the destination to check on it. */
+  self(): { url: string | undefined; incarnation: string };
   /** The VM now lives on the destination: drop it here. */
   release(): Promise<void>;
   /** Live statistics changed (a round ended, the status moved). */
@@ -100,47 +83,51 @@ export interface OutgoingHooks {
   consoleHistory(): Uint8Array;
 }
 
+/** One link to the destination: the bulk stream, the priority channel, and what serves them. */
+interface Link {
+  gen: number;
+  bulk: WebSocket;
+  prio: WebSocket | undefined;
+  inbox: Inbox;
+  sender: PageSender;
+  liveness: LinkLiveness;
+}
+
 /**
- * The source side of one migration. Until the destination acknowledges the switch-over the
- * source owns the VM: on any failure or a cancel it keeps it running (or resumes it if it had
- * paused it for stop-and-copy).
+ * The source side of one migration: a state machine over SourcePhase (see ownership.ts for who
+ * owns the VM in each phase and what a failure means there). Operator commands (cancel, pause,
+ * recover, resolve, abandon) only record what was asked and wake the machine; every decision is
+ * taken by `run` and `fail`, by phase.
  */
 export class OutgoingMigration {
   readonly stats: MigrationStats;
   readonly id = randomUUID();
-  private bulk: WebSocket | undefined;
-  private prio: WebSocket | undefined;
-  private inbox: Inbox | undefined;
-  private cancelled: string | undefined;
-  private pausedByUs = false;
-  /** The state section has been sent: from here a failure leaves the outcome to be checked. */
-  private stateSent = false;
-  /** The post-copy state section has gone out: the destination may run the guest from here on. */
-  private postcopySent = false;
-  /** Post-copy has resumed the guest on the destination: this side must never run it again. */
-  private postcopyActive = false;
-  /** Post-copy ended without the destination: the guest is lost, this copy must not run. */
-  private vmLost = false;
-  private pc: PostcopyPush | undefined;
+  private phaseNow: SourcePhase = 'setup';
+  private link: Link | undefined;
   /** Bumped whenever a link is dropped: callbacks of an older link are ignored. */
   private linkGen = 0;
-  /** `migrate pause` holds a paused post-copy until `migrate recover`. */
-  private holdRecovery = false;
-  private recoverRequested = false;
-  private abandoned: { code: string; reason: string } | undefined;
-  private recoverWake: (() => void) | undefined;
+  /** The destination host process that took the migration (a restarted host has another). */
+  private destIncarnation = '';
+  private pausedByUs = false;
+  /** Post-copy: the destination said it resumed the guest (or a recovery found it running). */
+  private resumedThere = false;
+  private push: PushQueue | undefined;
+  /** What the operator (or the host) asked for; acted on by the machine. */
+  private readonly asked: {
+    cancel?: string;
+    abandon?: { code: string; reason: string };
+    resolve?: 'resume' | 'release';
+    postcopy: boolean;
+    holdRecovery: boolean;
+    recoverNow: boolean;
+  } = { postcopy: false, holdRecovery: false, recoverNow: false };
+  private retryWake: (() => void) | undefined;
+  private pushWake: (() => void) | undefined;
   /** Switch-over milestones for the debug log. */
-  private timing: Record<string, number> | undefined;
-  /** `migrate start-postcopy`: switch at the end of the current round (hybrid). */
-  private postcopyRequested = false;
-  private inflight = 0;
-  /** Frame buffers whose send has completed, for reuse. */
-  private readonly spareFrames: Buffer[] = [];
-  private drained: (() => void) | undefined;
-  private bucket = { t: performance.now(), bytes: 0 };
+  private timing: Record<string, number> = {};
 
   constructor(
-    private readonly vm: Vm,
+    private readonly vm: SourceVm,
     private readonly name: string,
     private readonly program: string,
     private readonly p: MigrateParams,
@@ -151,78 +138,117 @@ export class OutgoingMigration {
     this.stats = new MigrationStats(name, 'outgoing', p.mode, p.to, vm.memory.size);
   }
 
-  /** Switches a hybrid migration to post-copy at the end of its current round. */
-  startPostcopy(): boolean {
-    if (this.p.mode !== 'hybrid' || this.stats.final || this.stateSent) return false;
-    this.postcopyRequested = true;
-    return true;
+  get phase(): SourcePhase {
+    return this.phaseNow;
   }
 
   /** Post-copy failed after the switch-over: the guest can run on neither host. */
   get lost(): boolean {
-    return this.vmLost;
+    return this.phaseNow === 'lost';
   }
 
-  /** `migrate pause` (QEMU's migrate-pause): drops a post-copy link on purpose; it stays paused until `recover`. */
-  pauseLink(): boolean {
-    if (!this.postcopySent || this.stats.final || this.stats.info.status === 'postcopy-paused') return false;
-    this.holdRecovery = true;
-    this.inbox?.interrupt(new FerryError('EPAUSED', 'post-copy paused by command'));
-    this.wake();
-    return true;
-  }
-
-  /**
-   * This host is shutting down. Before the switch-over that is a cancel; in post-copy the
-   * guest's newest state is on the destination and its missing pages leave with this process:
-   * the VM is lost, and the migration says so instead of retrying.
-   */
-  abandon(reason: string, code = 'ESHUTDOWN'): void {
-    if (this.stats.final) return;
-    if (!this.postcopySent) {
-      this.cancel(reason);
-      return;
+  private enter(next: SourcePhase, why?: string): void {
+    if (!SOURCE_TRANSITIONS[this.phaseNow].includes(next)) {
+      throw new FerryError('EINTERNAL', `migration of ${this.name}: no transition from ${this.phaseNow} to ${next}`);
     }
-    this.abandoned = { code, reason };
-    this.inbox?.interrupt(new FerryError(code, reason));
-    this.recoverWake?.();
-    this.wake();
+    this.phaseNow = next;
+    this.stats.setStatus(STATUS_OF[next], why);
+    this.hooks.update(this.stats);
   }
 
-  /** `migrate recover`: a paused post-copy reconnects now. */
-  recover(): boolean {
-    if (this.stats.final || this.stats.info.status !== 'postcopy-paused') return false;
-    this.holdRecovery = false;
-    this.recoverRequested = true;
-    this.recoverWake?.();
+  // ---- operator commands: each records what was asked and wakes the machine ----
+
+  /** `migrate start-postcopy`: a hybrid migration switches at the end of its current round. */
+  startPostcopy(): boolean {
+    if (this.p.mode !== 'hybrid' || (this.phaseNow !== 'setup' && this.phaseNow !== 'precopy')) return false;
+    this.asked.postcopy = true;
     return true;
   }
 
   cancel(reason = 'cancelled by user'): boolean {
-    if (this.stats.final || this.stateSent) return false;
-    this.cancelled = reason;
-    this.inbox?.interrupt(new FerryError('ECANCELED', reason));
-    this.wake();
+    if (SOURCE_OWNER[this.phaseNow] !== 'source' || this.stats.final) return false;
+    this.asked.cancel = reason;
+    this.interrupt(new FerryError('ECANCELED', reason));
     return true;
   }
 
+  /** `migrate pause` (QEMU's migrate-pause): drops a post-copy link on purpose; it stays paused until `recover`. */
+  pauseLink(): boolean {
+    if (this.phaseNow !== 'postcopy-active' && this.phaseNow !== 'switching') return false;
+    if (this.phaseNow === 'switching' && this.p.mode !== 'postcopy' && this.p.mode !== 'hybrid') return false;
+    this.asked.holdRecovery = true;
+    this.interrupt(new FerryError('EPAUSED', 'post-copy paused by command'));
+    return true;
+  }
+
+  /** `migrate recover`: a paused post-copy reconnects now. */
+  recover(): boolean {
+    if (this.phaseNow !== 'postcopy-paused') return false;
+    this.asked.holdRecovery = false;
+    this.asked.recoverNow = true;
+    this.retryWake?.();
+    return true;
+  }
+
+  /**
+   * `migrate resolve`: the operator decides an outcome the source cannot learn (the destination
+   * is unreachable): `release` (it runs the guest: drop the copy here) or `resume` (it does not:
+   * run the copy here). Only in outcome-unknown.
+   */
+  resolve(decision: 'resume' | 'release'): boolean {
+    if (this.phaseNow !== 'outcome-unknown') return false;
+    this.asked.resolve = decision;
+    this.retryWake?.();
+    return true;
+  }
+
+  /**
+   * Give up. Where the source owns the guest that is a cancel; where the destination may run it
+   * (outcome unknown) the copy here is released; in post-copy the VM is lost (the host stops, or
+   * the user destroys a paused post-copy).
+   */
+  abandon(reason: string, code = 'ESHUTDOWN'): void {
+    if (this.stats.final) return;
+    if (SOURCE_OWNER[this.phaseNow] === 'source') {
+      this.cancel(reason);
+      return;
+    }
+    if (this.phaseNow === 'outcome-unknown') {
+      this.resolve('release');
+      return;
+    }
+    this.asked.abandon = { code, reason };
+    // The destination learns it now if the link is up (in post-copy a cancel means the VM is lost).
+    try {
+      this.link?.prio?.send(encodeMsg({ t: 'cancel', reason }));
+    } catch { /* the link may be gone already */ }
+    this.interrupt(new FerryError(code, reason));
+    this.retryWake?.();
+  }
+
+  /** Fails the current link's waits with `e` (and wakes whatever waits on the link). */
+  private interrupt(e: FerryError): void {
+    this.link?.inbox.interrupt(e);
+    this.link?.sender.wake();
+    this.pushWake?.();
+  }
+
+  // ---- the machine ----
+
   /** Runs the migration to a final status; never throws. */
   async run(): Promise<void> {
-    const t = this.log;
     try {
       await this.connect();
-      this.stats.setStatus('active');
-      this.hooks.update(this.stats);
       if (this.p.mode === 'cold') await this.cold();
       else if (this.p.mode === 'postcopy') await this.postcopy();
       else await this.precopy(); // precopy, or hybrid (pre-copy that may switch to post-copy)
-      this.stats.setStatus('completed');
-      t.info({ ...this.summary() }, 'migration completed');
+      if (this.phaseNow !== 'completed') this.enter('completed');
+      this.log.info({ ...this.summary() }, 'migration completed');
       await this.hooks.release();
     } catch (e) {
-      await this.fail(e as Error);
+      await this.fail(e instanceof FerryError ? e : new FerryError('EINTERNAL', (e as Error).message));
     } finally {
-      this.close();
+      this.closeLink();
       this.hooks.update(this.stats);
     }
   }
@@ -231,47 +257,129 @@ export class OutgoingMigration {
     const i = this.stats.info;
     return {
       to: this.p.to, totalMs: i['total-time-ms'], downtimeMs: i['downtime-ms'], rounds: i['dirty-sync-count'],
-      bytes: i['transferred-bytes'], pages: i['pages-sent'],
+      bytes: i['transferred-bytes'], pages: i['pages-sent'], switchover: i['switchover-reason'],
     };
+  }
+
+  /** What a failure means, by phase (ownership.ts). Never throws. */
+  private async fail(e: FerryError): Promise<void> {
+    try {
+      await this.failByPhase(e);
+    } catch (bug) {
+      // A transition the table does not allow is a bug; the VM must not be left running twice.
+      this.log.error({ err: bug, cause: e.message, phase: this.phaseNow }, 'migration failure handling failed');
+      this.phaseNow = SOURCE_OWNER[this.phaseNow] === 'source' ? 'failed' : 'lost';
+      this.stats.setStatus('failed', `${e.message} (and: ${(bug as Error).message})`);
+    }
+  }
+
+  private async failByPhase(e: FerryError): Promise<void> {
+    const phase = this.phaseNow;
+    if (SOURCE_OWNER[phase] === 'source' || (phase === 'outcome-unknown' && e.code === 'ENOTRESUMED') || (!this.resumedThere && e.code === 'ENOMIGRATION')) {
+      // The copy here is the only one (and current): it runs on.
+      const cancelled = this.asked.cancel !== undefined || e.code === 'ECANCELED';
+      const reason = cancelled ? (this.asked.cancel ?? e.message) : e.message;
+      if (cancelled) {
+        try {
+          this.link?.prio?.send(encodeMsg({ t: 'cancel', reason }));
+        } catch { /* the link may be gone already */ }
+      }
+      if (this.pausedByUs && this.vm.state === 'paused') this.vm.resume();
+      this.vm.setThrottle(0);
+      this.stats.info['error-code'] = e.code;
+      this.enter(cancelled ? 'cancelled' : 'failed', reason);
+      this.log[cancelled ? 'info' : 'warn']({ err: reason, to: this.p.to }, cancelled ? 'migration cancelled; the VM runs on here' : 'migration failed; the VM runs on here');
+      return;
+    }
+    // The guest's memory is split between the hosts (or the destination may run it): this copy must never run.
+    this.stats.info['error-code'] = e.code;
+    this.enter('lost', `post-copy failed after the switch-over; the VM is lost: ${e.message}`);
+    this.log.error({ err: e.message, to: this.p.to }, 'post-copy failed after the switch-over: the VM is lost');
   }
 
   private linkOptions() {
     const base = new URL(this.p.to);
     base.pathname = '/migrate';
-    return { url: base.href, version: MIGRATION_PROTOCOL_VERSION, maxPayload: MIGRATION_MAX_PAYLOAD, ...(this.token ? { token: this.token } : {}) };
+    return { url: base.href, display: this.p.to, version: MIGRATION_PROTOCOL_VERSION, maxPayload: MIGRATION_MAX_PAYLOAD, ...(this.token ? { token: this.token } : {}) };
+  }
+
+  /**
+   * Opens the bulk stream of a new link (a fresh migration, or a recovery): its inbox, its page
+   * sender, and its liveness (the source pings; a link silent for LINK_SILENT_MS is lost).
+   */
+  private async openBulk(recover: boolean): Promise<Link> {
+    const bulk = await openLink({ ...this.linkOptions(), zeroMask: true, hello: { role: 'bulk', id: this.id, ...(recover ? { recover: true } : {}) } });
+    if (this.destIncarnation === '') this.destIncarnation = bulk.incarnation;
+    else if (bulk.incarnation !== this.destIncarnation) {
+      dropSockets([bulk.ws]);
+      throw new FerryError('EHOSTGONE', `the destination host ${this.p.to} was restarted: the guest's newest state died with it`);
+    }
+    const gen = ++this.linkGen;
+    const inbox = new Inbox(bulk.ws, this.p.to, { pages: this.vm.memory.pages });
+    const sender = new PageSender(bulk.ws, this.vm.memory.ram, this.p.maxBandwidth, this.stats, () => {
+      this.checkCancelled();
+      inbox.check();
+    }, (e) => inbox.interrupt(e));
+    const liveness = new LinkLiveness();
+    liveness.watch(bulk.ws);
+    liveness.pingThrough(bulk.ws);
+    const link: Link = { gen, bulk: bulk.ws, prio: undefined, inbox, sender, liveness };
+    bulk.ws.on('close', () => sender.wake());
+    liveness.start(LINK_PING_MS, (silentMs) => {
+      if (gen !== this.linkGen) return liveness.stop();
+      if (silentMs > LINK_SILENT_MS) {
+        liveness.stop();
+        inbox.interrupt(new FerryError('ELINK', `no word from ${this.p.to} for ${LINK_SILENT_MS} ms`));
+        sender.wake();
+        this.pushWake?.();
+      }
+    });
+    this.link = link;
+    return link;
+  }
+
+  /** The priority channel of `link`; once it is there the source pings it instead of the busy bulk stream. */
+  private async openPrio(link: Link, opening?: Promise<{ ws: WebSocket }>): Promise<void> {
+    const prio = (await (opening ?? openLink({ ...this.linkOptions(), hello: { role: 'prio', id: this.id } }))).ws;
+    prio.on('error', () => {});
+    prio.on('close', (code: number, reason: Buffer) => {
+      const why = reason.length > 0 ? `${code}: ${peerText(reason.toString(), 123)}` : `${code}`;
+      if (link.gen === this.linkGen) link.inbox.interrupt(new FerryError('ELINK', `priority channel to ${this.p.to} closed (${why})`));
+      link.sender.wake();
+      this.pushWake?.();
+    });
+    link.prio = prio;
+    link.liveness.watch(prio);
+    link.liveness.pingThrough(prio);
   }
 
   private async connect(): Promise<void> {
-    const common = this.linkOptions();
-    const bulk = await openLink({ ...common, zeroMask: true, hello: { role: 'bulk', id: this.id } });
-    this.bulk = bulk.ws;
-    this.inbox = new Inbox(bulk.ws, this.p.to, { pages: this.vm.memory.pages });
-    bulk.ws.on('close', () => this.wake());
-    this.keepAlive(bulk.ws);
+    const link = await this.openBulk(false);
     this.checkCancelled();
+    const self = this.hooks.self();
     this.send({
       t: 'setup', vm: this.name, program: this.program, mode: this.p.mode, config: this.vm.config, insnLimit: this.vm.insnLimit,
-      pageSize: PAGE_SIZE, isa: ISA, devices: DEVICES, ...(this.hooks.selfUrl() ? { source: this.hooks.selfUrl()! } : {}),
+      pageSize: PAGE_SIZE, isa: ISA, devices: DEVICES, sourceIncarnation: self.incarnation,
+      ...(self.url ? { source: self.url } : {}), ...(this.p.giveUpAfterMs > 0 ? { giveUpAfterMs: this.p.giveUpAfterMs } : {}),
     });
     // The priority channel joins while the destination checks the setup.
-    const prio = openLink({ ...common, hello: { role: 'prio', id: this.id } });
+    const prio = openLink({ ...this.linkOptions(), hello: { role: 'prio', id: this.id } });
     prio.catch(() => undefined);
-    const reply = await this.inbox.next(['setup-ok', 'refused'], ACK_TIMEOUT_MS);
+    const reply = await link.inbox.next(['setup-ok', 'refused'], ACK_TIMEOUT_MS);
     if (reply.t === 'refused') {
       void prio.then((l) => l.ws.close(), () => undefined);
       throw new FerryError(reply.code, `destination refused: ${reply.message}`);
     }
-    this.prio = (await prio).ws;
-    this.prio.on('error', () => {});
+    await this.openPrio(link, prio);
     this.checkCancelled();
   }
 
   private checkCancelled(): void {
-    if (this.cancelled !== undefined) throw new FerryError('ECANCELED', this.cancelled);
+    if (this.asked.cancel !== undefined) throw new FerryError('ECANCELED', this.asked.cancel);
   }
 
   private send(m: MigrationMsg): void {
-    this.bulk!.send(encodeMsg(m));
+    this.link!.bulk.send(encodeMsg(m));
   }
 
   /** Pages that were ever written: the rest are known zero and cost nothing. */
@@ -287,87 +395,147 @@ export class OutgoingMigration {
 
   private async cold(): Promise<void> {
     if (this.vm.state === 'running') throw new FerryError('ESTATE', 'cold migration needs a stopped VM: pause it first, or use --mode precopy');
-    this.stats.setStatus('device');
+    this.enter('stop-and-copy');
+    this.stats.info['switchover-reason'] = 'cold migration';
     const t0 = performance.now();
     const pages = this.everWrittenPages();
     this.stats.info['touched-pages'] = pages.length;
-    await this.sendPages(pages, 'downtime');
-    await this.sendState();
+    await this.link!.sender.sendAll(pages, 'downtime');
+    await this.switchOver();
     this.stats.info['downtime-ms'] = round2(performance.now() - t0);
   }
 
   private async precopy(): Promise<void> {
     const vm = this.vm;
-    const limitBytesPerMs = (bwBytesPerMs: number) => bwBytesPerMs * this.p.downtimeLimitMs;
+    this.enter('precopy');
     await vm.syncDirty(); // a fresh dirty epoch: every write from here on is logged
-    let pages = this.everWrittenPages();
+    let pages: Uint32Array = this.everWrittenPages();
     this.stats.info['touched-pages'] = pages.length;
-    let round = 0;
-    let hot = 0;
-    let throttle = 0;
-    let notConverging = 0;
-    for (;;) {
+    let conv: ConvergenceState = INITIAL_CONVERGENCE;
+    for (let round = 1; ; round++) {
+      const link = this.link!;
       const r0 = performance.now();
-      const { bytes } = await this.sendPages(pages, 'precopy');
-      this.send({ t: 'round-end', round });
-      await this.inbox!.next(['round-ack'], ACK_TIMEOUT_MS);
+      const bytes = await link.sender.sendAll(pages, 'precopy');
+      this.send({ t: 'round-end', round: round - 1 });
+      await link.inbox.next(['round-ack'], ACK_TIMEOUT_MS);
       const ms = Math.max(performance.now() - r0, 0.001);
       const dirty = await vm.syncDirty();
-      const bw = bytes / ms; // bytes per ms, measured on this round
-      const dirtyBytes = dirty.length * PAGE_SIZE;
-      const expected = bw > 0 ? dirtyBytes / bw : Infinity;
+      const result = {
+        rounds: round, bytes, ms, dirtyBytes: dirty.length * PAGE_SIZE, stopped: vm.state !== 'running', postcopyRequested: this.asked.postcopy,
+      };
+      const expected = expectedDowntimeMs(result);
       this.stats.round({
-        round, pages: pages.length, bytes, ms: round2(ms), mbps: round2((bw * 1000 * 8) / 1e6),
+        round: round - 1, pages: pages.length, bytes, ms: round2(ms), mbps: round2((bytes / ms) * 8 / 1000),
         'dirty-pages': dirty.length, 'expected-downtime-ms': round2(expected),
       }, dirty.length);
-      this.log.info({ round, pages: pages.length, ms: round2(ms), mbps: round2((bw * 8) / 1000), dirty: dirty.length, expectedDowntimeMs: round2(expected) }, 'pre-copy round');
+      this.log.info({ round: round - 1, pages: pages.length, ms: round2(ms), mbps: round2((bytes / ms) * 8 / 1000), dirty: dirty.length, expectedDowntimeMs: round2(expected) }, 'pre-copy round');
       this.hooks.update(this.stats);
       pages = dirty;
-      round++;
       this.checkCancelled();
-      if (dirtyBytes <= limitBytesPerMs(bw) || vm.state !== 'running') break;
-      if (this.p.mode === 'hybrid') {
-        // A round leaves more than half of what it sent dirty again (QEMU's convergence trigger),
-        // twice in a row: dirtying keeps up with the link, so pre-copy will not converge.
-        notConverging = dirtyBytes > THROTTLE_TRIGGER * bytes ? notConverging + 1 : 0;
-        const why = this.postcopyRequested ? 'requested'
-          : round >= this.p.postcopyAfterRounds ? `after ${round} rounds`
-            : notConverging >= 2 ? 'pre-copy is not converging'
-              : round >= this.p.maxRounds ? `max rounds (${round})` : undefined;
-        if (why !== undefined) {
-          this.log.info({ round, why }, 'switching to post-copy');
-          this.stats.info['postcopy-switch'] = why;
-          // The pages dirtied in the last round are stale over there: they are the missing set.
-          await this.postcopy(pages, throttle > 0);
-          return;
-        }
+      const { decision, state } = decide({ ...this.p, mode: this.p.mode === 'hybrid' ? 'hybrid' : 'precopy' }, conv, result);
+      if (decision.next === 'postcopy') {
+        this.log.info({ round, why: decision.reason }, 'switching to post-copy');
+        this.stats.info['postcopy-switch'] = decision.reason;
+        this.stats.info['switchover-reason'] = `post-copy: ${decision.reason}`;
+        // The pages dirtied in the last round are stale over there: they are the missing set.
+        await this.postcopy(pages, conv.throttle > 0);
+        return;
       }
-      if (round >= this.p.maxRounds) break;
-      if (this.p.autoConverge && bytes > 0 && dirtyBytes > THROTTLE_TRIGGER * bytes) {
-        if (++hot >= 2) {
-          throttle = throttle === 0 ? THROTTLE_INITIAL : Math.min(THROTTLE_MAX, throttle + THROTTLE_STEP);
-          vm.setThrottle(throttle);
-          this.stats.info['throttle-percent'] = throttle;
-          this.log.info({ throttle }, 'auto-converge: throttling the vCPU');
-        }
+      if (decision.next === 'stop-and-copy') {
+        this.stats.info['switchover-reason'] = decision.reason;
+        break;
       }
+      if (decision.next === 'give-up') throw new FerryError('ENOCONVERGE', decision.reason);
+      if (decision.throttle !== conv.throttle) {
+        vm.setThrottle(decision.throttle);
+        this.stats.info['throttle-percent'] = decision.throttle;
+        this.log.info({ throttle: decision.throttle, round }, round >= this.p.maxRounds ? 'max rounds without converging: throttling the vCPU' : 'auto-converge: throttling the vCPU');
+      }
+      conv = state;
     }
     // Stop-and-copy: from here the guest is paused until the destination resumes it.
     const tPause = await this.stopGuest();
     const tPaused = performance.now();
-    if (throttle) vm.setThrottle(0);
+    if (conv.throttle) vm.setThrottle(0);
     // Paused (or halted): no handshake needed to take what was dirtied since the last round.
     const last = vm.state === 'created' ? await vm.syncDirty() : vm.dirtyWhileStopped();
     const tSynced = performance.now();
-    await this.sendPages(union(pages, last), 'downtime');
+    await this.link!.sender.sendAll(union(pages, last), 'downtime');
     const tSent = performance.now();
-    await this.sendState();
+    await this.switchOver();
     const tDone = performance.now();
     this.stats.info['downtime-ms'] = round2(tDone - tPause);
     this.log.debug({
       pauseMs: round2(tPaused - tPause), syncMs: round2(tSynced - tPaused), lastPagesMs: round2(tSent - tSynced),
       stateAckMs: round2(tDone - tSent), lastPages: last.length,
     }, 'stop-and-copy timing');
+  }
+
+  /** Stops the guest at a slice boundary (stop-and-copy); returns when the downtime clock started. */
+  private async stopGuest(): Promise<number> {
+    this.enter('stop-and-copy');
+    const tPause = performance.now();
+    if (this.vm.state === 'running') {
+      this.pausedByUs = true;
+      await this.vm.pause();
+    }
+    return tPause;
+  }
+
+  /** How the destination should leave the guest: running if it ran here before the switch-over, else as it is. */
+  private runState(): RunState {
+    return this.pausedByUs ? 'running' : (this.vm.state as RunState);
+  }
+
+  /**
+   * Pre-copy and cold switch-over: the state section, then the destination's acknowledgement
+   * that the guest runs there. A link lost in between leaves the outcome unknown: the copy here
+   * stays paused until the destination says what it did (or the operator decides).
+   */
+  private async switchOver(): Promise<void> {
+    this.checkCancelled();
+    const state = this.vm.exportState();
+    this.enter('switching');
+    this.send({ t: 'state', state, run: this.runState(), console: this.hooks.consoleHistory() });
+    try {
+      await this.link!.inbox.next(['completed'], ACK_TIMEOUT_MS);
+    } catch (e) {
+      // Whatever went wrong (a lost or silent link, a peer that broke the protocol), the
+      // destination may have resumed the guest: only it can say.
+      await this.learnOutcome(e instanceof FerryError ? e : new FerryError('EINTERNAL', (e as Error).message));
+    }
+    this.stats.info['remaining-bytes'] = 0;
+  }
+
+  /**
+   * Outcome unknown: the state section left and no answer came back. The guest stays paused here
+   * while this side asks the destination over fresh links (backoff), or until the operator
+   * decides (`migrate resolve`). Returns when the destination runs the guest (or the operator
+   * says so); throws ENOTRESUMED when it never will (the guest then runs on here).
+   */
+  private async learnOutcome(cause: FerryError): Promise<void> {
+    this.dropLink();
+    this.enter('outcome-unknown', `the link was lost before the destination answered the switch-over: ${cause.message}`);
+    this.log.warn({ err: cause.message, to: this.p.to }, 'switch-over outcome unknown: the VM stays paused here until the destination says whether it resumed it');
+    for (let delayMs = RETRY_FIRST_MS; ; delayMs = Math.min(RETRY_MAX_MS, delayMs * 2)) {
+      const decided = this.asked.resolve;
+      if (decided === 'release') {
+        this.stats.info['switchover-reason'] = `${this.stats.info['switchover-reason'] ?? 'switch-over'}; outcome decided by the operator (the destination runs the guest)`;
+        this.enter('completed');
+        return;
+      }
+      if (decided === 'resume') throw new FerryError('ENOTRESUMED', 'the operator decided the destination does not run the guest');
+      const answer = await queryOutcome(this.linkOptions(), this.id, this.destIncarnation, this.vm.memory.pages);
+      if (answer.outcome === 'completed') {
+        this.log.info({ why: answer.why }, 'switch-over outcome learned: the destination runs the VM');
+        this.enter('completed');
+        return;
+      }
+      if (answer.outcome === 'discarded') throw new FerryError('ENOTRESUMED', `the destination never resumed the guest: ${answer.why}`);
+      this.stats.info['error-desc'] = `outcome unknown; asking ${this.p.to}: ${answer.why}`;
+      this.hooks.update(this.stats);
+      await this.retryDelay(answer.outcome === 'pending' ? RETRY_FIRST_MS : delayMs);
+    }
   }
 
   /**
@@ -381,19 +549,21 @@ export class OutgoingMigration {
     // whole RAM's page states costs milliseconds that must not count as downtime. Post-copy
     // advises every page ever written; hybrid the pages its last round left dirty.
     const vm = this.vm;
+    this.enter('advise');
+    if (this.p.mode === 'postcopy') this.stats.info['switchover-reason'] ??= 'post-copy';
     const firstWrites0 = vm.memory.firstWriteCount();
     const touched = hybridDirty ?? this.everWrittenPages();
     const missing = pageBitmap(vm.memory.pages, touched);
     const indexOf = pageIndex(vm.memory.pages, touched);
     this.send({ t: 'postcopy-advise', advice: { missing, missingCount: touched.length } });
-    await this.inbox!.next(['advise-ok'], ACK_TIMEOUT_MS);
+    await this.link!.inbox.next(['advise-ok'], ACK_TIMEOUT_MS);
     // Pages that join the advised missing set (late pages). Post-copy: pages first written since
     // the advice, from the first-write ring, so the cost follows what the guest wrote meanwhile,
     // not the RAM size (pages written again are in the advice and go out from RAM as it is now;
     // should the ring have wrapped, every page state is scanned). Hybrid: every page dirtied
     // since its last round, most of them taken before the pause while the guest still runs, so
     // the dirty log left for the downtime covers only the last millisecond or so.
-    let late: number[] = [];
+    const late: number[] = [];
     const addLate = (list: ArrayLike<number>) => {
       for (let i = 0; i < list.length; i++) {
         const p = list[i]!;
@@ -411,18 +581,15 @@ export class OutgoingMigration {
     this.timing.harvested = performance.now() - tPause;
     this.timing.lastPages = lastPages.length;
     addLate(lastPages);
-    const nLate = late.length;
     let order = touched;
-    if (nLate > 0) {
-      order = new Uint32Array(touched.length + nLate);
+    if (late.length > 0) {
+      order = new Uint32Array(touched.length + late.length);
       order.set(touched);
       order.set(late, touched.length);
     }
-    const lateList = Uint32Array.from(late);
-    late = [];
     if (!hybridDirty) this.stats.info['touched-pages'] = order.length;
     this.timing.late = performance.now() - tPause;
-    await this.postcopySwitch(order, tPause, indexOf, lateList);
+    await this.postcopySwitch(order, tPause, indexOf, Uint32Array.from(late));
   }
 
   /**
@@ -431,25 +598,20 @@ export class OutgoingMigration {
    */
   private async postcopySwitch(order: Uint32Array, tPause: number, indexOf: Int32Array, late: Uint32Array): Promise<void> {
     const vm = this.vm;
-    const pages = vm.memory.pages;
-    const pc: PostcopyPush = {
-      order, indexOf, sent: new Uint8Array(pages), cursor: 0, left: order.length,
-      chunkPages: MIN_PUSH_CHUNK, lastFault: -Infinity, notBefore: 0, pushedBytes: 0, ackedBytes: 0,
-    };
-    this.pc = pc;
-    this.serveFaults(this.prio!); // listen before the guest can resume over there
-    const run: RunState = this.pausedByUs ? 'running' : (vm.state as RunState);
-    this.stateSent = true;
-    this.postcopySent = true;
+    const push = new PushQueue(order, indexOf, vm.memory.pages);
+    this.push = push;
+    const link = this.link!;
+    this.serveFaults(link); // listen before the guest can resume over there
     const tState = performance.now();
     const state = vm.exportState();
     const history = this.hooks.consoleHistory();
     const tExported = performance.now();
     // The destination has the advised missing set: only the pages written since join it.
-    const msg = encodeMsg({ t: 'state', state, run, console: history, postcopy: { late, missingCount: order.length } });
+    const msg = encodeMsg({ t: 'state', state, run: this.runState(), console: history, postcopy: { late, missingCount: order.length } });
     const tEncoded = performance.now();
-    this.bulk!.send(msg);
-    const timing = (this.timing ??= {});
+    this.enter('switching');
+    link.bulk.send(msg);
+    const timing = this.timing;
     timing.stateSent = performance.now() - tPause;
     timing.exportMs = tExported - tState;
     timing.encodeMs = tEncoded - tExported;
@@ -457,131 +619,92 @@ export class OutgoingMigration {
     timing.stateBytes = msg.length;
     let outcome: 'resumed' | 'recovered' | 'completed' = 'resumed';
     try {
-      await this.inbox!.next(['resumed'], ACK_TIMEOUT_MS);
+      await link.inbox.next(['resumed'], ACK_TIMEOUT_MS);
+      this.resumedThere = true;
     } catch (e) {
       // Whether the destination resumed before the link went, only it knows: a recovery asks.
       if (!isLinkLoss(e)) throw e;
       outcome = await this.recoverLink(e as FerryError);
     }
     this.stats.info['downtime-ms'] = round2(performance.now() - tPause);
-    this.log.debug({ ...Object.fromEntries(Object.entries(this.timing ?? {}).map(([k, v]) => [k, round2(v)])), resumed: this.stats.info['downtime-ms'] }, 'post-copy switch-over timing (ms since the pause began)');
+    this.log.debug({ ...Object.fromEntries(Object.entries(timing).map(([k, v]) => [k, round2(v)])), resumed: this.stats.info['downtime-ms'] }, 'post-copy switch-over timing (ms since the pause began)');
     // From here the guest runs on the destination; this side only serves its memory.
-    this.postcopyActive = true;
-    if (outcome === 'completed') return;
-    this.stats.setStatus('postcopy-active');
-    this.hooks.update(this.stats);
-    pc.notBefore = performance.now() + this.p.pushDelayMs;
+    if (outcome === 'completed') {
+      this.enter('completed');
+      return;
+    }
+    if (this.phaseNow !== 'postcopy-active') this.enter('postcopy-active');
+    push.notBefore = performance.now() + this.p.pushDelayMs;
     for (;;) {
       try {
-        await this.pushRest(pc);
+        await this.pushRest(push);
+        this.enter('completed');
         return;
       } catch (e) {
         if (!isLinkLoss(e)) throw e;
-        if ((await this.recoverLink(e as FerryError)) === 'completed') return;
+        if ((await this.recoverLink(e as FerryError)) === 'completed') {
+          this.enter('completed');
+          return;
+        }
       }
     }
   }
 
   /**
-   * Serves post-copy faults arriving on a priority channel: the page goes out at once (unless it
-   * already has), and the background scan restarts at it, so the neighbourhood follows the fault.
+   * Serves post-copy faults arriving on a link's priority channel: the page goes out at once
+   * (unless it already has), and the background scan restarts at it.
    */
-  private serveFaults(prio: WebSocket): void {
-    const gen = this.linkGen;
+  private serveFaults(link: Link): void {
+    const prio = link.prio!;
     const pages = this.vm.memory.pages;
     const ram = this.vm.memory.ram;
     prio.on('message', (data: Buffer) => {
-      const pc = this.pc;
-      if (gen !== this.linkGen || !pc) return;
+      const push = this.push;
+      if (link.gen !== this.linkGen || !push) return;
       let m: MigrationMsg;
       try {
         m = decodeMsg(data, { pages });
         if (m.t !== 'pushed' && m.t !== 'page-req') throw new FerryError('EPROTO', `unexpected "${m.t}" on the priority channel`);
       } catch (e) {
         // A destination that breaks the protocol: this link is given up (and recovered).
-        this.inbox?.interrupt(e as FerryError);
-        this.wake();
+        link.inbox.interrupt(e as FerryError);
+        this.pushWake?.();
         return;
       }
       if (m.t === 'pushed') {
-        pc.ackedBytes = m.bytes;
-        this.wake();
+        push.ackedBytes = m.bytes;
+        this.pushWake?.();
         return;
       }
       this.stats.info['postcopy-requests']++;
-      const p = m.page;
-      // Already on its way on the bulk stream: the push is heading there, nothing to steer.
-      if (pc.sent[p]) return;
-      // A page the push has not covered: the scan moves there, in small chunks until faults stop.
-      if (pc.indexOf[p]! >= 0) pc.cursor = pc.indexOf[p]!;
-      pc.chunkPages = MIN_PUSH_CHUNK;
-      pc.lastFault = performance.now();
-      pc.sent[p] = 1;
-      pc.left--;
-      const { frame, zero } = encodePages(ram, [p], 0, 1);
+      if (!push.fault(m.page)) return; // already on its way on the bulk stream
+      const { frame, zero } = encodePages(ram, [m.page], 0, 1);
       prio.send(frame);
       this.stats.sent(frame.length, 1, zero, 'postcopy');
     });
-    prio.on('close', () => {
-      if (gen === this.linkGen) this.inbox?.interrupt(new FerryError('ELINK', `priority channel to ${this.p.to} closed`));
-      this.wake();
-    });
-    // A link that goes silent (a partition sends no FIN) is lost too.
-    let heard = performance.now();
-    const alive = () => { heard = performance.now(); };
-    prio.on('pong', alive);
-    prio.on('message', alive);
-    const beat = setInterval(() => {
-      if (gen !== this.linkGen || this.stats.final) {
-        clearInterval(beat);
-        return;
-      }
-      if (performance.now() - heard > LINK_SILENT_MS) {
-        clearInterval(beat);
-        this.inbox?.interrupt(new FerryError('ELINK', `no word from ${this.p.to} for ${LINK_SILENT_MS} ms`));
-        this.wake();
-        return;
-      }
-      if (prio.readyState === prio.OPEN) prio.ping();
-    }, LINK_PING_MS);
-    beat.unref();
   }
 
-  /** The background push: every page of the list not yet sent, once, then `postcopy-done`. */
-  private async pushRest(pc: PostcopyPush): Promise<void> {
-    while (pc.left > 0 && performance.now() < pc.notBefore) {
-      this.inbox!.check(); // demand paging only, for now
+  /** The background push: every page of the queue not yet sent, once, then `postcopy-done`. */
+  private async pushRest(push: PushQueue): Promise<void> {
+    const link = this.link!;
+    while (push.left > 0 && performance.now() < push.notBefore) {
+      link.inbox.check(); // demand paging only, for now
       await new Promise((r) => setTimeout(r, 5));
     }
-    const chunk: number[] = [];
-    const { order, indexOf, sent } = pc;
     const t0 = performance.now();
     let ackWaitMs = 0;
-    while (pc.left > 0) {
-      this.inbox!.check();
-      chunk.length = 0;
-      // The next unsent pages from the cursor on, wrapping around.
-      for (let k = 0; k < order.length && chunk.length < pc.chunkPages; k++) {
-        const i = (pc.cursor + k) % order.length;
-        const p = order[i]!;
-        if (sent[p]) continue;
-        sent[p] = 1;
-        chunk.push(p);
-      }
+    for (;;) {
+      link.inbox.check();
+      const chunk = push.nextChunk();
       if (chunk.length === 0) break;
-      pc.cursor = (indexOf[chunk[chunk.length - 1]!]! + 1) % order.length;
-      pc.left -= chunk.length;
-      pc.pushedBytes += await this.sendFrame(chunk, 'postcopy');
-      // The chunk grows while no fault comes and shrinks back on a fault (CRIU's lazy-pages policy).
-      pc.chunkPages = Math.min(MAX_PUSH_CHUNK, pc.chunkPages * 2);
+      push.pushedBytes += await link.sender.send(chunk, 'postcopy');
       const ta = performance.now();
-      await this.pushWindow(pc);
+      await this.pushWindow(push, link);
       ackWaitMs += performance.now() - ta;
     }
     this.log.debug({ pushMs: round2(performance.now() - t0), ackWaitMs: round2(ackWaitMs) }, 'post-copy push');
-    await this.window(0);
-    this.send({ t: 'postcopy-done', pages: order.length });
-    await this.inbox!.next(['completed'], ACK_TIMEOUT_MS);
+    this.send({ t: 'postcopy-done', pages: push.order.length });
+    await link.inbox.next(['completed'], ACK_TIMEOUT_MS);
     this.stats.info['remaining-bytes'] = 0;
   }
 
@@ -591,21 +714,22 @@ export class OutgoingMigration {
    * waits behind a bulk backlog in socket buffers. No acknowledgement for ACK_TIMEOUT_MS is a
    * lost link.
    */
-  private async pushWindow(pc: PostcopyPush): Promise<void> {
-    let acked = pc.ackedBytes;
+  private async pushWindow(push: PushQueue, link: Link): Promise<void> {
+    let acked = push.ackedBytes;
     let deadline = performance.now() + ACK_TIMEOUT_MS;
-    while (pc.pushedBytes - pc.ackedBytes > POSTCOPY_WINDOW_BYTES) {
-      this.inbox!.check();
-      if (pc.ackedBytes !== acked) {
-        acked = pc.ackedBytes;
+    while (push.pushedBytes - push.ackedBytes > POSTCOPY_WINDOW_BYTES) {
+      link.inbox.check();
+      if (push.ackedBytes !== acked) {
+        acked = push.ackedBytes;
         deadline = performance.now() + ACK_TIMEOUT_MS;
       }
       const left = deadline - performance.now();
       if (left <= 0) throw new FerryError('ETIMEDOUT', `${this.p.to} acknowledged no pushed page within ${ACK_TIMEOUT_MS} ms`);
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, left);
-        this.drained = () => {
+        this.pushWake = () => {
           clearTimeout(timer);
+          this.pushWake = undefined;
           resolve();
         };
       });
@@ -615,20 +739,27 @@ export class OutgoingMigration {
   /**
    * Post-copy lost its link: both sides keep their state (postcopy-paused) and this side
    * reconnects, with backoff or at once on `migrate recover`, until the destination answers.
-   * Throws only when the destination says it no longer has the migration (ENOMIGRATION) or its
-   * host refuses connections (its process is gone, and the guest's newer pages with it).
+   * A refused or unreachable destination is waited for (it says nothing about the host). Throws
+   * when the destination answers that it no longer has the migration (ENOMIGRATION), when it is
+   * another incarnation of its host (EHOSTGONE), when the user gives the VM up, or when the
+   * --give-up-after deadline passes.
    */
   private async recoverLink(cause: FerryError): Promise<'recovered' | 'completed'> {
     const tPaused = performance.now();
     this.dropLink();
-    this.stats.setStatus('postcopy-paused', `link lost: ${cause.message}`);
-    this.hooks.update(this.stats);
+    this.enter('postcopy-paused', `link lost: ${cause.message}`);
     this.log.warn({ err: cause.message, to: this.p.to }, 'post-copy paused: the link is lost; both hosts keep their state until it is recovered');
-    let delayMs = RECOVER_FIRST_MS;
+    let delayMs = RETRY_FIRST_MS;
     for (let attempt = 1; ; attempt++) {
-      if (this.abandoned === undefined) await this.recoverDelay(this.holdRecovery || !this.p.autoRecover ? Infinity : delayMs);
+      const giveUpIn = this.p.giveUpAfterMs > 0 ? this.p.giveUpAfterMs - (performance.now() - tPaused) : Infinity;
+      if (this.asked.abandon === undefined) {
+        await this.retryDelay(Math.min(giveUpIn, this.asked.holdRecovery || !this.p.autoRecover ? Infinity : delayMs));
+      }
       this.checkAbandoned();
-      delayMs = Math.min(RECOVER_MAX_MS, delayMs * 2);
+      if (this.p.giveUpAfterMs > 0 && performance.now() - tPaused >= this.p.giveUpAfterMs) {
+        throw new FerryError('EGIVENUP', `no link to ${this.p.to} for ${this.p.giveUpAfterMs} ms (--give-up-after): the VM is given up`);
+      }
+      delayMs = Math.min(RETRY_MAX_MS, delayMs * 2);
       try {
         const outcome = await this.reconnect();
         this.checkAbandoned();
@@ -640,243 +771,72 @@ export class OutgoingMigration {
         return outcome;
       } catch (e) {
         const err = e instanceof FerryError ? e : new FerryError('EINTERNAL', (e as Error).message);
-        if (err.code === 'ENOMIGRATION' || this.abandoned !== undefined) {
-          this.dropLink();
-          throw err;
-        }
-        if (err.errno === 'ECONNREFUSED') {
-          throw new FerryError('EHOSTGONE', `destination ${this.p.to} refuses connections: its host process is gone`);
-        }
         this.dropLink();
+        if (err.code === 'ENOMIGRATION' || err.code === 'EHOSTGONE' || this.asked.abandon !== undefined) throw err;
         this.stats.info['error-desc'] = `link lost; recovery attempt ${attempt} failed: ${err.message}`;
         this.hooks.update(this.stats);
-        this.log.info({ attempt, err: err.message, retryInMs: this.holdRecovery || !this.p.autoRecover ? undefined : delayMs }, 'post-copy recovery attempt failed');
+        this.log.info({ attempt, err: err.message, retryInMs: this.asked.holdRecovery || !this.p.autoRecover ? undefined : delayMs }, 'post-copy recovery attempt failed');
       }
     }
   }
 
   /** Throws once the migration has been abandoned (host stopping, or the user gave the VM up). */
   private checkAbandoned(): void {
-    const a = this.abandoned;
+    const a = this.asked.abandon;
     if (a !== undefined) throw new FerryError(a.code, a.reason);
   }
 
-  /** Waits `ms` (Infinity: until `migrate recover`), or less if a recover is asked for. */
-  private recoverDelay(ms: number): Promise<void> {
-    if (this.recoverRequested) {
-      this.recoverRequested = false;
+  /** Waits `ms` (Infinity: until an operator command), or less if one comes. */
+  private retryDelay(ms: number): Promise<void> {
+    if (this.asked.recoverNow) {
+      this.asked.recoverNow = false;
       return Promise.resolve();
     }
     return new Promise((resolve) => {
-      const timer = Number.isFinite(ms) ? setTimeout(() => done(), ms) : undefined;
+      const timer = Number.isFinite(ms) ? setTimeout(() => done(), Math.max(0, ms)) : undefined;
       const done = () => {
         clearTimeout(timer);
-        this.recoverRequested = false;
-        this.recoverWake = undefined;
+        this.asked.recoverNow = false;
+        this.retryWake = undefined;
         resolve();
       };
-      this.recoverWake = done;
+      this.retryWake = done;
     });
   }
 
   /** A new link to the destination for a paused post-copy: its received-page bitmap says what to send again. */
   private async reconnect(): Promise<'recovered' | 'completed'> {
-    const bulk = await openLink({ ...this.linkOptions(), zeroMask: true, hello: { role: 'bulk', id: this.id, recover: true } });
-    this.bulk = bulk.ws;
-    this.inbox = new Inbox(bulk.ws, this.p.to, { pages: this.vm.memory.pages });
-    bulk.ws.on('close', () => this.wake());
-    this.keepAlive(bulk.ws);
+    const link = await this.openBulk(true);
     this.send({ t: 'recover' });
-    const reply = await this.inbox.next(['recv-bitmap', 'completed'], ACK_TIMEOUT_MS);
+    const reply = await link.inbox.next(['recv-bitmap', 'completed'], ACK_TIMEOUT_MS);
     if (reply.t === 'completed') return 'completed';
-    const pc = this.pc!; // the bitmap's size and count were checked at decode
-    let left = 0;
-    let resent = 0;
-    for (let i = 0; i < pc.order.length; i++) {
-      const p = pc.order[i]!;
-      if (reply.received[p >>> 3]! & (1 << (p & 7))) {
-        pc.sent[p] = 1;
-        continue;
-      }
-      if (pc.sent[p]) resent++; // sent before the link went, never arrived
-      pc.sent[p] = 0;
-      left++;
-    }
-    pc.left = left;
-    pc.pushedBytes = 0; // the destination counts per link
-    pc.ackedBytes = 0;
+    // It answered with its bitmap: it runs the guest (a recovery never resumes one that had not).
+    this.resumedThere = true;
+    const resent = this.push!.resync(reply.received); // the bitmap's size and count were checked at decode
     const info = this.stats.info;
     info['postcopy-resent-pages'] = (info['postcopy-resent-pages'] ?? 0) + resent;
-    const prio = await openLink({ ...this.linkOptions(), hello: { role: 'prio', id: this.id } });
-    this.prio = prio.ws;
-    this.prio.on('error', () => {});
-    this.serveFaults(prio.ws);
-    this.stats.setStatus('postcopy-active');
-    this.hooks.update(this.stats);
+    await this.openPrio(link);
+    this.serveFaults(link);
+    this.enter('postcopy-active');
     return 'recovered';
   }
 
-  /**
-   * Pings the bulk stream every LINK_PING_MS while it is open, so a destination knows this source
-   * lives even while nothing else flows (a slow --max-bandwidth, a long dirty sync).
-   */
-  private keepAlive(ws: WebSocket): void {
-    const timer = setInterval(() => {
-      if (ws.readyState !== ws.OPEN) {
-        clearInterval(timer);
-        return;
-      }
-      ws.ping();
-    }, LINK_PING_MS);
-    timer.unref();
-    ws.once('close', () => clearInterval(timer));
-  }
-
-  /** Forgets the current link: its sockets are closed and nothing that still comes from them counts. */
+  /** Forgets the current link: its sockets are cut and nothing that still comes from them counts. */
   private dropLink(): void {
     this.linkGen++;
-    dropSockets([this.bulk, this.prio]);
-    this.inflight = 0;
-    this.wake();
+    const link = this.link;
+    if (!link) return;
+    link.liveness.stop();
+    link.sender.abandon();
+    dropSockets([link.bulk, link.prio]);
+    this.pushWake?.();
   }
 
-  /** Enters the device phase and stops the guest at a slice boundary; returns when the downtime clock started. */
-  private async stopGuest(): Promise<number> {
-    this.stats.setStatus('device');
-    this.hooks.update(this.stats);
-    const tPause = performance.now();
-    if (this.vm.state === 'running') {
-      this.pausedByUs = true;
-      await this.vm.pause();
-    }
-    return tPause;
-  }
-
-  /** The device + CPU section, then the destination's acknowledgement that the VM runs there. */
-  private async sendState(): Promise<void> {
-    this.checkCancelled();
-    const run: RunState = this.pausedByUs ? 'running' : (this.vm.state as RunState);
-    const state = this.vm.exportState();
-    this.stateSent = true;
-    this.send({ t: 'state', state, run, console: this.hooks.consoleHistory() });
-    await this.inbox!.next(['completed'], ACK_TIMEOUT_MS);
-    this.stats.info['remaining-bytes'] = 0;
-  }
-
-  /** Streams pages in frames, keeping at most WINDOW_BYTES unsent and honouring max-bandwidth. */
-  private async sendPages(pages: ArrayLike<number>, phase: 'precopy' | 'downtime'): Promise<{ bytes: number }> {
-    let bytes = 0;
-    for (let i = 0; i < pages.length; i += PAGES_PER_FRAME) {
-      this.checkCancelled();
-      this.inbox!.check(); // a dead link stops the round now, not at its end
-      const j = Math.min(pages.length, i + PAGES_PER_FRAME);
-      bytes += await this.sendFrame(pages, phase, i, j);
-    }
-    await this.window(0);
-    return { bytes };
-  }
-
-  /** Encodes pages[from, to) into a reused frame buffer and sends it on the bulk stream within the window. */
-  private async sendFrame(pages: ArrayLike<number>, phase: 'precopy' | 'downtime' | 'postcopy', from = 0, to = pages.length): Promise<number> {
-    await this.window(MAX_FRAME_BYTES);
-    const buf = this.spareFrames.pop() ?? Buffer.allocUnsafe(MAX_FRAME_BYTES);
-    const { frame, zero } = encodePages(this.vm.memory.ram, pages, from, to, buf);
-    this.inflight += frame.length;
-    const gen = this.linkGen;
-    this.bulk!.send(frame, (err) => {
-      if (gen !== this.linkGen) return; // a dropped link: its frames are resent from the bitmap
-      this.inflight -= frame.length;
-      this.spareFrames.push(buf);
-      if (err) this.inbox?.interrupt(new FerryError('ELINK', `link to ${this.p.to} failed: ${err.message}`));
-      else this.stats.sent(frame.length, to - from, zero, phase); // counted once it has left
-      this.wake();
-    });
-    return frame.length;
-  }
-
-  private wake(): void {
-    const d = this.drained;
-    this.drained = undefined;
-    d?.();
-  }
-
-  private async window(next: number): Promise<void> {
-    while (this.inflight > 0 && this.inflight + next > WINDOW_BYTES) {
-      this.checkCancelled();
-      this.inbox!.check();
-      await new Promise<void>((resolve) => { this.drained = resolve; });
-    }
-    if (this.p.maxBandwidth > 0 && next > 0) {
-      // A token bucket refilled at max-bandwidth bytes per second.
-      const now = performance.now();
-      this.bucket.bytes = Math.max(0, this.bucket.bytes - ((now - this.bucket.t) * this.p.maxBandwidth) / 1000) + next;
-      this.bucket.t = now;
-      const waitMs = (this.bucket.bytes / this.p.maxBandwidth) * 1000 - 1;
-      if (waitMs > 1) await new Promise((r) => setTimeout(r, waitMs));
-    }
-  }
-
-  private async fail(e: Error): Promise<void> {
-    // The destination says it has no such migration although it never resumed the guest: the
-    // copy here is the only one, and current.
-    const neverRan = this.postcopySent && !this.postcopyActive && e instanceof FerryError && e.code === 'ENOMIGRATION';
-    if (this.postcopySent && !neverRan) {
-      // The guest's memory is split between the hosts: neither side can run it alone.
-      this.vmLost = true;
-      this.stats.info['error-code'] = e instanceof FerryError ? e.code : 'EINTERNAL';
-      this.stats.setStatus('failed', `post-copy failed after the switch-over; the VM is lost: ${e.message}`);
-      this.log.error({ err: e.message, to: this.p.to }, 'post-copy failed after the switch-over: the VM is lost');
-      return;
-    }
-    const cancelled = this.cancelled !== undefined || (e instanceof FerryError && e.code === 'ECANCELED');
-    const reason = cancelled ? (this.cancelled ?? e.message) : e.message;
-    if (this.stateSent && !cancelled && !neverRan) {
-      // The destination may already run the VM: ask it before resuming here (never two copies).
-      if (await this.destinationHasVm()) {
-        this.stats.setStatus('completed');
-        this.log.warn({ err: reason }, 'link failed after switch-over, but the destination runs the VM: migration completed');
-        await this.hooks.release();
-        return;
-      }
-    }
-    if (cancelled) {
-      try {
-        this.prio?.send(encodeMsg({ t: 'cancel', reason }));
-      } catch { /* the link may be gone already */ }
-    }
-    if (this.pausedByUs && this.vm.state === 'paused') this.vm.resume();
-    this.vm.setThrottle(0);
-    if (e instanceof FerryError) this.stats.info['error-code'] = e.code;
-    this.stats.setStatus(cancelled ? 'cancelled' : 'failed', reason);
-    this.log[cancelled ? 'info' : 'warn']({ err: reason, to: this.p.to }, cancelled ? 'migration cancelled; the VM runs on here' : 'migration failed; the VM runs on here');
-  }
-
-  /**
-   * After the state section went out, only the destination knows whether it resumed the VM.
-   * It resumes only while the link is up and drops the VM otherwise, so: present and running
-   * there means done; absent, or the host unreachable (dead), means ours to resume.
-   */
-  private async destinationHasVm(): Promise<boolean> {
-    let c: ControlClient | undefined;
-    try {
-      c = await ControlClient.connect(this.p.to, { client: 'ferry-migration-check', timeoutMs: 3000, ...(this.token ? { token: this.token } : {}) });
-      for (let i = 0; i < 20; i++) {
-        const info = await c.request<{ state: string }>('vm.info', { name: this.name });
-        if (info.state !== 'incoming') return true;
-        await new Promise((r) => setTimeout(r, 150));
-      }
-      return false;
-    } catch {
-      return false;
-    } finally {
-      await c?.close().catch(() => undefined);
-    }
-  }
-
-  private close(): void {
-    for (const ws of [this.bulk, this.prio]) {
-      if (ws && ws.readyState <= 1) ws.close(1000, 'migration over');
-    }
+  private closeLink(): void {
+    const link = this.link;
+    if (!link) return;
+    link.liveness.stop();
+    for (const ws of [link.bulk, link.prio]) if (ws) closeWith(ws, 1000, 'migration over');
   }
 }
 
@@ -903,4 +863,3 @@ function union(a: ArrayLike<number>, b: ArrayLike<number>): Uint32Array {
   for (let i = 0; i < b.length; i++) s.add(b[i]!);
   return Uint32Array.from([...s].sort((x, y) => x - y));
 }
-

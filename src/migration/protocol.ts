@@ -14,6 +14,12 @@
  *                                           <-----    completed {resumedAt}          VM runs on the destination
  *   prio:  cancel {reason} -------------------->   destination discards its half
  *
+ * A source that lost its link after sending the state section (pre-copy, cold) does not know
+ * whether the destination resumed the guest; it keeps its copy paused and asks, over new links:
+ *
+ *   query: hello {role:'query', id}, query ---->
+ *                                           <-----    outcome {completed | discarded | pending}
+ *
  * Post-copy (DESIGN §5), hybrid after its pre-copy rounds:
  *
  *   bulk:  postcopy-advise {missing bitmap} --->   page states prepared, queued frames written
@@ -91,6 +97,10 @@ const setup = z.strictObject({
   devices: z.array(z.string().max(64)).max(16),
   /** The source host's control URL: a destination left without its link asks it whether the guest still has a source. */
   source: z.string().max(2048).optional(),
+  /** The source host process's incarnation: one found at that URL with another is a restarted host. */
+  sourceIncarnation: z.string().max(64).optional(),
+  /** Post-copy: the user gives the VM up after this long without a link (both sides declare it lost). */
+  giveUpAfterMs: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).optional(),
 });
 
 /**
@@ -137,6 +147,14 @@ const MESSAGES = {
   'recv-bitmap': z.strictObject({ t: z.literal('recv-bitmap'), received: bitmap, receivedCount: pageCount }),
   completed: z.strictObject({ t: z.literal('completed'), resumedAt: z.number() }),
   cancel: z.strictObject({ t: z.literal('cancel'), reason: errorText }),
+  /**
+   * Destination -> source on a `query` link: how the migration ended here. `completed`: the guest
+   * resumed here; `discarded`: it never did and never will; `pending`: its state section is being
+   * loaded, ask again.
+   */
+  /** Source -> destination, first on a `query` link (so the answer cannot overtake the hello's end). */
+  query: z.strictObject({ t: z.literal('query') }),
+  outcome: z.strictObject({ t: z.literal('outcome'), outcome: z.enum(['completed', 'discarded', 'pending']), message: errorText }),
   failed: z.strictObject({ t: z.literal('failed'), code: errorCode, message: errorText }),
 } as const;
 

@@ -1,8 +1,12 @@
 import { PAGE_SIZE } from '../memory/layout.ts';
 
-/** QEMU query-migrate status names (DESIGN §6). */
+/**
+ * QEMU query-migrate status names (DESIGN §6), plus `outcome-unknown`: the source sent the
+ * switch-over and lost the link before the destination's answer; its copy stays paused until it
+ * learns whether the destination resumed the guest.
+ */
 export type MigrationStatus =
-  | 'setup' | 'active' | 'device' | 'postcopy-active' | 'postcopy-paused' | 'completed' | 'failed' | 'cancelled';
+  | 'setup' | 'active' | 'device' | 'outcome-unknown' | 'postcopy-active' | 'postcopy-paused' | 'completed' | 'failed' | 'cancelled';
 
 export const FINAL_STATUSES: readonly MigrationStatus[] = ['completed', 'failed', 'cancelled'];
 
@@ -44,6 +48,8 @@ export interface MigrationInfo {
   'touched-pages'?: number;
   /** Hybrid: why it switched to post-copy. */
   'postcopy-switch'?: string;
+  /** Why the source stopped the guest for the switch-over (converged, requested, max rounds allowed, ...). */
+  'switchover-reason'?: string;
   /** Post-copy: links lost and recovered (each loss is one postcopy-paused period). */
   'postcopy-recoveries'?: number;
   /** Post-copy, source: pages sent again after a recovery because the destination never got them. */

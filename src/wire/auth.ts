@@ -49,6 +49,11 @@ export interface ReadyMsg {
   t: 'ready';
   v: number;
   host: string;
+  /**
+   * This host process's incarnation: random, new at every start. A peer that finds another
+   * incarnation at the same address knows the process it dealt with is gone (and its VMs with it).
+   */
+  incarnation: string;
   proof?: Uint8Array;
 }
 
@@ -75,7 +80,8 @@ export const controlHelloSchema = z.strictObject({ ...helloBase, client: z.strin
 /** A `/migrate` source's hello: which channel of which migration (and whether it recovers one). */
 export const migrateHelloSchema = z.strictObject({
   ...helloBase,
-  role: z.enum(['bulk', 'prio']),
+  /** bulk and prio carry a migration; query asks how one ended (a source that lost its link at the switch-over). */
+  role: z.enum(['bulk', 'prio', 'query']),
   id: z.string().regex(/^[A-Za-z0-9-]{1,64}$/, 'a migration id is 1-64 letters, digits or dashes'),
   recover: z.boolean().optional(),
 });
@@ -87,7 +93,8 @@ export const migrateHelloSchema = z.strictObject({
  * reason is bounded (see closeReason), so no close can throw.
  */
 export function checkHello<T>(
-  msg: Record<string, unknown>, schema: z.ZodType<T>, version: number, hostName: string, token: string | undefined, challenge: Uint8Array | undefined,
+  msg: Record<string, unknown>, schema: z.ZodType<T>, version: number, host: { name: string; incarnation: string }, token: string | undefined,
+  challenge: Uint8Array | undefined,
 ): HelloVerdict<T> {
   if (msg.t !== 'hello') return { close: [CLOSE_PROTOCOL, `expected hello, got "${peerText(msg.t, 32)}"`] };
   if (msg.v !== version) {
@@ -103,5 +110,5 @@ export function checkHello<T>(
   }
   const nonce = msg.nonce as Uint8Array;
   const hostProof = token !== undefined ? proof(token, 'host', nonce) : undefined;
-  return { ready: { t: 'ready', v: version, host: hostName, ...(hostProof ? { proof: hostProof } : {}) }, hello: parsed.data };
+  return { ready: { t: 'ready', v: version, host: host.name, incarnation: host.incarnation, ...(hostProof ? { proof: hostProof } : {}) }, hello: parsed.data };
 }

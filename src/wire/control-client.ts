@@ -21,6 +21,8 @@ interface Pending {
  */
 export class ControlClient extends EventEmitter {
   hostName = '';
+  /** The host process's incarnation (new at each start of it). */
+  incarnation = '';
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
   private closedWith: FerryError | undefined;
@@ -35,7 +37,7 @@ export class ControlClient extends EventEmitter {
       throw new FerryError('EINVAL', `host URL must start with ws:// or wss:// (got ${url})`);
     }
     if (endpoint.pathname === '/' || endpoint.pathname === '') endpoint.pathname = '/control';
-    const { ws, host } = await openLink({
+    const { ws, host, incarnation } = await openLink({
       url: endpoint.href, display: url, version: CONTROL_PROTOCOL_VERSION, maxPayload: CONTROL_MAX_PAYLOAD,
       hello: { client: o.client ?? 'ferry-cli' },
       ...(o.token !== undefined ? { token: o.token } : {}),
@@ -43,6 +45,7 @@ export class ControlClient extends EventEmitter {
     });
     const client = new ControlClient(ws, url);
     client.hostName = host;
+    client.incarnation = incarnation;
     ws.on('message', (d: Buffer) => client.onMessage(d));
     ws.on('error', () => {});
     ws.on('close', (code, reason) => client.onClosed(closeError(url, code, reason.toString())));

@@ -29,7 +29,7 @@ export interface ErrorBody {
 
 export type ServerMsg =
   | { t: 'hello'; v: number; host: string; challenge?: Uint8Array }
-  | { t: 'ready'; v: number; host: string; proof?: Uint8Array }
+  | { t: 'ready'; v: number; host: string; incarnation: string; proof?: Uint8Array }
   | { t: 'res'; id: number; ok: true; result: unknown }
   | { t: 'res'; id: number; ok: false; error: ErrorBody }
   | { t: 'event'; event: string; vm?: string; data: unknown }

@@ -37,7 +37,7 @@ export function closeError(url: string, code: number, reason: string): FerryErro
  * answers with ours (plus the HMAC over its challenge when it asks for a token), and checks the
  * host's proof over our nonce. Resolves with the socket, its listeners removed, once ready.
  */
-export function openLink(o: LinkOptions): Promise<{ ws: WebSocket; host: string }> {
+export function openLink(o: LinkOptions): Promise<{ ws: WebSocket; host: string; incarnation: string }> {
   const ws = new WebSocket(o.url, {
     perMessageDeflate: false, maxPayload: o.maxPayload,
     ...(o.zeroMask ? { generateMask: (mask: Buffer) => { mask.fill(0); } } : {}),
@@ -92,7 +92,7 @@ export function openLink(o: LinkOptions): Promise<{ ws: WebSocket; host: string 
         settled = true;
         clearTimeout(timer);
         ws.removeAllListeners();
-        resolve({ ws, host: peerText(msg.host, 64) });
+        resolve({ ws, host: peerText(msg.host, 64), incarnation: peerText(msg.incarnation, 64) });
         return;
       }
       fail(new FerryError('EPROTO', `unexpected "${peerText(msg.t, 32)}" from host ${shown} during hello`));

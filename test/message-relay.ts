@@ -1,0 +1,227 @@
+// A WebSocket relay between a source and a destination host that sees every message and can
+// break the link at a chosen one: drop that message, cut both legs (then refuse new connections,
+// or accept and ignore them: a silent port), or freeze (forward nothing, answer nothing, close
+// nothing: a partition). Pings and pongs are forwarded, never answered by the relay itself, so a
+// frozen relay looks to both hosts like a silent network. Each leg keeps its direction: `up` is
+// source -> destination, `down` the other way.
+import { createServer, type Server } from 'node:http';
+import type { Socket } from 'node:net';
+import { Packr } from 'msgpackr';
+import WebSocket, { WebSocketServer } from 'ws';
+
+const packr = new Packr({ useRecords: false, moreTypes: true });
+
+export type Direction = 'up' | 'down';
+
+export interface RelayedMessage {
+  dir: Direction;
+  /** The endpoint path of the connection it travelled on (`/migrate`, `/control`). */
+  path: string;
+  /** The message type (`t`), or 'page-frame' for a binary page frame, 'other' for anything else. */
+  t: string;
+  msg: Record<string, unknown> | undefined;
+}
+
+export type RelayAction = 'drop' | 'cut-refuse' | 'cut-silent' | 'freeze' | 'pass';
+
+export interface RelayRule {
+  /** Which message triggers the rule (the first match only, unless `times` says otherwise). */
+  match(m: RelayedMessage): boolean;
+  /** 'drop' swallows the message; the others forward nothing from then on until `heal()`. */
+  action: RelayAction;
+  /** Called when the rule fires (after the action), e.g. to SIGKILL a host at that message. */
+  then?: (m: RelayedMessage) => void;
+  times?: number;
+}
+
+export interface MessageRelay {
+  /** ws://127.0.0.1:PORT: migrate to this instead of the destination's own URL. */
+  url: string;
+  port: number;
+  seen: RelayedMessage[];
+  /** Adds a rule; rules are tried in order on every message. */
+  on(rule: RelayRule): void;
+  /** Resolves when a message matching `match` has passed (or triggered a rule). */
+  waitFor(match: (m: RelayedMessage) => boolean, timeoutMs?: number): Promise<RelayedMessage>;
+  cut(mode: 'refuse' | 'silent'): void;
+  freeze(): void;
+  /** Undoes cut / freeze: the port listens and forwards again (existing frozen links resume). */
+  heal(): Promise<void>;
+  close(): Promise<void>;
+}
+
+interface Pair {
+  client: WebSocket;
+  server: WebSocket;
+  path: string;
+}
+
+function describe(data: Buffer, isBinary: boolean, dir: Direction, path: string): RelayedMessage {
+  if (isBinary && data[0] === 0x50) return { dir, path, t: 'page-frame', msg: undefined };
+  try {
+    const v = packr.unpack(data) as Record<string, unknown>;
+    if (v && typeof v === 'object' && typeof v.t === 'string') return { dir, path, t: v.t, msg: v };
+  } catch { /* not msgpack */ }
+  return { dir, path, t: 'other', msg: undefined };
+}
+
+export async function startMessageRelay(target: string, o: { port?: number } = {}): Promise<MessageRelay> {
+  const targetOrigin = new URL(target).origin;
+  const rules: { rule: RelayRule; left: number }[] = [];
+  const waiters: { match: (m: RelayedMessage) => boolean; resolve: (m: RelayedMessage) => void }[] = [];
+  const pairs = new Set<Pair>();
+  const silentSockets = new Set<Socket>();
+  let mode: 'open' | 'frozen' | 'silent' | 'refusing' = 'open';
+  let held: (() => void)[] = [];
+
+  const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 0, autoPong: false });
+  const http: Server = createServer();
+  http.on('connection', (s: Socket) => {
+    if (mode === 'silent') {
+      silentSockets.add(s);
+      s.on('close', () => silentSockets.delete(s));
+      s.pause();
+    }
+  });
+  http.on('upgrade', (req, socket, head) => {
+    if (mode === 'silent' || mode === 'refusing') return; // held open, or about to be refused
+    wss.handleUpgrade(req, socket, head, (ws) => onClient(ws, req.url ?? '/'));
+  });
+
+  const relay: MessageRelay = {
+    url: '',
+    port: 0,
+    seen: [],
+    on(rule) {
+      rules.push({ rule, left: rule.times ?? 1 });
+    },
+    waitFor(match, timeoutMs = 20_000) {
+      const hit = relay.seen.find(match);
+      if (hit) return Promise.resolve(hit);
+      return new Promise((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error(`relay: no such message within ${timeoutMs} ms`)), timeoutMs);
+        waiters.push({ match, resolve: (m) => { clearTimeout(t); resolve(m); } });
+      });
+    },
+    cut(how) {
+      for (const p of pairs) {
+        p.client.terminate();
+        p.server.terminate();
+      }
+      pairs.clear();
+      if (how === 'refuse') {
+        mode = 'refusing';
+        http.close();
+        http.closeAllConnections();
+      } else {
+        mode = 'silent';
+      }
+    },
+    freeze() {
+      mode = 'frozen';
+    },
+    async heal() {
+      if (mode === 'refusing') await listen(relay.port);
+      for (const s of silentSockets) s.destroy();
+      silentSockets.clear();
+      mode = 'open';
+      const h = held;
+      held = [];
+      for (const f of h) f();
+    },
+    async close() {
+      for (const p of pairs) {
+        p.client.terminate();
+        p.server.terminate();
+      }
+      for (const s of silentSockets) s.destroy();
+      mode = 'refusing';
+      await new Promise<void>((resolve) => {
+        http.close(() => resolve());
+        http.closeAllConnections();
+      });
+    },
+  };
+
+  function fire(m: RelayedMessage): RelayAction {
+    relay.seen.push(m);
+    let action: RelayAction = 'pass';
+    let then: RelayRule['then'];
+    for (const r of rules) {
+      if (r.left === 0 || !r.rule.match(m)) continue;
+      r.left--;
+      action = r.rule.action;
+      then = r.rule.then;
+      break;
+    }
+    for (const w of waiters.splice(0)) {
+      if (w.match(m)) w.resolve(m);
+      else waiters.push(w);
+    }
+    if (action === 'cut-refuse') relay.cut('refuse');
+    else if (action === 'cut-silent') relay.cut('silent');
+    else if (action === 'freeze') relay.freeze();
+    then?.(m);
+    return action;
+  }
+
+  function forward(from: WebSocket, to: WebSocket, dir: Direction, path: string): void {
+    from.on('message', (data: Buffer, isBinary: boolean) => {
+      const send = () => {
+        const m = describe(data, isBinary, dir, path);
+        const action = fire(m);
+        if (action === 'pass' && to.readyState === WebSocket.OPEN) to.send(data, { binary: isBinary });
+      };
+      if (mode === 'frozen') held.push(send);
+      else if (mode === 'open') send();
+    });
+    from.on('ping', (d: Buffer) => {
+      if (mode === 'open' && to.readyState === WebSocket.OPEN) to.ping(d);
+    });
+    from.on('pong', (d: Buffer) => {
+      if (mode === 'open' && to.readyState === WebSocket.OPEN) to.pong(d);
+    });
+    from.on('close', (code) => {
+      if (mode !== 'open') return;
+      if (to.readyState === WebSocket.OPEN) to.close(code === 1005 || code === 1006 ? 1000 : code);
+      else to.terminate();
+    });
+    from.on('error', () => {});
+  }
+
+  function onClient(ws: WebSocket, path: string): void {
+    const upstream = new WebSocket(`${targetOrigin}${path}`, { perMessageDeflate: false, maxPayload: 0, autoPong: false });
+    const pair: Pair = { client: ws, server: upstream, path };
+    pairs.add(pair);
+    ws.on('close', () => pairs.delete(pair));
+    upstream.on('error', () => ws.terminate());
+    // Messages from the source wait until the destination leg is open.
+    const early: [Buffer, boolean][] = [];
+    ws.on('message', (d: Buffer, b: boolean) => {
+      if (upstream.readyState === WebSocket.CONNECTING) early.push([d, b]);
+    });
+    upstream.once('open', () => {
+      forward(upstream, ws, 'down', path);
+      forward(ws, upstream, 'up', path);
+      for (const [d, b] of early.splice(0)) {
+        const m = describe(d, b, 'up', path);
+        if (fire(m) === 'pass') upstream.send(d, { binary: b });
+      }
+    });
+  }
+
+  async function listen(port: number): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      http.once('error', reject);
+      http.listen(port, '127.0.0.1', () => {
+        http.off('error', reject);
+        resolve();
+      });
+    });
+  }
+
+  await listen(o.port ?? 0);
+  relay.port = (http.address() as { port: number }).port;
+  relay.url = `ws://127.0.0.1:${relay.port}`;
+  return relay;
+}
