@@ -307,6 +307,25 @@ describe('refusals before anything changes', () => {
   });
 });
 
+describe('a VM in any state', () => {
+  it.each(['precopy', 'postcopy', 'hybrid', 'cold'])('a VM created but never started migrates %s, arrives not started, and started there reaches the oracle digest', async (mode) => {
+    const g: GuestSpec = { ...MEM8, insnLimit: 50_000_000 };
+    const oracle = oracleDigest(g);
+    const a = await hosts.start('a');
+    const b = await hosts.start('b');
+    const ca = await hosts.connect(a.url);
+    const cb = await hosts.connect(b.url);
+    await ca.request('vm.create', createParams(`new-${mode}`, g, { start: false }));
+    const s = await migrate(ca, `new-${mode}`, { to: b.url, mode });
+    expect(s.status, String(s['error-desc'])).toBe('completed');
+    await expectGone(ca, `new-${mode}`);
+    await eventually(async () => (await cb.request<Info>('vm.info', { name: `new-${mode}` })).migrating !== true, 'post-copy to settle');
+    expect((await cb.request<Info>('vm.info', { name: `new-${mode}` })).state).toBe('created');
+    await cb.request('vm.start', { name: `new-${mode}` });
+    expect(await finalDigest(cb, `new-${mode}`)).toBe(await oracle);
+  });
+});
+
 describe('limits: rounds, downtime, bandwidth', () => {
   it('downtime-limit 1 ms with max-rounds 3 and --switchover-at-max-rounds: stop-and-copy after exactly 3 rounds, and it says why; digest unchanged', async () => {
     const g: GuestSpec = { ...MEM8, insnLimit: 230_000_000 };

@@ -396,6 +396,7 @@ export class OutgoingMigration {
   private async cold(): Promise<void> {
     if (this.vm.state === 'running') throw new FerryError('ESTATE', 'cold migration needs a stopped VM: pause it first, or use --mode precopy');
     this.enter('stop-and-copy');
+    await this.stateKnown();
     this.stats.info['switchover-reason'] = 'cold migration';
     const t0 = performance.now();
     const pages = this.everWrittenPages();
@@ -478,8 +479,15 @@ export class OutgoingMigration {
     if (this.vm.state === 'running') {
       this.pausedByUs = true;
       await this.vm.pause();
+    } else {
+      await this.stateKnown();
     }
     return tPause;
+  }
+
+  /** A VM that never ran reports its device state once its vCPU acknowledges a pause (it stays created). */
+  private async stateKnown(): Promise<void> {
+    if (this.vm.state === 'created') await this.vm.pause();
   }
 
   /** How the destination should leave the guest: running if it ran here before the switch-over, else as it is. */
