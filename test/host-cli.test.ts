@@ -309,6 +309,20 @@ describe('ferry migrate pause / recover', () => {
     expect(out).toMatch(/^migrate_recover NAME\n {2}reconnect a postcopy-paused migration now/m);
   }, T);
 
+  it('vm console says where its VM went when it migrates away, and ends', async () => {
+    ok(await ferry(['vm', 'create', 'mover', '--program', 'counter', '--memory', '4M', '--arg', 'period_ms=50', '--start']));
+    const con = spawnCli(['--host', host.url, 'vm', 'console', 'mover']);
+    await waitFor(() => ticks(con.stdoutText()).length >= 1 || !con.isRunning(), 'a tick', 15_000, 20);
+    ok(await ferry(['migrate', 'mover', '--to', hb.url]));
+    const code = await Promise.race([con.exited, new Promise<string>((r) => setTimeout(() => r('still running'), 5_000))]);
+    expect(code).toBe(0);
+    expect(con.stderrText()).toContain(`[mover migrated to ${hb.url}; "ferry --host ${hb.url} vm console mover" follows it there]`);
+    expect(con.stderrText()).not.toContain('destroyed');
+    const cb = await ControlClient.connect(hb.url);
+    await cb.request('vm.destroy', { name: 'mover' });
+    await cb.close();
+  }, T);
+
   it('a post-copy migration paused and recovered through the CLI reaches the unmigrated digest', async () => {
     const g: GuestSpec = { program: 'memstress', memory: 32 * MiB, args: ['ws_mib=8'], insnLimit: 200_000_000 };
     const oracle = oracleDigest(g);

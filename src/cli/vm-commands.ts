@@ -188,7 +188,12 @@ async function streamConsole(c: ControlClient, name: string, history: boolean, o
         const s = data as VmSummary & { state: string };
         if (s.state === 'halted') process.stderr.write(`\n[${name} halted: ${s.haltReason}, exit ${s.exitCode}]\n`);
         if (s.state === 'destroyed') {
-          process.stderr.write(`\n[${name} destroyed]\n`);
+          // It may have only moved: say where, and how to follow it there.
+          const why = (s as { why?: unknown }).why;
+          const moved = typeof why === 'string' && why.startsWith('migrated to ') ? why.slice('migrated to '.length) : undefined;
+          process.stderr.write(moved !== undefined
+            ? `\n[${name} migrated to ${moved}; "ferry --host ${moved} vm console ${name}" follows it there]\n`
+            : `\n[${name} ${typeof why === 'string' && why !== 'destroyed' ? `gone: ${why}` : 'destroyed'}]\n`);
           done();
         }
       }
