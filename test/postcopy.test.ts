@@ -174,3 +174,18 @@ describe('post-copy reaches the unmigrated digest', () => {
   });
 });
 
+
+describe('--max-bandwidth in post-copy', () => {
+  it.each(['postcopy', 'hybrid'])('%s: the stream keeps within a tenth of the cap (it is charged per frame, not per largest frame)', async (mode) => {
+    const g: GuestSpec = { program: 'memstress', memory: 64 * MiB, args: ['ws_mib=32'], insnLimit: 0 };
+    const { b, ca } = await guestRunningOnA(hosts, g, `bw-${mode}`, 0);
+    await waitInstret(ca, `bw-${mode}`, 30_000_000);
+    const cap = 16 * MiB;
+    const s = await migrate(ca, `bw-${mode}`, { to: b.url, mode, maxBandwidth: cap, postcopyAfterRounds: 1 }, 60_000);
+    expect(s.status).toBe('completed');
+    // The whole migration after its setup: rounds (hybrid), advice, switch-over and push.
+    const rate = s['transferred-bytes'] / ((s['total-time-ms'] - s['setup-time-ms']) / 1000);
+    expect(rate / cap).toBeGreaterThan(0.9);
+    expect(rate / cap).toBeLessThan(1.1);
+  }, 60_000);
+});
