@@ -328,8 +328,9 @@ describe('a VM in any state', () => {
 
 describe('limits: rounds, downtime, bandwidth', () => {
   it('downtime-limit 1 ms with max-rounds 3 and --switchover-at-max-rounds: stop-and-copy after exactly 3 rounds, and it says why; digest unchanged', async () => {
-    const g: GuestSpec = { ...MEM8, insnLimit: 230_000_000 };
-    const s = await precopyAndCompare(g, 0.2, 'rounds3', { downtimeLimitMs: 1, maxRounds: 3, switchoverAtMaxRounds: true });
+    // Long enough that the guest is still running after 3 rounds (it would end them early by halting).
+    const g: GuestSpec = { ...MEM8, insnLimit: 600_000_000 };
+    const s = await precopyAndCompare(g, 0.1, 'rounds3', { downtimeLimitMs: 1, maxRounds: 3, switchoverAtMaxRounds: true });
     expect(s['switchover-reason']).toMatch(/^max rounds \(3\), allowed above the limit/);
     expect(s['dirty-sync-count']).toBe(3);
     expect(s.rounds.map((r) => r.round)).toEqual([0, 1, 2]);

@@ -9,8 +9,9 @@ import { deferSpareRefill } from '../vm/vcpu-threads.ts';
 import { Vm } from '../vm/vm.ts';
 import { dropSockets } from '../wire/link.ts';
 import { closeWith, peerText } from '../wire/peer-text.ts';
+import { destinationStep, type DestinationPhase } from './ownership.ts';
 import {
-  decodeMsg, DEVICES, encodeMsg, ISA, LINK_PING_MS, LINK_SILENT_MS, type MigrationMsg, type MigrationMsgType, type SetupMsg, type StreamContext,
+  decodeMsg, DEVICES, encodeMsg, ISA, LINK_PING_MS, LINK_SILENT_MS, type MigrationMsg, type SetupMsg, type StreamContext,
 } from './protocol.ts';
 
 /** A paused post-copy checks on its source host after this long, doubling up to the max. */
@@ -21,25 +22,6 @@ const MAX_PENDING_FRAMES = 16;
 /** Frames queued behind an asynchronous step (the restore) before the socket is paused. */
 const BACKLOG_PAUSE = 8;
 import { MigrationStats } from './stats.ts';
-
-/**
- * Where an incoming migration is, and what its bulk stream may carry there (`pages`: page
- * frames). Anything else is a protocol error that fails the migration (before the switch-over)
- * or pauses it (in post-copy, as a lost link would).
- *
- *   setup -> precopy -> [advised ->] switching -> postcopy -> done
- *                            \----------------> switching -> done   (pre-copy and cold)
- */
-type Phase = 'setup' | 'precopy' | 'advised' | 'switching' | 'postcopy' | 'done';
-const BULK_ACCEPTS: Record<Phase, { types: readonly MigrationMsgType[]; pages: boolean }> = {
-  setup: { types: ['setup'], pages: false },
-  precopy: { types: ['round-end', 'state', 'postcopy-advise'], pages: true },
-  advised: { types: ['state'], pages: false },
-  // The restore is running: frames wait in the backlog until it is over.
-  switching: { types: [], pages: false },
-  postcopy: { types: ['postcopy-done'], pages: true },
-  done: { types: [], pages: false },
-};
 
 /** What is kept of an incoming migration once it is over. */
 export interface FinishedIncoming {
@@ -85,7 +67,7 @@ export class IncomingMigration {
   private setup: SetupMsg | undefined;
   /** The VM's RAM once the setup has named it: page numbers and bitmaps are checked against it. */
   private ctx: StreamContext | undefined;
-  private phase: Phase = 'setup';
+  private phase: DestinationPhase = 'setup';
   private done = false;
   private pagesReceived = 0;
   private busy: Promise<void> = Promise.resolve();
@@ -456,20 +438,19 @@ export class IncomingMigration {
     ).catch((e: unknown) => this.stepFailed(e));
   }
 
-  /** One frame of the bulk stream, checked against what the current phase accepts (BULK_ACCEPTS). */
+  /** One frame of the bulk stream, checked against what the current phase accepts (destinationStep). */
   private onFrame(data: Buffer, isBinary: boolean): Promise<void> | undefined {
     if (this.done) return undefined;
-    const accepts = BULK_ACCEPTS[this.phase];
     if (isBinary && isPageFrame(data)) {
-      if (!accepts.pages) throw new FerryError('EPROTO', `a page frame ${this.phase === 'setup' ? 'before the setup' : `in phase ${this.phase}`}`);
+      const refusal = destinationStep(this.phase, 'page-frame');
+      if (refusal !== undefined) throw new FerryError('EPROTO', refusal);
       this.receivePages(data);
       return undefined;
     }
     if (!isBinary) throw new FerryError('EPROTO', 'text frames are not part of the migration protocol');
     const m = decodeMsg(data, this.ctx);
-    if (!accepts.types.includes(m.t)) {
-      throw new FerryError('EPROTO', `unexpected "${m.t}" ${this.phase === 'setup' ? 'before the setup' : `in phase ${this.phase}`}`);
-    }
+    const refusal = destinationStep(this.phase, m.t);
+    if (refusal !== undefined) throw new FerryError('EPROTO', refusal);
     switch (m.t) {
       case 'setup':
         this.onSetup(m);

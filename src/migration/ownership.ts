@@ -65,7 +65,29 @@ export const SOURCE_TRANSITIONS: Record<SourcePhase, readonly SourcePhase[]> = {
   lost: [],
 };
 
-/** Phases in which the source must never run its copy of the guest. */
-export function sourceMayRun(phase: SourcePhase): boolean {
-  return SOURCE_OWNER[phase] === 'source';
+/**
+ * The destination's phases, and what its bulk stream may carry in each (`page-frame`: a page
+ * frame). Anything else is a protocol error: it fails the migration before the switch-over (the
+ * source keeps the guest), or pauses it in post-copy, as a lost link would.
+ *
+ *   setup -> precopy -> [advised ->] switching -> postcopy -> done
+ *                            \----------------> switching -> done   (pre-copy and cold)
+ */
+export type DestinationPhase = 'setup' | 'precopy' | 'advised' | 'switching' | 'postcopy' | 'done';
+
+const DESTINATION_ACCEPTS: Record<DestinationPhase, readonly string[]> = {
+  setup: ['setup'],
+  precopy: ['page-frame', 'round-end', 'state', 'postcopy-advise'],
+  advised: ['state'],
+  // The restore is running: frames wait in a backlog until it is over.
+  switching: [],
+  postcopy: ['page-frame', 'postcopy-done'],
+  done: [],
+};
+
+/** The destination's step: undefined when `message` (a type, or 'page-frame') may arrive in `phase`, else why not. */
+export function destinationStep(phase: DestinationPhase, message: string): string | undefined {
+  if (DESTINATION_ACCEPTS[phase].includes(message)) return undefined;
+  const where = phase === 'setup' ? 'before the setup' : `in phase ${phase}`;
+  return message === 'page-frame' ? `a page frame ${where}` : `unexpected "${message}" ${where}`;
 }
