@@ -1,7 +1,7 @@
 // The dirty-log handshake (DESIGN §3): a host that copies only the pages each sync reports,
 // while the vCPU keeps writing, ends with an exact copy of RAM once the vCPU is paused.
 import { afterEach, describe, expect, it } from 'vitest';
-import { DIRTY_ACK, DIRTY_ACTIVE, DIRTY_REQ, GuestMemory, harvestBothLogsStoppedExcept, harvestDirty } from '../src/memory/guest-memory.ts';
+import { GuestMemory } from '../src/memory/guest-memory.ts';
 import { PAGE_EVER_WRITTEN, PAGE_PRESENT, RAM_BASE } from '../src/memory/layout.ts';
 import { bootElf } from '../src/vm/boot.ts';
 import { Machine } from '../src/vm/machine.ts';
@@ -105,7 +105,7 @@ describe('dirty log with a running vCPU (worker)', () => {
 });
 
 describe('dirty log, in-process', () => {
-  it('harvestDirty takes the inactive log, clears it, and reports host writes', () => {
+  it('harvestSwitched takes the inactive log, clears it, and reports host writes', async () => {
     const mem = GuestMemory.allocate(1 * MiB);
     expect(mem.pages).toBe(256);
     mem.hostWrite(3 * PAGE + 10, new Uint8Array([1, 2, 3]));
@@ -115,21 +115,20 @@ describe('dirty log, in-process', () => {
     expect(mem.everWritten(4)).toBe(false);
     expect(Atomics.load(mem.pageState, 8)).toBe(PAGE_PRESENT | PAGE_EVER_WRITTEN);
 
-    // the vCPU's side of a sync: switch to log 1, publish, acknowledge
-    const req = Atomics.add(mem.dirtyCtl, DIRTY_REQ, 1) + 1;
-    Atomics.store(mem.dirtyCtl, DIRTY_ACTIVE, 1);
-    Atomics.store(mem.dirtyCtl, DIRTY_ACK, req);
+    // both sides of a sync in this thread: the host requests, the vCPU switches to log 1 and acknowledges
+    const log = mem.dirtyLog;
+    const round = log.sync(() => expect(log.serveSwitch((l) => expect(l).toBe(mem.dirtyLogs[1]))).toBe(true), () => {});
+    expect(Array.from(await round)).toEqual([3, 7, 8, 255]);
+    expect(log.serveSwitch(() => expect.fail('no request is pending'))).toBe(false);
     mem.hostWrite(100 * PAGE, new Uint8Array([7])); // after the switch: lands in log 1
-    expect(Array.from(harvestDirty(mem))).toEqual([3, 7, 8, 255]);
-    expect(Array.from(harvestDirty(mem))).toEqual([]); // cleared
+    expect(Array.from(log.harvestSwitched())).toEqual([]); // cleared
 
-    Atomics.store(mem.dirtyCtl, DIRTY_ACTIVE, 0);
-    expect(Array.from(harvestDirty(mem))).toEqual([100]);
+    expect(Array.from(await log.sync(() => log.serveSwitch(() => {}), () => {}))).toEqual([100]);
     expect(mem.dirtyLogs[0].every((b) => b === 0)).toBe(true);
     expect(mem.dirtyLogs[1].every((b) => b === 0)).toBe(true);
   });
 
-  it('vCPU writes after a log switch go to the new log (slice-boundary switches, icount memstress)', () => {
+  it('vCPU writes after a log switch go to the new log (slice-boundary switches, icount memstress)', async () => {
     const mem = GuestMemory.allocate(16 * MiB);
     const boot = bootElf(mem, loadElf('memstress'), ['ws_mib=4']);
     let out = '';
@@ -137,20 +136,16 @@ describe('dirty log, in-process', () => {
       transmit: (c) => { out += String.fromCharCode(c); },
       input: { available: () => false, take: () => 0 },
     });
-    const sync = (): Uint32Array => {
-      const next = (Atomics.load(mem.dirtyCtl, DIRTY_ACTIVE) & 1) ^ 1;
-      m.cpu.setDirtyLog(mem.dirtyLogs[next]!);
-      Atomics.store(mem.dirtyCtl, DIRTY_ACTIVE, next);
-      return harvestDirty(mem);
-    };
+    // The vCPU's switch, at this thread's slice boundaries (between runToHalt calls).
+    const sync = (): Promise<Uint32Array> => mem.dirtyLog.sync(() => mem.dirtyLog.serveSwitch((log) => m.cpu.setDirtyLog(log)), () => {});
     expect(m.runToHalt(200_000)).toBe(StepExit.Budget);
-    sync();
+    await sync();
     const shadow = mem.ram.slice();
     let total = 0;
     // odd slice lengths so switches land in the middle of a pass
     for (const n of [12_345, 100_003, 7, 54_321, 250_001, 1, 99_999, 31_337]) {
       expect(m.runToHalt(n)).toBe(StepExit.Budget);
-      const pages = sync();
+      const pages = await sync();
       total += pages.length;
       copyPages(shadow, mem.ram, pages);
       expectSameRam(shadow, mem.ram);
@@ -163,16 +158,16 @@ describe('dirty log, in-process', () => {
 });
 
 describe('post-copy switch-over bookkeeping', () => {
-  it('harvestBothLogsStoppedExcept returns the dirty pages outside a bitmap, from both logs, and clears them', () => {
+  it('harvestBothStoppedExcept returns the dirty pages outside a bitmap, from both logs, and clears them', () => {
     const mem = GuestMemory.allocate(MiB); // 256 pages
     const known = new Uint8Array(32);
     for (let p = 0; p < 64; p++) known[p >>> 3]! |= 1 << (p & 7); // pages 0..63 are known
     const [a, b] = mem.dirtyLogs;
     for (const p of [3, 40, 64, 65, 200]) a[p] = 1;
     for (const p of [5, 65, 130, 255]) b[p] = 1;
-    expect(harvestBothLogsStoppedExcept(mem, known)).toEqual([64, 65, 130, 200, 255]);
+    expect(mem.dirtyLog.harvestBothStoppedExcept(known)).toEqual([64, 65, 130, 200, 255]);
     expect(a.every((v) => v === 0) && b.every((v) => v === 0)).toBe(true);
-    expect(harvestBothLogsStoppedExcept(mem, known)).toEqual([]);
+    expect(mem.dirtyLog.harvestBothStoppedExcept(known)).toEqual([]);
   });
 
   it('the first-write ring lists each page once, when it first becomes ever-written', () => {

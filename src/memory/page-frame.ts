@@ -9,7 +9,8 @@
  * list says) before any byte of it is copied anywhere.
  */
 import { FerryError } from '../errors.ts';
-import { PAGE_EVER_WRITTEN, PAGE_FILLING, PAGE_PRESENT, PAGE_SIZE } from './layout.ts';
+import { PAGE_EVER_WRITTEN, PAGE_SIZE } from './layout.ts';
+import { claimMissingPage, publishFilledPage } from './post-copy-pages.ts';
 
 export const FRAME_PAGES = 0x50;
 export const ZERO_PAGE = 0x8000_0000;
@@ -132,22 +133,18 @@ export function applyPageFrame(ram: Uint8Array, pageState: Int32Array, pages: nu
 /**
  * Post-copy page fill on the destination while the guest runs, from the host thread (a fault's
  * page) or the vCPU thread (pushed frames): a page is written only by the thread that claims it
- * while it is missing (compareExchange to FILLING), so a late duplicate is dropped and a present
- * page is never overwritten; then PRESENT is published with Atomics.store. Whoever waits for the
- * page is woken by the caller (the vCPU waits on its doorbell). Returns the pages filled.
+ * while it is missing, then published as present (the protocol is in post-copy-pages.ts), so a
+ * late duplicate is dropped and a present page is never overwritten. Whoever waits for the page
+ * is woken by the caller (the vCPU waits on its doorbell). Returns the pages filled.
  */
 export function fillMissingPages(ram: Uint8Array, pageState: Int32Array, pages: number, frame: Uint8Array): number[] {
   const filled: number[] = [];
   decodePages(frame, pages, (p, data) => {
-    for (;;) {
-      const s = Atomics.load(pageState, p);
-      if (s & (PAGE_PRESENT | PAGE_FILLING)) return;
-      if (Atomics.compareExchange(pageState, p, s, s | PAGE_FILLING) === s) break;
-    }
+    if (!claimMissingPage(pageState, p)) return;
     const off = p * PAGE_SIZE;
     if (data === undefined) ram.fill(0, off, off + PAGE_SIZE);
     else ram.set(data, off);
-    Atomics.store(pageState, p, PAGE_PRESENT | PAGE_EVER_WRITTEN);
+    publishFilledPage(pageState, p);
     filled.push(p);
   });
   return filled;

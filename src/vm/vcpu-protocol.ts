@@ -1,13 +1,13 @@
 import type { GuestMemoryBuffers } from '../memory/guest-memory.ts';
 import type { MessagePort } from 'node:worker_threads';
+import type { ControlBuffers } from './control-block.ts';
 import type { DeviceStates, MachineConfig } from './machine.ts';
 
 /** workerData for a vCPU thread: shared buffers plus plain configuration. */
 export interface VcpuInit {
   memory: GuestMemoryBuffers;
   cpu: SharedArrayBuffer;
-  control: SharedArrayBuffer;
-  rx: SharedArrayBuffer;
+  control: ControlBuffers;
   config: MachineConfig;
   /** Device state to restore; absent for a fresh boot. */
   devices?: DeviceStates;
@@ -35,6 +35,7 @@ export interface RestoreMessage {
 /** Messages the vCPU thread posts to its host. */
 export type VcpuMessage =
   | { type: 'console'; data: Uint8Array }
+  /** Answers command `seq` (modulo 2^28, see HostControlBlock.answered): the vCPU is paused. */
   | { type: 'paused'; seq: number; devices: DeviceStates; instret: number }
   | { type: 'halted'; exitCode: number; reason: string; devices: DeviceStates; instret: number }
   | { type: 'exited' }

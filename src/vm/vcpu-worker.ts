@@ -1,31 +1,30 @@
 /**
  * The vCPU thread of one VM: runs the guest in ~1 ms slices and, between slices, answers the
- * host through the control block (see control.ts) and the dirty-log handshake (DESIGN §3).
+ * host through the control block (control-block.ts), the dirty log (memory/dirty-log.ts) and the
+ * pager (pager.ts). docs/shared-memory.md lists every word they share.
  */
 import { parentPort, receiveMessageOnPort } from 'node:worker_threads';
 import { StepExit } from '../cpu/cpu.ts';
-import { DIRTY_ACK, DIRTY_ACTIVE, DIRTY_REQ, GuestMemory } from '../memory/guest-memory.ts';
-import {
-  C_BLOCKED_US, C_CMD, C_CMD_SEQ, C_DOORBELL, C_PAGES_BEFORE_RESTORE, C_PAGES_DONE, C_PAGES_FILLED, C_PAGES_POSTED, C_TRAPS, C_RESTORE, C_INSTRET_HI, C_INSTRET_LO, C_PC, C_RX_HEAD, C_RX_TAIL, C_STATE, C_STEP_N, C_THROTTLE,
-  Cmd, RX_RING_SIZE, VcpuState,
-} from './control.ts';
-import { applyPageFrame, fillMissingPages } from '../memory/page-frame.ts';
-import { PAGE_PRESENT, PAGE_REQUESTED } from '../memory/layout.ts';
+import { S_PC } from '../cpu/state.ts';
+import { GuestMemory } from '../memory/guest-memory.ts';
+import { Cmd, VcpuControlBlock, VcpuState, type Command } from './control-block.ts';
 import { Machine, type MachineIo } from './machine.ts';
+import { VcpuExitRequested, VcpuPager } from './pager.ts';
 import type { RestoreMessage, VcpuInit, VcpuMessage } from './vcpu-protocol.ts';
 
 const port = parentPort!;
 // A thread may be started ahead of need (a host's spare): its VM arrives as the first message.
 const init = await new Promise<VcpuInit>((resolve) => port.once('message', (m: VcpuInit) => resolve(m)));
 
-const ctl = new Int32Array(init.control);
-const rxRing = new Uint8Array(init.rx);
+const control = new VcpuControlBlock(init.control);
 const mem = new GuestMemory(init.memory);
 
 const SLICE_MS = 1;
 const MIN_SLICE_INSNS = 10_000;
 const MAX_SLICE_INSNS = 2_000_000;
 const OUT_FLUSH_MS = 2;
+/** A restore's frames and state were posted before its request: not there by then is a host bug. */
+const RESTORE_DEADLINE_MS = 10_000;
 let out = new Uint8Array(4096);
 let outLen = 0;
 let lastFlush = performance.now();
@@ -51,117 +50,64 @@ const io: MachineIo = {
     out[outLen++] = byte;
   },
   input: {
-    available: () => Atomics.load(ctl, C_RX_HEAD) !== Atomics.load(ctl, C_RX_TAIL),
-    take: () => {
-      const tail = Atomics.load(ctl, C_RX_TAIL);
-      const b = rxRing[tail % RX_RING_SIZE]!;
-      Atomics.store(ctl, C_RX_TAIL, tail + 1);
-      return b;
-    },
+    available: () => control.inputAvailable(),
+    take: () => control.takeInput(),
   },
 };
-/**
- * The post-copy trap (DESIGN §3): a page that is not present is requested once (REQUESTED
- * marks it), then the vCPU blocks in Atomics.wait on the page's state word until the host has
- * written the page and stored PRESENT.
- */
-io.missingPage = (page: number): void => {
-  const ps = mem.pageState;
-  Atomics.add(ctl, C_TRAPS, 1);
-  // A pushed frame posted here may hold it already. (Safe mid-instruction: only missing pages
-  // are written, and a missing page is in no TLB or decode cache.)
-  applyPages();
-  if (Atomics.load(ps, page) & PAGE_PRESENT) return;
-  const before = Atomics.or(ps, page, PAGE_REQUESTED);
-  if ((before & (PAGE_PRESENT | PAGE_REQUESTED)) === 0) {
-    flushConsole();
-    post({ type: 'fault', page });
-  }
-  const t0 = performance.now();
-  // Wait on the doorbell, rung for a posted frame and for a page the host filled itself;
-  // reading it before checking the page leaves no lost wakeup.
-  // Posted frames are written one at a time, so the page is taken as soon as it is here.
-  for (;;) {
-    const bell = Atomics.load(ctl, C_DOORBELL);
-    while ((Atomics.load(ps, page) & PAGE_PRESENT) === 0 && applyPageFrames(1) > 0) Atomics.notify(ctl, C_PAGES_DONE);
-    if (Atomics.load(ps, page) & PAGE_PRESENT) break;
-    Atomics.wait(ctl, C_DOORBELL, bell, 1000);
-  }
-  Atomics.add(ctl, C_BLOCKED_US, Math.round((performance.now() - t0) * 1000));
-};
+const pager = new VcpuPager(control, mem, init.pagesPort, (page) => {
+  flushConsole();
+  post({ type: 'fault', page });
+});
+io.missingPage = (page: number): void => pager.trap(page);
 const cpuState = new Int32Array(init.cpu);
 const machine = new Machine(mem, cpuState, init.config, io, init.devices);
 const cpu = machine.cpu;
+const useDirtyLog = (log: Uint8Array): void => cpu.setDirtyLog(log);
+useDirtyLog(mem.dirtyLog.activeLog());
 
 /**
  * Restore into this (paused) thread: the host has written the CPU words into the shared state
  * and posted the device state on the state port; the machine is rebuilt around them. This is
  * how an incoming migration resumes without waiting for a new thread to start.
  */
-function restore(): void {
-  // Every page frame posted before the restore request is in RAM first.
-  const before = Atomics.load(ctl, C_PAGES_BEFORE_RESTORE);
-  applyPages();
-  for (let i = 0; Atomics.load(ctl, C_PAGES_DONE) < before && i < 200; i++) {
-    Atomics.wait(ctl, C_DOORBELL, Atomics.load(ctl, C_DOORBELL), 1);
-    applyPages();
-  }
-  if (Atomics.load(ctl, C_PAGES_DONE) < before) throw new Error('restore requested but page frames are missing');
-  // The host posts the state before it bumps C_RESTORE; allow for a late delivery all the same.
-  let got = receiveMessageOnPort(init.statePort);
-  for (let i = 0; got === undefined && i < 200; i++) {
-    Atomics.wait(ctl, C_DOORBELL, Atomics.load(ctl, C_DOORBELL), 1);
-    got = receiveMessageOnPort(init.statePort);
-  }
-  if (got === undefined) throw new Error('restore requested but no state was posted');
-  const st = got.message as RestoreMessage;
+function restore(framesBefore: number): void {
+  const deadline = performance.now() + RESTORE_DEADLINE_MS;
+  pager.applyFramesBefore(framesBefore, deadline);
+  const st = receiveRestoreState(deadline);
   machine.load(st.devices);
   halted = false;
   if (st.halted) {
     cpu.halt(st.halted.exitCode, st.halted.reason);
     halted = true;
   }
+  publishProgress();
+}
+
+/** The state the host posted before its restore request (it rings after; see applyFramesBefore). */
+function receiveRestoreState(deadline: number): RestoreMessage {
+  for (;;) {
+    const bell = control.bell();
+    const got = receiveMessageOnPort(init.statePort);
+    if (got !== undefined) return got.message as RestoreMessage;
+    if (control.exitRequested()) throw new VcpuExitRequested();
+    const left = deadline - performance.now();
+    if (left <= 0) throw new Error(`restore requested but no state was posted within ${RESTORE_DEADLINE_MS} ms`);
+    control.waitBell(bell, left);
+  }
 }
 
 function publishProgress(): void {
-  const n = cpu.instret();
-  Atomics.store(ctl, C_PC, cpu.s[33]!);
-  Atomics.store(ctl, C_INSTRET_LO, n % 2 ** 32 | 0);
-  Atomics.store(ctl, C_INSTRET_HI, Math.floor(n / 2 ** 32));
+  control.publishProgress(cpu.s[S_PC]!, cpu.instret());
 }
 
-/** Applies every page frame the host has posted so far (incoming migration), in order. */
-function applyPages(): void {
-  if (applyPageFrames(Infinity) > 0) Atomics.notify(ctl, C_PAGES_DONE);
-}
-
-/** Applies up to `max` posted page frames, in order; returns how many. */
-function applyPageFrames(max: number): number {
-  let n = 0;
-  let got = n < max ? receiveMessageOnPort(init.pagesPort) : undefined;
-  while (got !== undefined) {
-    const frame = got.message as Uint8Array;
-    // Pre-copy frames are written as they come; post-copy pushes fill missing pages only (C_PAGES_BEFORE_RESTORE).
-    if (Atomics.load(ctl, C_PAGES_DONE) >= Atomics.load(ctl, C_PAGES_BEFORE_RESTORE)) {
-      Atomics.add(ctl, C_PAGES_FILLED, fillMissingPages(mem.ram, mem.pageState, mem.pages, frame).length);
-    } else {
-      applyPageFrame(mem.ram, mem.pageState, mem.pages, frame);
-    }
-    Atomics.add(ctl, C_PAGES_DONE, 1);
-    got = ++n < max ? receiveMessageOnPort(init.pagesPort) : undefined;
-  }
-  return n;
+/** Writes the page frames the host has posted (incoming migration), if any. */
+function applyPostedFrames(): void {
+  if (pager.framesWaiting()) pager.applyPosted();
 }
 
 /** Dirty-log switch (DESIGN §3): only here, at a slice boundary, does the active log change. */
 function serveDirtySync(): void {
-  const req = Atomics.load(mem.dirtyCtl, DIRTY_REQ);
-  if (req === Atomics.load(mem.dirtyCtl, DIRTY_ACK)) return;
-  const next = (Atomics.load(mem.dirtyCtl, DIRTY_ACTIVE) & 1) ^ 1;
-  cpu.setDirtyLog(mem.dirtyLogs[next]!);
-  Atomics.store(mem.dirtyCtl, DIRTY_ACTIVE, next);
-  Atomics.store(mem.dirtyCtl, DIRTY_ACK, req);
-  Atomics.notify(mem.dirtyCtl, DIRTY_ACK);
+  if (!mem.dirtyLog.serveSwitch(useDirtyLog)) return;
   // Every page's first write in the new log takes the slow path, so a budget sized on fast
   // slices could run for tens of ms: start short and let the next slices measure again. A
   // pause asked for right after a sync (the switch-over) is then answered in about 1 ms.
@@ -171,17 +117,19 @@ function serveDirtySync(): void {
 /** Sleeps until the host rings the doorbell or `ms` pass; returns early on a ring. */
 function sleep(bell: number, ms: number): void {
   serveDirtySync();
-  applyPages();
-  if (Atomics.load(ctl, C_DOORBELL) !== bell) return;
-  Atomics.wait(ctl, C_DOORBELL, bell, ms);
+  applyPostedFrames();
+  if (control.bell() !== bell) return;
+  control.waitBell(bell, ms);
   serveDirtySync();
-  applyPages();
+  applyPostedFrames();
 }
 
-let ackedSeq = 0; // the host numbers commands from 1
-let restored = 0;
-let budget = 100_000;
+/** The last command answered (by a 'paused' or 'halted' message); the host numbers from 1. */
+let answered = 0;
+/** The Step command being carried out, and the instret it stops at (-1: none). */
+let stepSeq = -1;
 let stepTarget = -1;
+let budget = 100_000;
 let halted = init.halted !== undefined;
 if (init.halted) cpu.halt(init.halted.exitCode, init.halted.reason);
 
@@ -190,8 +138,8 @@ function enterPaused(seq: number): void {
   machine.clock.freeze();
   cpu.syncState();
   publishProgress();
-  Atomics.store(ctl, C_STATE, VcpuState.Paused);
-  ackedSeq = seq;
+  control.setState(VcpuState.Paused);
+  answered = seq;
   post({ type: 'paused', seq, devices: machine.deviceStates(), instret: cpu.instret() });
 }
 
@@ -201,49 +149,64 @@ function enterHalted(reason: string, exitCode: number): void {
   machine.clock.freeze();
   cpu.syncState();
   publishProgress();
-  Atomics.store(ctl, C_STATE, VcpuState.Halted);
+  control.setState(VcpuState.Halted);
   post({ type: 'halted', exitCode, reason, devices: machine.deviceStates(), instret: cpu.instret() });
+}
+
+/** Whether the guest stays stopped for this command (answering it once); otherwise sets up a step. */
+function stoppedBy(cmd: Command): boolean {
+  if (cmd.kind === Cmd.Pause || (cmd.kind === Cmd.Step && cmd.seq === answered)) {
+    stepTarget = -1;
+    if (cmd.seq !== answered) enterPaused(cmd.seq);
+    return true;
+  }
+  if (cmd.kind === Cmd.Step) {
+    if (stepSeq !== cmd.seq) {
+      stepSeq = cmd.seq;
+      stepTarget = cpu.instret() + cmd.steps;
+    }
+  } else {
+    stepTarget = -1; // a Run supersedes a step in progress
+  }
+  return false;
 }
 
 function loop(): void {
   for (;;) {
-    const bell = Atomics.load(ctl, C_DOORBELL);
+    const bell = control.bell();
     serveDirtySync();
-    const cmd = Atomics.load(ctl, C_CMD) as Cmd;
-    const seq = Atomics.load(ctl, C_CMD_SEQ);
-    if (cmd === Cmd.Exit) return;
-    const restoreReq = Atomics.load(ctl, C_RESTORE);
-    if (restoreReq !== restored) {
-      restored = restoreReq;
-      restore();
+    const cmd = control.command();
+    if (cmd.kind === Cmd.Exit) return;
+    // A restore requested before this command was issued is seen here, before the command acts.
+    const framesBefore = control.restoreRequest();
+    if (framesBefore !== undefined) {
+      restore(framesBefore);
       if (halted) {
         enterHalted(cpu.exitReason, cpu.exitCode);
         continue;
       }
     }
-    if (cmd === Cmd.Halt && !halted) {
-      ackedSeq = seq;
+    if (cmd.kind === Cmd.Halt && !halted) {
+      answered = cmd.seq;
       enterHalted('stopped', 0);
       continue;
     }
     if (halted) {
-      if (seq !== ackedSeq) {
-        ackedSeq = seq;
-        post({ type: 'paused', seq, devices: machine.deviceStates(), instret: cpu.instret() });
+      if (cmd.seq !== answered) {
+        answered = cmd.seq;
+        post({ type: 'paused', seq: cmd.seq, devices: machine.deviceStates(), instret: cpu.instret() });
       }
       sleep(bell, 1000);
       continue;
     }
-    if (cmd === Cmd.Pause || (cmd === Cmd.Step && seq === ackedSeq)) {
-      if (seq !== ackedSeq) enterPaused(seq);
+    if (stoppedBy(cmd)) {
       sleep(bell, 1000);
       continue;
     }
-    if (cmd === Cmd.Step && stepTarget < 0) stepTarget = cpu.instret() + Atomics.load(ctl, C_STEP_N);
     // Post-copy pushes land between slices too, not only while the guest waits for a page.
-    if (Atomics.load(ctl, C_PAGES_POSTED) !== Atomics.load(ctl, C_PAGES_DONE)) applyPages();
+    applyPostedFrames();
     machine.clock.thaw();
-    Atomics.store(ctl, C_STATE, VcpuState.Running);
+    control.setState(VcpuState.Running);
 
     let n = budget;
     if (init.insnLimit > 0) n = Math.min(n, init.insnLimit - cpu.instret());
@@ -272,7 +235,7 @@ function loop(): void {
     }
     if (stepTarget >= 0 && cpu.instret() >= stepTarget) {
       stepTarget = -1;
-      enterPaused(seq);
+      enterPaused(stepSeq);
       continue;
     }
     if (t1 - lastFlush >= OUT_FLUSH_MS || outLen >= 4096) flushConsole();
@@ -282,7 +245,7 @@ function loop(): void {
       sleep(bell, Number.isFinite(ms) ? ms : 1000);
       continue;
     }
-    const throttle = Atomics.load(ctl, C_THROTTLE);
+    const throttle = control.throttle();
     if (throttle > 0) sleep(bell, ((t1 - t0) * throttle) / (100 - Math.min(throttle, 99)));
   }
 }
@@ -294,5 +257,6 @@ try {
   post({ type: 'exited' });
 } catch (err) {
   flushConsole();
-  post({ type: 'fatal', message: err instanceof Error ? err.stack ?? err.message : String(err) });
+  if (err instanceof VcpuExitRequested) post({ type: 'exited' });
+  else post({ type: 'fatal', message: err instanceof Error ? err.stack ?? err.message : String(err) });
 }

@@ -4,15 +4,13 @@ import { CPU_STATE_WORDS, createCpuState, readInstret, S_PC } from '../cpu/state
 import type { ClockMode } from '../devices/clock.ts';
 import { FerryError } from '../errors.ts';
 import { computeDigest } from './digest.ts';
-import { DIRTY_ACK, DIRTY_REQ, GuestMemory, harvestBothLogsStopped, harvestBothLogsStoppedExcept, harvestDirty } from '../memory/guest-memory.ts';
+import { GuestMemory } from '../memory/guest-memory.ts';
 import { DEFAULT_RAM_SIZE } from '../memory/layout.ts';
 import { reclaimSoon } from '../memory/reclaim.ts';
 import { bootElf } from './boot.ts';
-import {
-  C_BLOCKED_US, C_CMD, C_CMD_SEQ, C_INSTRET_HI, C_PAGES_BEFORE_RESTORE, C_PAGES_DONE, C_PAGES_FILLED, C_PAGES_POSTED, C_TRAPS, C_RESTORE, C_INSTRET_LO, C_PC, C_RX_HEAD, C_RX_TAIL, C_STEP_N, C_THROTTLE, Cmd, CONTROL_WORDS,
-  ring, RX_RING_SIZE,
-} from './control.ts';
+import { Cmd, HostControlBlock } from './control-block.ts';
 import type { DeviceStates, MachineConfig } from './machine.ts';
+import { HostPager } from './pager.ts';
 import type { HaltInfo, RestoreMessage, VcpuInit, VcpuMessage } from './vcpu-protocol.ts';
 import { takeVcpuThread } from './vcpu-threads.ts';
 
@@ -64,23 +62,25 @@ interface Waiter {
 
 /**
  * The host side of one VM: owns its shared buffers and its vCPU worker, and drives it through
- * the control block. Events: 'console' (Uint8Array), 'state' (VmState), 'halted'
- * ({ exitCode, reason }), 'error' (Error, the worker died).
+ * the control block (control-block.ts), the dirty log (memory/dirty-log.ts) and the pager
+ * (pager.ts); docs/shared-memory.md lists every shared word. Events: 'console' (Uint8Array),
+ * 'state' (VmState), 'halted' ({ exitCode, reason }), 'error' (Error, the worker died).
  */
 export class Vm extends EventEmitter {
   readonly memory: GuestMemory;
   readonly cpuState: Int32Array;
   readonly config: MachineConfig;
   readonly insnLimit: number;
-  private readonly ctl: Int32Array;
-  private readonly rx: Uint8Array;
+  private readonly control: HostControlBlock;
+  private readonly pager: HostPager;
   private readonly worker: Worker;
   private readonly statePort: MessagePort;
   private readonly pagesPort: MessagePort;
   private stateName: VmState = 'created';
   private devices: DeviceStates | undefined;
-  private seq = 0;
   private waiters: Waiter[] = [];
+  /** waitHalted callers: settled by the 'halted' message, a failure, or destroy. */
+  private haltWaiters: { resolve: (h: HaltInfo) => void; reject: (e: Error) => void }[] = [];
   private pendingInput: number[] = [];
   private inputTimer: NodeJS.Timeout | undefined;
   private exitCodeValue: number | null = null;
@@ -106,19 +106,12 @@ export class Vm extends EventEmitter {
     this.config = config;
     this.insnLimit = insnLimit;
     this.devices = devices;
-    this.ctl = new Int32Array(new SharedArrayBuffer(CONTROL_WORDS * 4));
-    Atomics.store(this.ctl, C_PAGES_BEFORE_RESTORE, 0x7fff_ffff);
-    this.rx = new Uint8Array(new SharedArrayBuffer(RX_RING_SIZE));
-    Atomics.store(this.ctl, C_CMD, Cmd.Pause);
-    // Progress words start at the state's own values (a restored VM is not at instruction 0).
-    const instret = readInstret(cpuState);
-    Atomics.store(this.ctl, C_PC, cpuState[S_PC]!);
-    Atomics.store(this.ctl, C_INSTRET_LO, instret % 2 ** 32 | 0);
-    Atomics.store(this.ctl, C_INSTRET_HI, Math.floor(instret / 2 ** 32));
+    this.control = new HostControlBlock(cpuState[S_PC]!, readInstret(cpuState));
     const { port1, port2 } = new MessageChannel();
     this.statePort = port1;
     const pages = new MessageChannel();
     this.pagesPort = pages.port1;
+    this.pager = new HostPager(this.control, memory, this.pagesPort);
     if (halted) {
       this.stateName = 'halted';
       this.exitCodeValue = halted.exitCode;
@@ -130,8 +123,7 @@ export class Vm extends EventEmitter {
       ...(halted ? { halted } : {}),
       memory: memory.buffers,
       cpu: cpuState.buffer as SharedArrayBuffer,
-      control: this.ctl.buffer as SharedArrayBuffer,
-      rx: this.rx.buffer as SharedArrayBuffer,
+      control: this.control.buffers,
       config,
       insnLimit,
       ...(devices ? { devices } : {}),
@@ -175,8 +167,9 @@ export class Vm extends EventEmitter {
         break;
       case 'paused': {
         this.devices = m.devices;
-        const ready = this.waiters.filter((w) => w.seq <= m.seq);
-        this.waiters = this.waiters.filter((w) => w.seq > m.seq);
+        const seq = this.control.answered(m.seq);
+        const ready = this.waiters.filter((w) => w.seq <= seq);
+        this.waiters = this.waiters.filter((w) => w.seq > seq);
         for (const w of ready) w.resolve();
         break;
       }
@@ -186,6 +179,7 @@ export class Vm extends EventEmitter {
         this.haltReasonValue = m.reason;
         this.setState('halted');
         for (const w of this.waiters.splice(0)) w.resolve();
+        for (const w of this.haltWaiters.splice(0)) w.resolve({ exitCode: m.exitCode, reason: m.reason });
         this.emit('halted', { exitCode: m.exitCode, reason: m.reason });
         break;
       case 'fault':
@@ -201,18 +195,22 @@ export class Vm extends EventEmitter {
 
   private fail(err: Error): void {
     for (const w of this.waiters.splice(0)) w.reject(err);
+    for (const w of this.haltWaiters.splice(0)) w.reject(err);
     if (this.stateName === 'destroyed') return;
     this.setState('destroyed');
+    this.interruptWaits();
     this.emit('error', err);
   }
 
-  private command(cmd: Cmd): number {
+  /** Wakes the host's waits on shared words, so they see that the VM is gone. */
+  private interruptWaits(): void {
+    this.memory.dirtyLog.interruptWaits();
+    this.control.interruptWaits();
+  }
+
+  private command(cmd: Cmd, steps = 0): number {
     if (this.stateName === 'destroyed') throw new FerryError('EDESTROYED', 'the VM has been destroyed');
-    Atomics.store(this.ctl, C_CMD, cmd);
-    const seq = ++this.seq;
-    Atomics.store(this.ctl, C_CMD_SEQ, seq);
-    ring(this.ctl);
-    return seq;
+    return this.control.command(cmd, steps);
   }
 
   private acked(seq: number): Promise<void> {
@@ -243,9 +241,9 @@ export class Vm extends EventEmitter {
   /** Halts the guest for good (reason 'stopped'); its RAM, CPU and devices stay readable. */
   async stop(): Promise<void> {
     if (this.isHalted()) return;
-    const halted = this.waitHalted();
+    // The answer is a message, handled on a later turn: waiting after the command misses nothing.
     this.command(Cmd.Halt);
-    await halted;
+    await this.waitHalted();
   }
 
   /** Executes exactly `n` more instructions (fewer if the guest halts), then stays paused. */
@@ -253,20 +251,19 @@ export class Vm extends EventEmitter {
     if (!Number.isSafeInteger(n) || n < 0) throw new FerryError('EINVAL', `step count ${n} must be a non-negative integer`);
     await this.pause();
     if (this.stateName === 'halted' || n === 0) return;
-    Atomics.store(this.ctl, C_STEP_N, n);
-    const seq = this.command(Cmd.Step);
+    const seq = this.command(Cmd.Step, n);
     await this.acked(seq);
     if (!this.isHalted()) this.setState('paused');
   }
 
-  /** Resolves once the guest has halted (powered off or reached its instruction limit). */
+  /**
+   * Resolves once the guest has halted (powered off or reached its instruction limit); rejects if
+   * the vCPU fails, or with EDESTROYED if the VM is destroyed first.
+   */
   waitHalted(): Promise<{ exitCode: number; reason: string }> {
     if (this.stateName === 'halted') return Promise.resolve({ exitCode: this.exitCodeValue!, reason: this.haltReasonValue! });
-    return new Promise((resolve, reject) => {
-      const onError = (e: Error) => { this.off('halted', resolve); reject(e); };
-      this.once('halted', (h) => { this.off('error', onError); resolve(h); });
-      this.once('error', onError);
-    });
+    if (this.stateName === 'destroyed') return Promise.reject(new FerryError('EDESTROYED', 'the VM has been destroyed'));
+    return new Promise((resolve, reject) => this.haltWaiters.push({ resolve, reject }));
   }
 
   /** Queues bytes for the guest's UART receiver. */
@@ -279,18 +276,8 @@ export class Vm extends EventEmitter {
   }
 
   private pumpInput(): void {
-    let head = Atomics.load(this.ctl, C_RX_HEAD);
-    const tail = Atomics.load(this.ctl, C_RX_TAIL);
-    let moved = 0;
-    while (this.pendingInput.length > 0 && head - tail < RX_RING_SIZE) {
-      this.rx[head % RX_RING_SIZE] = this.pendingInput.shift()!;
-      head++;
-      moved++;
-    }
-    if (moved > 0) {
-      Atomics.store(this.ctl, C_RX_HEAD, head);
-      ring(this.ctl);
-    }
+    const moved = this.control.writeInput(this.pendingInput);
+    if (moved > 0) this.pendingInput.splice(0, moved);
     if (this.pendingInput.length > 0 && this.inputTimer === undefined) {
       this.inputTimer = setTimeout(() => { this.inputTimer = undefined; this.pumpInput(); }, 5);
     }
@@ -298,39 +285,27 @@ export class Vm extends EventEmitter {
 
   /** Throttles the vCPU to run (100 - percent) % of the time (auto-converge). */
   setThrottle(percent: number): void {
-    Atomics.store(this.ctl, C_THROTTLE, Math.max(0, Math.min(99, Math.round(percent))));
-    ring(this.ctl);
+    this.control.setThrottle(Math.max(0, Math.min(99, Math.round(percent))));
   }
 
   /**
    * One dirty-log round (DESIGN §3): ask the vCPU to switch logs at its next slice boundary,
-   * wait for its acknowledgement, then take and clear the log it left.
+   * wait for its acknowledgement, then take and clear the log it left. Rounds run one at a time;
+   * fails with EDESTROYED if the VM goes meanwhile, ETIMEDOUT if the vCPU does not answer in 30 s.
    */
-  async syncDirty(): Promise<Uint32Array> {
-    const dc = this.memory.dirtyCtl;
-    const req = Atomics.add(dc, DIRTY_REQ, 1) + 1;
-    ring(this.ctl);
-    for (;;) {
-      const ack = Atomics.load(dc, DIRTY_ACK);
-      if (ack === req) break;
+  syncDirty(): Promise<Uint32Array> {
+    return this.memory.dirtyLog.sync(() => this.control.ring(), () => {
       if (this.stateName === 'destroyed') throw new FerryError('EDESTROYED', 'the VM has been destroyed');
-      const w = Atomics.waitAsync(dc, DIRTY_ACK, ack, 50);
-      if (w.async) await w.value;
-    }
-    return harvestDirty(this.memory);
+    });
   }
 
   /**
    * Hands an incoming page frame to this (not yet started) VM's vCPU thread, which writes it
-   * into RAM in order (see C_PAGES_POSTED). A frame that owns its whole ArrayBuffer moves
-   * without a copy.
+   * into RAM in order (see pager.ts). A frame that owns its whole ArrayBuffer moves without a copy.
    */
   postPageFrame(frame: Uint8Array): void {
     if (this.stateName !== 'created' && !this.postcopyPages) throw new FerryError('ESTATE', 'page frames go only to a VM that has not started');
-    const own = frame.byteOffset === 0 && frame.byteLength === frame.buffer.byteLength && frame.buffer instanceof ArrayBuffer;
-    this.pagesPort.postMessage(frame, own ? [frame.buffer as ArrayBuffer] : []);
-    Atomics.add(this.ctl, C_PAGES_POSTED, 1);
-    ring(this.ctl);
+    this.pager.post(frame);
   }
 
   /** Post-copy: from the restore on, posted frames fill missing pages while the guest runs. */
@@ -341,38 +316,42 @@ export class Vm extends EventEmitter {
 
   /** Post-copy: vCPU accesses that found their page missing so far. */
   traps(): number {
-    return Atomics.load(this.ctl, C_TRAPS);
+    return this.pager.traps();
   }
 
   /** Pages the vCPU thread has filled from posted post-copy frames so far. */
   pagesFilled(): number {
-    return Atomics.load(this.ctl, C_PAGES_FILLED);
+    return this.pager.pagesFilled();
   }
 
   /** Frames the vCPU thread has written so far (a counter). */
   pageFramesDone(): number {
-    return Atomics.load(this.ctl, C_PAGES_DONE);
+    return this.pager.done();
   }
 
-  /** Resolves when the vCPU has written more frames than `seen` (or after `ms`). */
+  /** Resolves when the vCPU has written more frames than `seen`, after `ms`, or when the VM goes. */
   async pageFramesDoneAfter(seen: number, ms: number): Promise<void> {
-    const w = Atomics.waitAsync(this.ctl, C_PAGES_DONE, seen, ms);
-    if (w.async) await w.value;
+    await this.pager.doneAfter(seen, ms);
   }
 
   /** Wakes a vCPU blocked on a missing page the host has just filled. */
   wakeVcpu(): void {
-    ring(this.ctl);
+    this.pager.wake();
+  }
+
+  /** Post-copy, on this thread: fills the missing pages of a checked page frame and wakes the vCPU; returns them. */
+  fillMissingPages(frame: Uint8Array): number[] {
+    return this.pager.fill(frame);
   }
 
   /** Milliseconds the vCPU has spent blocked on missing pages (post-copy). */
   blockedMs(): number {
-    return Atomics.load(this.ctl, C_BLOCKED_US) / 1000;
+    return this.pager.blockedMs();
   }
 
   /** Page frames posted but not yet written into RAM. */
   pageFramesPending(): number {
-    return Atomics.load(this.ctl, C_PAGES_POSTED) - Atomics.load(this.ctl, C_PAGES_DONE);
+    return this.pager.pending();
   }
 
   /**
@@ -384,14 +363,14 @@ export class Vm extends EventEmitter {
     if (this.stateName !== 'paused' && this.stateName !== 'halted') {
       throw new FerryError('ESTATE', `VM is ${this.stateName}; the dirty log can only be taken directly while it is stopped`);
     }
-    return harvestBothLogsStoppedExcept(this.memory, known);
+    return this.memory.dirtyLog.harvestBothStoppedExcept(known);
   }
 
   dirtyWhileStopped(): Uint32Array {
     if (this.stateName !== 'paused' && this.stateName !== 'halted') {
       throw new FerryError('ESTATE', `VM is ${this.stateName}; the dirty log can only be taken directly while it is stopped`);
     }
-    return harvestBothLogsStopped(this.memory);
+    return this.memory.dirtyLog.harvestBothStopped();
   }
 
   info(): VmInfo {
@@ -403,7 +382,7 @@ export class Vm extends EventEmitter {
     }
     return {
       state: this.stateName,
-      pc: Atomics.load(this.ctl, C_PC) >>> 0,
+      pc: this.control.pc(),
       instret,
       mips: this.rate.mips,
       memory: this.memory.size,
@@ -415,7 +394,7 @@ export class Vm extends EventEmitter {
   }
 
   instret(): number {
-    return (Atomics.load(this.ctl, C_INSTRET_HI) >>> 0) * 2 ** 32 + (Atomics.load(this.ctl, C_INSTRET_LO) >>> 0);
+    return this.control.instret();
   }
 
   /** CPU and device state of a paused or halted VM, as plain data. */
@@ -443,19 +422,18 @@ export class Vm extends EventEmitter {
    */
   async restore(st: VmStateExport, run: 'running' | 'paused' | 'created' | 'halted' = 'created', onRunning?: () => void): Promise<void> {
     if (this.stateName !== 'created') throw new FerryError('ESTATE', `restore needs a VM that never ran (this one is ${this.stateName})`);
+    // The vCPU publishes progress while it answers a command; the host writes it here, so none may be in flight.
+    if (this.waiters.length > 0) throw new FerryError('ESTATE', 'restore needs a VM with no pause or step in flight');
     checkCompatible(st, this.memory, this.config, this.insnLimit);
+    // Plain stores: the vCPU reads these words only after it has seen the restore request (Atomics).
     this.cpuState.set(st.cpu);
     const msg: RestoreMessage = { devices: st.devices, ...(st.halted ? { halted: st.halted } : {}) };
     this.statePort.postMessage(msg);
     this.devices = st.devices;
-    const instret = readInstret(this.cpuState);
-    Atomics.store(this.ctl, C_PC, this.cpuState[S_PC]!);
-    Atomics.store(this.ctl, C_INSTRET_LO, instret % 2 ** 32 | 0);
-    Atomics.store(this.ctl, C_INSTRET_HI, Math.floor(instret / 2 ** 32));
-    Atomics.store(this.ctl, C_PAGES_BEFORE_RESTORE, Atomics.load(this.ctl, C_PAGES_POSTED));
-    Atomics.add(this.ctl, C_RESTORE, 1);
+    this.control.setProgress(this.cpuState[S_PC]!, readInstret(this.cpuState));
+    this.control.requestRestore();
     if (st.halted) {
-      ring(this.ctl);
+      this.control.ring();
       await this.waitHalted();
       return;
     }
@@ -516,12 +494,12 @@ export class Vm extends EventEmitter {
       return;
     }
     this.setState('destroyed');
-    Atomics.store(this.ctl, C_CMD, Cmd.Exit);
-    ring(this.ctl);
+    this.control.command(Cmd.Exit);
+    this.interruptWaits();
     const timer = setTimeout(() => void this.worker.terminate(), 1000);
     await this.exited;
     clearTimeout(timer);
-    for (const w of this.waiters.splice(0)) w.reject(new FerryError('EDESTROYED', 'the VM has been destroyed'));
+    for (const w of [...this.waiters.splice(0), ...this.haltWaiters.splice(0)]) w.reject(new FerryError('EDESTROYED', 'the VM has been destroyed'));
   }
 }
 
