@@ -113,3 +113,25 @@ describe('post-copy: a refused reconnect is not a dead host', () => {
     expect(await finalDigest(cb, 'pc1')).toBe(await oracle);
   }, 60_000);
 });
+
+describe('post-copy: faults outstanding when the link drops', () => {
+  it('are asked again right behind the new link\'s ready, and served: the guest runs on after the recovery', async () => {
+    const { b, ca, cb } = await guestRunningOnA(hosts, { ...MEM8, insnLimit: 0 }, 'pc2', 0);
+    await eventually(async () => ((await ca.request<Info>('vm.info', { name: 'pc2' })).instret as number) > 20_000_000, 'the guest to write its pages');
+    const relay = await startMessageRelay(b.url);
+    relays.push(relay);
+    // The push held back: pages move only when the guest faults on them.
+    await ca.request('migrate.start', { name: 'pc2', to: relay.url, mode: 'postcopy', pushDelayMs: 600_000 });
+    await eventually(async () => ((await status(cb, 'pc2'))?.['postcopy-requests'] ?? 0) > 50, 'faults served on b');
+    for (let outage = 0; outage < 3; outage++) {
+      relay.cut('refuse');
+      await reaches(cb, 'pc2', 'postcopy-paused');
+      await relay.heal();
+      await reaches(ca, 'pc2', 'postcopy-active');
+      // A guest blocked on a page whose request went unanswered would stay blocked: the push is held back.
+      const before = (await cb.request<Info>('vm.info', { name: 'pc2' })).instret as number;
+      await eventually(async () => ((await cb.request<Info>('vm.info', { name: 'pc2' })).instret as number) > before + 5_000_000, `the guest to run on after recovery ${outage + 1}`, 10_000);
+    }
+    await cb.request('vm.destroy', { name: 'pc2' }).catch(() => undefined);
+  }, 90_000);
+});

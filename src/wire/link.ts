@@ -40,6 +40,10 @@ export function closeError(url: string, code: number, reason: string): FerryErro
 export function openLink(o: LinkOptions): Promise<{ ws: WebSocket; host: string; incarnation: string }> {
   const ws = new WebSocket(o.url, {
     perMessageDeflate: false, maxPayload: o.maxPayload,
+    // Each message in its own macrotask: the caller attaches its handlers in the microtasks that
+    // follow our resolve, so a message the host sends right behind `ready` (a post-copy
+    // destination re-asks its outstanding faults at once) reaches them instead of being lost.
+    allowSynchronousEvents: false,
     ...(o.zeroMask ? { generateMask: (mask: Buffer) => { mask.fill(0); } } : {}),
   });
   const nonce = new Uint8Array(randomBytes(32));
