@@ -2,8 +2,9 @@
 // break the link at a chosen one: drop that message, cut both legs (then refuse new connections,
 // or accept and ignore them: a silent port), or freeze (forward nothing, answer nothing, close
 // nothing: a partition). Pings and pongs are forwarded, never answered by the relay itself, so a
-// frozen relay looks to both hosts like a silent network. Each leg keeps its direction: `up` is
-// source -> destination, `down` the other way.
+// frozen relay looks to both hosts like a silent network; what a frozen leg was sent, and a close
+// of either leg, is delivered in order on `heal()` (as TCP delivers data and a FIN once a
+// partition heals). Each leg keeps its direction: `up` is source -> destination, `down` the other way.
 import { createServer, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import { Packr } from 'msgpackr';
@@ -20,6 +21,8 @@ export interface RelayedMessage {
   /** The message type (`t`), or 'page-frame' for a binary page frame, 'other' for anything else. */
   t: string;
   msg: Record<string, unknown> | undefined;
+  /** The message's size in bytes (a post-copy fault's page frame is one page; pushed frames are larger). */
+  bytes: number;
 }
 
 export type RelayAction = 'drop' | 'cut-refuse' | 'cut-silent' | 'freeze' | 'pass';
@@ -57,12 +60,13 @@ interface Pair {
 }
 
 function describe(data: Buffer, isBinary: boolean, dir: Direction, path: string): RelayedMessage {
-  if (isBinary && data[0] === 0x50) return { dir, path, t: 'page-frame', msg: undefined };
+  const bytes = data.length;
+  if (isBinary && data[0] === 0x50) return { dir, path, t: 'page-frame', msg: undefined, bytes };
   try {
     const v = packr.unpack(data) as Record<string, unknown>;
-    if (v && typeof v === 'object' && typeof v.t === 'string') return { dir, path, t: v.t, msg: v };
+    if (v && typeof v === 'object' && typeof v.t === 'string') return { dir, path, t: v.t, msg: v, bytes };
   } catch { /* not msgpack */ }
-  return { dir, path, t: 'other', msg: undefined };
+  return { dir, path, t: 'other', msg: undefined, bytes };
 }
 
 export async function startMessageRelay(target: string, o: { port?: number } = {}): Promise<MessageRelay> {
@@ -182,9 +186,13 @@ export async function startMessageRelay(target: string, o: { port?: number } = {
       if (mode === 'open' && to.readyState === WebSocket.OPEN) to.pong(d);
     });
     from.on('close', (code) => {
-      if (mode !== 'open') return;
-      if (to.readyState === WebSocket.OPEN) to.close(code === 1005 || code === 1006 ? 1000 : code);
-      else to.terminate();
+      const pass = () => {
+        if (to.readyState === WebSocket.OPEN) to.close(code === 1005 || code === 1006 ? 1000 : code);
+        else to.terminate();
+      };
+      // Frozen: the close follows what was held, on heal. Cut: both legs are gone already.
+      if (mode === 'frozen') held.push(pass);
+      else if (mode === 'open') pass();
     });
     from.on('error', () => {});
   }

@@ -16,7 +16,8 @@ afterEach(async () => {
   await Promise.all(relays.splice(0).map((r) => r.close()));
 });
 
-const MEM8: GuestSpec = { program: 'memstress', memory: 32 * MiB, args: ['ws_mib=8'], insnLimit: 200_000_000 };
+// Long enough not to halt before the switch-over on a loaded machine (a halted source copy would also never run, but the cells are about a paused one).
+const MEM8: GuestSpec = { program: 'memstress', memory: 32 * MiB, args: ['ws_mib=8'], insnLimit: 600_000_000 };
 
 function status(c: ControlClient, name: string): Promise<MigrationInfo | undefined> {
   return c.request<MigrationInfo>('migrate.status', { name }).catch(() => undefined);
@@ -38,7 +39,7 @@ async function copies(c: ControlClient, name: string): Promise<string[]> {
 describe('pre-copy: the switch-over is a commit the source learns the outcome of', () => {
   it('the destination resumed and its acknowledgement is lost with the link: the source stays paused, never resumes, and releases once it learns', async () => {
     const oracle = oracleDigest(MEM8);
-    const { b, ca, cb } = await guestRunningOnA(hosts, MEM8, 'vm1', 0.3);
+    const { b, ca, cb } = await guestRunningOnA(hosts, MEM8, 'vm1', 0.1);
     const relay = await startMessageRelay(b.url);
     relays.push(relay);
     relay.on({ match: (m) => m.dir === 'down' && m.t === 'completed', action: 'cut-refuse' });
@@ -60,7 +61,7 @@ describe('pre-copy: the switch-over is a commit the source learns the outcome of
 
   it('the link is lost with the state section in flight and the destination never got it: once reachable it says so, and the source resumes', async () => {
     const oracle = oracleDigest(MEM8);
-    const { b, ca, cb } = await guestRunningOnA(hosts, MEM8, 'vm2', 0.3);
+    const { b, ca, cb } = await guestRunningOnA(hosts, MEM8, 'vm2', 0.1);
     const relay = await startMessageRelay(b.url);
     relays.push(relay);
     relay.on({ match: (m) => m.dir === 'up' && m.t === 'state', action: 'cut-refuse' });
@@ -76,7 +77,7 @@ describe('pre-copy: the switch-over is a commit the source learns the outcome of
 
   it('a link gone silent during the rounds is noticed: the migration fails and the VM runs on at the source', async () => {
     const oracle = oracleDigest(MEM8);
-    const { b, ca, cb } = await guestRunningOnA(hosts, MEM8, 'vm3', 0.2);
+    const { b, ca, cb } = await guestRunningOnA(hosts, MEM8, 'vm3', 0.1);
     const relay = await startMessageRelay(b.url);
     relays.push(relay);
     relay.on({ match: (m) => m.dir === 'up' && m.t === 'round-end', action: 'freeze' });
@@ -97,7 +98,7 @@ describe('pre-copy: the switch-over is a commit the source learns the outcome of
 describe('post-copy: a refused reconnect is not a dead host', () => {
   it('the port refuses for a while during the push: both sides pause, and the migration recovers once it listens again', async () => {
     const oracle = oracleDigest(MEM8);
-    const { b, ca, cb } = await guestRunningOnA(hosts, MEM8, 'pc1', 0.3);
+    const { b, ca, cb } = await guestRunningOnA(hosts, MEM8, 'pc1', 0.1);
     const relay = await startMessageRelay(b.url);
     relays.push(relay);
     let frames = 0;

@@ -39,7 +39,7 @@ async function postcopyAndCompare(
     expect(out['transferred-bytes']).toBe(out['postcopy-bytes']);
   } else {
     expect(out['precopy-bytes']).toBeGreaterThan(0);
-    expect(out['postcopy-switch']).toBeDefined();
+    expect(out['postcopy-switch'], String(out['switchover-reason'])).toBeDefined();
     // Post-copy pages arrive once each: what the source pushed is what the destination filled.
     expect(inc['postcopy-bytes']).toBe(out['postcopy-bytes']);
   }
@@ -80,12 +80,13 @@ describe('post-copy reaches the unmigrated digest', () => {
   // 20 MB/s cap makes round 0 long enough (about 100 ms) for the guest to write, so each
   // switches after its first round.
   it('sieve by hybrid, switching after 1 pre-copy round', async () => {
-    const { out } = await postcopyAndCompare(SIEVE, 0.5, 'hy-sieve', { mode: 'hybrid', postcopyAfterRounds: 1, downtimeLimitMs: 0, maxBandwidth: 20_000_000 });
+    // Three times as long a run: the guest must still be running when round 0 ends (a halt there ends pre-copy instead).
+    const { out } = await postcopyAndCompare({ ...SIEVE, insnLimit: 600_000_000 }, 0.2, 'hy-sieve', { mode: 'hybrid', postcopyAfterRounds: 1, downtimeLimitMs: 0, maxBandwidth: 20_000_000 });
     expect(out['postcopy-switch']).toBe('after 1 rounds');
   });
 
   it('life by hybrid, switching after 1 pre-copy round', async () => {
-    const { out } = await postcopyAndCompare(LIFE, 0.5, 'hy-life', { mode: 'hybrid', postcopyAfterRounds: 1, downtimeLimitMs: 0, maxBandwidth: 20_000_000 });
+    const { out } = await postcopyAndCompare({ ...LIFE, insnLimit: 450_000_000 }, 0.2, 'hy-life', { mode: 'hybrid', postcopyAfterRounds: 1, downtimeLimitMs: 0, maxBandwidth: 20_000_000 });
     expect(out['postcopy-switch']).toBe('after 1 rounds');
   });
 
@@ -177,15 +178,19 @@ describe('post-copy reaches the unmigrated digest', () => {
 
 describe('--max-bandwidth in post-copy', () => {
   it.each(['postcopy', 'hybrid'])('%s: the stream keeps within a tenth of the cap (it is charged per frame, not per largest frame)', async (mode) => {
-    const g: GuestSpec = { program: 'memstress', memory: 64 * MiB, args: ['ws_mib=32'], insnLimit: 0 };
+    const g: GuestSpec = { program: 'memstress', memory: 32 * MiB, args: ['ws_mib=8'], insnLimit: 0 };
     const { b, ca } = await guestRunningOnA(hosts, g, `bw-${mode}`, 0);
     await waitInstret(ca, `bw-${mode}`, 30_000_000);
-    const cap = 16 * MiB;
+    // A cap the hosts can keep on a loaded 2-core machine: the promise is the cap, not the CPU.
+    const cap = 4 * MiB;
     const s = await migrate(ca, `bw-${mode}`, { to: b.url, mode, maxBandwidth: cap, postcopyAfterRounds: 1 }, 60_000);
     expect(s.status).toBe('completed');
-    // The whole migration after its setup: rounds (hybrid), advice, switch-over and push.
-    const rate = s['transferred-bytes'] / ((s['total-time-ms'] - s['setup-time-ms']) / 1000);
-    expect(rate / cap).toBeGreaterThan(0.9);
-    expect(rate / cap).toBeLessThan(1.1);
+    // The whole migration after its setup: rounds (hybrid), advice, switch-over and push. Never
+    // faster than the cap; no slower than it either, but for the handshakes between the streams
+    // (round acknowledgements, the advice, the switch-over: half a second on a loaded machine).
+    const seconds = (s['total-time-ms'] - s['setup-time-ms']) / 1000;
+    const atCap = s['transferred-bytes'] / cap;
+    expect(s['transferred-bytes'] / seconds).toBeLessThan(cap * 1.1);
+    expect(seconds).toBeLessThan(atCap * 1.1 + 0.5);
   }, 60_000);
 });

@@ -192,6 +192,14 @@ export class Cpu {
    */
   setDirtyLog(log: Uint8Array): void {
     this.activeDirty = log;
+    this.forgetMarkedPages();
+  }
+
+  /**
+   * Sends every page's next write through the slow path again, so it is marked in the active log
+   * (the vCPU stops: the host may then clear both logs without a switch, see DirtyLog.harvestBothStopped).
+   */
+  forgetMarkedPages(): void {
     this.wok.fill(0);
   }
 

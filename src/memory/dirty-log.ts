@@ -120,7 +120,8 @@ export class DirtyLog {
 
   /**
    * Takes and clears both logs at once. Only while no vCPU runs (paused or halted): then nobody
-   * writes either log and no switch is needed.
+   * writes either log and no switch is needed. The vCPU forgets which pages it had marked when it
+   * stops (before its `paused`/`halted` message), so every write after it runs again is marked.
    */
   harvestBothStopped(): Uint32Array {
     const a = this.harvestLog(0);

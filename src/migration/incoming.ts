@@ -9,6 +9,7 @@ import { deferSpareRefill } from '../vm/vcpu-threads.ts';
 import { Vm } from '../vm/vm.ts';
 import { dropSockets } from '../wire/link.ts';
 import { closeWith, peerText } from '../wire/peer-text.ts';
+import { LinkLiveness } from './liveness.ts';
 import { destinationStep, type DestinationPhase } from './ownership.ts';
 import {
   decodeMsg, DEVICES, encodeMsg, ISA, LINK_PING_MS, LINK_SILENT_MS, type MigrationMsg, type SetupMsg, type StreamContext,
@@ -96,8 +97,8 @@ export class IncomingMigration {
   private linkGen = 0;
   /** When post-copy lost its link (0: the link is up). */
   private pausedAt = 0;
-  /** When the source was last heard from on the current link (post-copy liveness). */
-  private heardAt = performance.now();
+  /** When the source was last heard from, on any of its sockets (the sockets of a dropped link say nothing more). */
+  private readonly liveness = new LinkLiveness();
   /** What the host keeps of this migration once it is over (shared with it). */
   private finishedRecord: FinishedIncoming | undefined;
   /** Lets the host start its next spare vCPU thread: called when this migration ends. */
@@ -134,12 +135,9 @@ export class IncomingMigration {
     const gen = this.linkGen;
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       if (gen !== this.linkGen) return;
-      this.heardAt = performance.now();
       this.onMessage(data, isBinary);
     });
-    ws.on('ping', () => {
-      if (gen === this.linkGen) this.heardAt = performance.now();
-    });
+    this.liveness.watch(ws);
     ws.on('close', (code) => {
       // A clean close after `completed`: the source knows the guest runs here.
       if (code === 1000 && this.finishedRecord) this.finishedRecord.acknowledged = true;
@@ -179,20 +177,18 @@ export class IncomingMigration {
    * silent for LINK_SILENT_MS is taken as lost, so a silent partition pauses this side too.
    */
   private watchLiveness(): void {
-    const timer = setInterval(() => {
+    this.liveness.start(Math.min(LINK_PING_MS, Math.max(50, this.opts.idleMs / 4)), (silentMs) => {
       if (this.done) {
-        clearInterval(timer);
+        this.liveness.stop();
         return;
       }
-      const silentMs = performance.now() - this.heardAt;
       if (this.postcopy) {
         if (this.pausedAt === 0 && silentMs > LINK_SILENT_MS) this.linkDown(`no word from ${this.peer} for ${LINK_SILENT_MS} ms`);
       } else if (this.phase !== 'switching' && silentMs > this.opts.idleMs) {
+        this.liveness.stop();
         void this.step(() => this.abort(new FerryError('ETIMEDOUT', `no word from ${this.peer} for ${this.opts.idleMs} ms before the switch-over`)));
-        clearInterval(timer);
       }
-    }, Math.min(LINK_PING_MS, Math.max(50, this.opts.idleMs / 4)));
-    timer.unref();
+    });
   }
 
   /** Before the switch-over a lost link ends the migration (the source keeps the guest); in post-copy it pauses it. */
@@ -280,6 +276,10 @@ export class IncomingMigration {
 
   /** The host is stopping: nothing more happens here (its VMs are destroyed with it). */
   shutdown(): void {
+    // In post-copy with the link up the source learns now that the guest dies with this host.
+    if (!this.done && this.postcopy && this.pausedAt === 0) {
+      this.send({ t: 'failed', code: 'ESHUTDOWN', message: `the destination host is shutting down with ${this.setup?.vm ?? 'the VM'} in post-copy: the VM is lost` });
+    }
     this.end();
   }
 
@@ -338,7 +338,6 @@ export class IncomingMigration {
       }
     }
     this.pushedBytes = 0;
-    this.heardAt = performance.now();
     this.send({ t: 'recv-bitmap', received, receivedCount });
     const pausedMs = performance.now() - this.pausedAt;
     this.pausedAt = 0;
@@ -362,11 +361,7 @@ export class IncomingMigration {
     const gen = this.linkGen;
     this.prio = ws;
     this.prioGen = gen;
-    this.heardAt = performance.now();
-    const heard = () => {
-      if (gen === this.linkGen) this.heardAt = performance.now();
-    };
-    ws.on('ping', heard);
+    this.liveness.watch(ws);
     ws.on('close', () => {
       if (gen === this.linkGen && this.postcopy) this.linkDown(`priority channel from ${this.peer} closed`);
     });
@@ -381,7 +376,6 @@ export class IncomingMigration {
     }
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       if (gen !== this.linkGen || this.done) return;
-      heard();
       try {
         if (isBinary && isPageFrame(data)) {
           if (!this.postcopy) throw new FerryError('EPROTO', 'a page frame on the priority channel before post-copy');

@@ -98,6 +98,9 @@ export class MigrationStats {
     this.tick();
     this.info.status = s;
     if (error !== undefined) this.info['error-desc'] = error;
+    // A migration that completes after a fault it recovered from (a lost link, an outcome learned
+    // late) has no error left to report.
+    else if (s === 'completed') delete this.info['error-desc'];
   }
 
   /** Counts bytes sent; `phase` says whether the VM was still running (precopy) or stopped (downtime). */

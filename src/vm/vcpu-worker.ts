@@ -134,6 +134,8 @@ let halted = init.halted !== undefined;
 if (init.halted) cpu.halt(init.halted.exitCode, init.halted.reason);
 
 function enterPaused(seq: number): void {
+  // The host may clear both dirty logs while this thread is stopped: forget what was marked first.
+  cpu.forgetMarkedPages();
   flushConsole();
   machine.clock.freeze();
   cpu.syncState();
@@ -144,6 +146,7 @@ function enterPaused(seq: number): void {
 }
 
 function enterHalted(reason: string, exitCode: number): void {
+  cpu.forgetMarkedPages();
   halted = true;
   flushConsole();
   machine.clock.freeze();
