@@ -45,22 +45,26 @@ export class CellHost {
   dead = false;
   incarnations = 0;
 
-  private constructor(readonly name: 'a' | 'b', readonly real: boolean) {}
+  /** `advertise`: the URL other hosts reach this one at (`--advertise`), e.g. a relay in front of it. */
+  private constructor(readonly name: 'a' | 'b', readonly real: boolean, private readonly advertise: string | undefined) {}
 
-  static async start(name: 'a' | 'b', real: boolean): Promise<CellHost> {
-    const h = new CellHost(name, real);
+  static async start(name: 'a' | 'b', real: boolean, advertise?: string): Promise<CellHost> {
+    const h = new CellHost(name, real, advertise);
     await h.boot();
     return h;
   }
 
   private async boot(): Promise<void> {
     if (this.real) {
-      this.proc = await startHost({ name: this.name, ...(this.port ? { listen: `127.0.0.1:${this.port}` } : {}), timeoutMs: 30_000 });
+      this.proc = await startHost({
+        name: this.name, ...(this.port ? { listen: `127.0.0.1:${this.port}` } : {}), timeoutMs: 30_000,
+        ...(this.advertise ? { args: ['--advertise', this.advertise] } : {}),
+      });
       this.url = this.proc.url;
       this.port = this.proc.port;
     } else {
       const log = pino({ level: 'info', base: { host: this.name } }, { write: (s: string) => { this.lines.push(s); } });
-      this.host = new Host({ host: '127.0.0.1', port: 0, name: this.name, maxMemory: 1024 * 1024 * 1024, log });
+      this.host = new Host({ host: '127.0.0.1', port: 0, name: this.name, maxMemory: 1024 * 1024 * 1024, log, ...(this.advertise ? { advertise: this.advertise } : {}) });
       this.url = await this.host.start();
       this.port = Number(new URL(this.url).port);
     }

@@ -20,7 +20,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, it, type ExpectStatic } from 'vitest';
 import type { MigrationInfo, MigrationStatus } from '../src/migration/stats.ts';
-import { eventually, MiB, REPO_ROOT, sleep } from './helpers.ts';
+import { eventually, freePort, MiB, REPO_ROOT, sleep } from './helpers.ts';
 import { CellHost, keyLogLines, Monitor, writeCellLog } from './fault-cell.ts';
 import { killAllSpawned } from './host-helpers.ts';
 import { startMessageRelay, type MessageRelay, type RelayedMessage } from './message-relay.ts';
@@ -245,12 +245,18 @@ async function runCell(cell: Cell, expect: ExpectStatic): Promise<void> {
   const oracle = oracleDigest(GUEST);
   const hosts: CellHost[] = [];
   let relay: MessageRelay | undefined;
+  let back: MessageRelay | undefined;
   let monitor: Monitor | undefined;
   /** Set once the cell is over: a timer still pending must not bring its relay back. */
   let over = false;
   try {
-    const a = await CellHost.start('a', fault === 'kill-source');
+    // Other hosts reach the source through a relay of its own (`back`), so a partition cuts both
+    // ways: the destination can neither check on the source nor tell it an outcome across it.
+    const backPort = await freePort();
+    const a = await CellHost.start('a', fault === 'kill-source', `ws://127.0.0.1:${backPort}`);
     hosts.push(a);
+    back = await startMessageRelay(a.url, { port: backPort });
+    const backRelay = back;
     const b = await CellHost.start('b', fault === 'kill-dest');
     hosts.push(b);
     await a.c.request('vm.create', createParams(VM, GUEST));
@@ -277,7 +283,9 @@ async function runCell(cell: Cell, expect: ExpectStatic): Promise<void> {
         match: (m) => first.match(m, seen),
         action: 'cut-refuse',
         then: () => {
-          mon.note(`relay: first cut at ${first.label} (refused for 300 ms)`);
+          // The way back stays cut until the cell's fault heals: the recovery is the source's to make.
+          backRelay.cut('refuse');
+          mon.note(`relay: first cut at ${first.label} (refused for 300 ms; the way back until the cell heals)`);
           setTimeout(() => void (over ? Promise.reject(new Error('cell over')) : r.heal()).then(() => {
             seen.firstCut = true;
             mon.note('relay: first cut healed');
@@ -296,6 +304,8 @@ async function runCell(cell: Cell, expect: ExpectStatic): Promise<void> {
           firedAt = Date.now();
           atFire = mon.latest.a;
           if (dead) dead.kill();
+          else if (fault === 'outage') backRelay.freeze();
+          else if (boundary !== 'recovery') backRelay.cut(fault === 'cut-refuse' ? 'refuse' : 'silent');
           mon.note(`relay: ${fault} at ${cell.at.label}`);
           resolve();
         },
@@ -343,6 +353,7 @@ async function runCell(cell: Cell, expect: ExpectStatic): Promise<void> {
         expect(await live.copies(VM)).toEqual([]);
       }
       await dead.restart();
+      await backRelay.heal(); // cut since a recovery cell's first cut
       mon.note(`${dead.name} restarted on port ${dead.port}`);
     } else {
       // ---- a link fault: what holds while it lasts ----
@@ -352,7 +363,8 @@ async function runCell(cell: Cell, expect: ExpectStatic): Promise<void> {
       await interim(expect, cell, a, b, checkBy);
       await sleep(Math.max(0, healAt - Date.now()));
       await r.heal();
-      mon.note('relay: healed');
+      await backRelay.heal();
+      mon.note('relay: healed (both ways)');
     }
 
     await final(expect, cell, a, b, oracle);
@@ -370,6 +382,7 @@ async function runCell(cell: Cell, expect: ExpectStatic): Promise<void> {
     over = true;
     await monitor?.stop();
     await relay?.close().catch(() => undefined);
+    await back?.close().catch(() => undefined);
     await Promise.all(hosts.map((h) => h.stop()));
   }
 }

@@ -1,4 +1,5 @@
 // Shared bits for the test suites: paths, guest ELFs, in-process runs, the CLI, polling.
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { spawn, spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -173,4 +174,13 @@ export function runProcess(cmd: string, args: string[], timeoutMs = 30_000, inpu
 /** Whether `cmd` is on PATH. */
 export function onPath(cmd: string): boolean {
   return spawnSync('sh', ['-c', 'command -v "$1"', 'sh', cmd], { stdio: 'ignore' }).status === 0;
+}
+
+/** A free TCP port on 127.0.0.1 (for a relay a host must advertise before the relay exists). */
+export async function freePort(): Promise<number> {
+  const srv = createNetServer();
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  const port = (srv.address() as AddressInfo).port;
+  await new Promise<void>((resolve) => srv.close(() => resolve()));
+  return port;
 }

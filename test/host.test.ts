@@ -383,6 +383,16 @@ describe('authentication', () => {
   }, T);
 });
 
+describe('--advertise', () => {
+  it('a malformed address is refused with exit 2 and says what is expected', async () => {
+    for (const bad of ['nope', 'http://127.0.0.1:7400', 'ws://127.0.0.1:7400/control']) {
+      const h = spawnCli(['host', 'start', '--listen', '127.0.0.1:0', '--name', 'h-adv', '--advertise', bad]);
+      expect(await h.exited).toBe(2);
+      expect(h.stderrText()).toContain(`invalid --advertise "${bad}": expected ws://HOST:PORT`);
+    }
+  }, T);
+});
+
 describe('bad input on a raw connection', () => {
   it('unknown methods, missing or mistyped params get error replies', async () => {
     const raw = await rawReady(host.url);

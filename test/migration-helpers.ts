@@ -75,10 +75,10 @@ export function hostTracker() {
   const hosts: LiveHost[] = [];
   const clients: ControlClient[] = [];
   return {
-    async start(name: string, o: { maxMemory?: number; token?: string } = {}): Promise<LiveHost> {
+    async start(name: string, o: { maxMemory?: number; token?: string; advertise?: string } = {}): Promise<LiveHost> {
       const host = new Host({
         host: '127.0.0.1', port: 0, name, maxMemory: o.maxMemory ?? 1024 * 1024 * 1024, log: silentLogger(),
-        ...(o.token !== undefined ? { token: o.token } : {}),
+        ...(o.token !== undefined ? { token: o.token } : {}), ...(o.advertise !== undefined ? { advertise: o.advertise } : {}),
       });
       const url = await host.start();
       const h = { host, url, name };
@@ -279,8 +279,8 @@ export async function incomingDone(c: ControlClient, name: string): Promise<Migr
  * Hosts A and B (tracked by `hosts`, so afterEach stops them), `g` created on A and run to
  * `at` × its instruction limit; `ever` is how many pages it had ever written by then.
  */
-export async function guestRunningOnA(hosts: ReturnType<typeof hostTracker>, g: GuestSpec, name: string, at: number) {
-  const a = await hosts.start('a');
+export async function guestRunningOnA(hosts: ReturnType<typeof hostTracker>, g: GuestSpec, name: string, at: number, aOptions: { advertise?: string } = {}) {
+  const a = await hosts.start('a', aOptions);
   const b = await hosts.start('b');
   const ca = await hosts.connect(a.url);
   const cb = await hosts.connect(b.url);

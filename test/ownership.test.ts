@@ -5,7 +5,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { MigrationInfo, MigrationStatus } from '../src/migration/stats.ts';
 import type { ControlClient } from '../src/wire/control-client.ts';
-import { eventually, MiB } from './helpers.ts';
+import { eventually, freePort, MiB } from './helpers.ts';
 import { startMessageRelay, type MessageRelay } from './message-relay.ts';
 import { finalDigest, guestRunningOnA, hostTracker, oracleDigest, type GuestSpec, type Info } from './migration-helpers.ts';
 
@@ -36,13 +36,26 @@ async function copies(c: ControlClient, name: string): Promise<string[]> {
   return vms.filter((v) => v.name === name).map((v) => String(v.state));
 }
 
+/**
+ * The guest runs on `a`, which other hosts reach (the destination, to check on or report to its
+ * source) through a relay of its own, `back`: a partition can then cut both directions.
+ */
+async function withBackPath(g: GuestSpec, name: string) {
+  const port = await freePort();
+  const ends = await guestRunningOnA(hosts, g, name, 0.1, { advertise: `ws://127.0.0.1:${port}` });
+  const back = await startMessageRelay(ends.a.url, { port });
+  relays.push(back);
+  return { ...ends, back };
+}
+
 describe('pre-copy: the switch-over is a commit the source learns the outcome of', () => {
   it('the destination resumed and its acknowledgement is lost with the link: the source stays paused, never resumes, and releases once it learns', async () => {
     const oracle = oracleDigest(MEM8);
-    const { b, ca, cb } = await guestRunningOnA(hosts, MEM8, 'vm1', 0.1);
+    const { b, ca, cb, back } = await withBackPath(MEM8, 'vm1');
     const relay = await startMessageRelay(b.url);
     relays.push(relay);
-    relay.on({ match: (m) => m.dir === 'down' && m.t === 'completed', action: 'cut-refuse' });
+    // A partition: the destination cannot reach the source either.
+    relay.on({ match: (m) => m.dir === 'down' && m.t === 'completed', action: 'cut-refuse', then: () => back.cut('refuse') });
     await ca.request('migrate.start', { name: 'vm1', to: relay.url });
     const unknown = await reaches(ca, 'vm1', 'outcome-unknown', 'completed', 'failed');
     expect(unknown.status).toBe('outcome-unknown');
@@ -52,11 +65,31 @@ describe('pre-copy: the switch-over is a commit the source learns the outcome of
     // Still so a while later: the source keeps asking, and never guesses.
     await new Promise((r) => setTimeout(r, 1500));
     expect(await copies(ca, 'vm1')).toEqual(['paused']);
+    // The source's own path heals (the way back stays cut): it asks, and learns.
     await relay.heal();
     const done = await reaches(ca, 'vm1', 'completed', 'failed');
     expect(done.status).toBe('completed');
+    expect(done['error-desc']).toBeUndefined();
     expect(await copies(ca, 'vm1')).toEqual([]);
     expect(await finalDigest(cb, 'vm1')).toBe(await oracle);
+  }, 60_000);
+
+  it('the same, but only the way back heals: the destination, which can reach the source, tells it, and the source releases while its own path still refuses', async () => {
+    const oracle = oracleDigest(MEM8);
+    const { b, ca, cb, back } = await withBackPath(MEM8, 'vm1b');
+    const relay = await startMessageRelay(b.url);
+    relays.push(relay);
+    relay.on({ match: (m) => m.dir === 'down' && m.t === 'completed', action: 'cut-refuse', then: () => back.cut('refuse') });
+    await ca.request('migrate.start', { name: 'vm1b', to: relay.url });
+    expect((await reaches(ca, 'vm1b', 'outcome-unknown', 'completed', 'failed')).status).toBe('outcome-unknown');
+    expect(await copies(ca, 'vm1b')).toEqual(['paused']);
+    await back.heal();
+    const done = await reaches(ca, 'vm1b', 'completed', 'failed');
+    expect(done.status).toBe('completed');
+    expect(relay.seen.filter((m) => m.t === 'query'), 'the source never got through on its own path').toEqual([]);
+    expect(back.seen.some((m) => m.path.startsWith('/control')), 'the destination reported on the control API').toBe(true);
+    expect(await copies(ca, 'vm1b')).toEqual([]);
+    expect(await finalDigest(cb, 'vm1b')).toBe(await oracle);
   }, 60_000);
 
   it('the link is lost with the state section in flight and the destination never got it: once reachable it says so, and the source resumes', async () => {

@@ -15,8 +15,21 @@ export function parseListen(text: string): { host: string; port: number } {
   return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
 }
 
+/** A URL other hosts reach this one at: ws:// or wss://, a host, a port. */
+export function parseAdvertise(text: string): string {
+  let u: URL | undefined;
+  try {
+    u = new URL(text);
+  } catch { /* reported below */ }
+  if (!u || (u.protocol !== 'ws:' && u.protocol !== 'wss:') || !u.hostname || (u.pathname !== '/' && u.pathname !== '')) {
+    throw new UsageError(`invalid --advertise "${text}": expected ws://HOST:PORT (the address other hosts reach this one at)`);
+  }
+  return u.origin;
+}
+
 interface StartOpts {
   listen: string;
+  advertise?: string;
   name?: string;
   tokenFile?: string;
   maxMemory?: string;
@@ -27,12 +40,14 @@ export function hostCommand(): Command {
   host.command('start')
     .description('Run a host in the foreground: VMs, the control API and (later) migration, over WebSocket')
     .option('--listen <host:port>', 'address to listen on; anything but loopback needs a token', '127.0.0.1:7400')
+    .option('--advertise <url>', 'the address other hosts reach this one at, when it is not the listen address (NAT, a proxy, a wildcard listen)')
     .option('--name <name>', 'host name shown to clients (default: this machine\'s hostname)')
     .option('--token-file <file>', 'cluster token (first line); FERRY_TOKEN works too')
     .option('--max-memory <size>', 'refuse VMs beyond this much guest RAM in total (default: half of this machine\'s memory)')
     .action(async (_o: StartOpts, cmd: Command) => {
       const o = cmd.optsWithGlobals<StartOpts>();
       const listen = parseListen(o.listen);
+      const advertise = o.advertise === undefined ? undefined : parseAdvertise(o.advertise);
       const maxMemory = o.maxMemory !== undefined ? parseSize(o.maxMemory, 'max memory') : Math.floor(totalmem() / 2);
       let token: string | undefined;
       let limits: HostLimits;
@@ -46,7 +61,7 @@ export function hostCommand(): Command {
       const log = createLogger({ host: name });
       let h: Host;
       try {
-        h = new Host({ ...listen, name, maxMemory, log, limits, ...(token !== undefined ? { token } : {}) });
+        h = new Host({ ...listen, name, maxMemory, log, limits, ...(token !== undefined ? { token } : {}), ...(advertise !== undefined ? { advertise } : {}) });
       } catch (e) {
         throw new UsageError((e as Error).message);
       }

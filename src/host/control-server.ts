@@ -109,6 +109,10 @@ export const METHODS: Record<string, Method<z.ZodType>> = {
   'migrate.resolve': method(z.strictObject({
     name, decision: z.enum(['resume', 'release'], { error: 'must be resume (the guest runs here) or release (it runs on the destination)' }),
   }), (p, c) => c.migrations.resolve(p.name, p.decision)),
+  // From a destination host: the guest of the migration `id` resumed there.
+  'migrate.outcome': method(z.strictObject({
+    name, id: z.string().min(1).max(64), outcome: z.literal('completed'),
+  }), (p, c) => c.migrations.outcomeFromDestination(p.name, p.id)),
 };
 
 /** A schema's first complaint about request parameters, as the client sees it. */

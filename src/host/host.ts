@@ -23,6 +23,11 @@ export interface HostOptions {
   token?: string;
   maxMemory: number;
   log: Logger;
+  /**
+   * The control URL other hosts reach this one at, when it is not the listen address (a proxy,
+   * NAT); given to destinations so they can check on (and report to) the source.
+   */
+  advertise?: string;
   /** Pre-authentication and idle limits (default DEFAULT_LIMITS). */
   limits?: HostLimits;
 }
@@ -96,7 +101,7 @@ export class Host {
     const addr = this.http.address() as AddressInfo;
     const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
     const url = `ws://${host}:${addr.port}`;
-    this.migrations.selfUrl = url;
+    this.migrations.selfUrl = this.o.advertise ?? url;
     this.log.info({ url, auth: this.o.token !== undefined, limits: this.limits }, 'host listening');
     return url;
   }

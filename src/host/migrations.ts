@@ -32,6 +32,11 @@ const FINISHED_KEPT_MS = 60_000;
 const FINISHED_KEPT = 256;
 /** Completed migrations whose source may not know it yet, kept at most (far beyond any real backlog). */
 const FINISHED_UNACKNOWLEDGED_MAX = 4096;
+/** A destination tells its source it resumed the guest: first after this long, then backing off to TELL_MAX_MS. */
+const TELL_FIRST_MS = 500;
+const TELL_MAX_MS = 5_000;
+/** ...for at most this long (the source keeps asking by itself too; this only helps when it cannot reach us). */
+const TELL_FOR_MS = 3_600_000;
 /** Statistics of migrations whose VM is no longer here, kept for `migrate status` (the newest). */
 const STATUS_KEPT = 256;
 
@@ -50,6 +55,8 @@ export class MigrationManager {
   private readonly last = new Map<string, MigrationStats>();
   /** This host's control URL once it listens (carried in setups, so a destination can check on us). */
   selfUrl: string | undefined;
+  /** Ends the waits of work that outlives a migration (telling sources outcomes) when the host stops. */
+  private readonly stopping = new AbortController();
 
   constructor(
     private readonly registry: VmRegistry,
@@ -269,6 +276,9 @@ export class MigrationManager {
     if (this.incoming.get(id) === m) this.incoming.delete(id);
     const now = performance.now();
     this.finished.set(id, Object.assign(f, { at: now }));
+    if (!f.postcopy && f.stats?.info.status === 'completed') {
+      this.tellSource(id, f).catch((e: unknown) => this.log.error({ err: e, id }, 'telling the source how its migration ended failed unexpectedly'));
+    }
     for (const [k, v] of this.finished) {
       const mustKeep = !v.acknowledged && (v.postcopy || v.stats?.info.status === 'completed') && this.finished.size <= FINISHED_UNACKNOWLEDGED_MAX;
       if (mustKeep) continue;
@@ -315,6 +325,79 @@ export class MigrationManager {
     });
   }
 
+  /**
+   * The guest resumed here (pre-copy or cold) and the source has not learned it yet: its link may
+   * have been lost with `completed`, leaving it paused in outcome-unknown. It asks us over fresh
+   * links; where it cannot reach us and we can reach it (a one-way path), we tell it on its
+   * control API, backing off, until it knows (a clean close, its query, or our word), it turns out
+   * restarted or no longer sending that VM, the host stops, or TELL_FOR_MS pass.
+   */
+  private async tellSource(id: string, f: FinishedIncoming): Promise<void> {
+    const to = f.source;
+    if (to === undefined || f.vm === undefined) return;
+    const until = performance.now() + TELL_FOR_MS;
+    for (let delayMs = TELL_FIRST_MS; ; delayMs = Math.min(TELL_MAX_MS, delayMs * 2)) {
+      if (!(await this.wait(delayMs)) || f.acknowledged) return;
+      if (performance.now() > until) {
+        this.log.warn({ vm: f.vm, source: to.url }, 'the source never learned that the VM resumed here; it stays paused there until it asks or its operator resolves it');
+        return;
+      }
+      const told = await this.tellCompleted(to.url, to.incarnation, f.vm, id);
+      if (told === undefined) continue;
+      f.acknowledged = true;
+      this.log[told.startsWith('!') ? 'error' : 'info']({ vm: f.vm, source: to.url, told: told.replace(/^!/, '') }, 'told the source that the VM resumed here');
+      return;
+    }
+  }
+
+  /** One attempt: what the source answered ('!' first if it is bad news), or undefined if it could not be reached. */
+  private async tellCompleted(url: string, incarnation: string | undefined, name: string, id: string): Promise<string | undefined> {
+    let c: ControlClient | undefined;
+    try {
+      c = await ControlClient.connect(url, { client: 'ferry-outcome-report', timeoutMs: 3000, ...(this.token ? { token: this.token } : {}) });
+      if (incarnation !== undefined && c.incarnation !== incarnation) return 'the source host was restarted: its paused copy died with it';
+      const s = await c.request<MigrationInfo>('migrate.outcome', { name, id, outcome: 'completed' });
+      if (s.status === 'completed') return 'it released its paused copy';
+      if (s.status === 'failed' || s.status === 'cancelled') return `!the source had already resumed its own copy (${s['error-desc'] ?? s.status}): two copies may run`;
+      return undefined; // still waiting for our `completed` on the link: it will get it, or ask, or hear from us again
+    } catch (e) {
+      if ((e as FerryError).code === 'ENOMIGRATION') return 'it no longer sends that VM (it learned the outcome, or was restarted)';
+      return undefined;
+    } finally {
+      await c?.close().catch(() => undefined);
+    }
+  }
+
+  /** Sleeps `ms`; false if the host stopped meanwhile. */
+  private wait(ms: number): Promise<boolean> {
+    const signal = this.stopping.signal;
+    if (signal.aborted) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        resolve(!signal.aborted);
+      };
+      const timer = setTimeout(() => {
+        signal.removeEventListener('abort', done);
+        done();
+      }, ms);
+      timer.unref();
+      signal.addEventListener('abort', done, { once: true });
+    });
+  }
+
+  /**
+   * `migrate.outcome`, from a destination host: it resumed the guest of `name` (migration `id`).
+   * A source waiting in outcome-unknown releases its paused copy; in any case the answer is this
+   * migration's status.
+   */
+  outcomeFromDestination(name: string, id: string): MigrationInfo {
+    const m = this.outgoing.get(name);
+    if (!m || m.id !== id) throw new FerryError('ENOMIGRATION', `no outgoing migration ${id} of "${name}" is in progress on this host`);
+    if (m.destinationCompleted()) this.log.info({ vm: name }, 'the destination says it resumed the VM');
+    return m.stats.snapshot();
+  }
+
   /** A source reconnecting a post-copy migration that lost its link. */
   private recoverIncoming(ws: WebSocket, id: string): void {
     const m = this.incoming.get(id);
@@ -335,6 +418,7 @@ export class MigrationManager {
    * said so); resolves when they have ended (at most a few seconds).
    */
   async cancelAll(): Promise<void> {
+    this.stopping.abort();
     for (const m of this.outgoing.values()) m.abandon('host shutting down');
     for (const m of this.incoming.values()) m.shutdown();
     const ended = Promise.all(this.ended.values());

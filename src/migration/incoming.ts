@@ -30,8 +30,10 @@ export interface FinishedIncoming {
   stats: MigrationStats | undefined;
   /** The guest had resumed here (post-copy): a late recovery learns whether it completed. */
   postcopy: boolean;
-  /** The source has learned how it ended (a clean close after `completed`, or its query answered). */
+  /** The source has learned how it ended (a clean close after `completed`, its query answered, or told by us). */
   acknowledged: boolean;
+  /** Where the source host's control API is, and which incarnation of it sent the guest (from its setup). */
+  source: { url: string; incarnation: string | undefined } | undefined;
 }
 
 export interface IncomingOptions {
@@ -292,7 +294,11 @@ export class IncomingMigration {
     this.done = true;
     this.phase = 'done';
     this.releaseSpare();
-    this.finishedRecord = { vm: this.setup?.vm, stats: this.stats, postcopy: this.postcopy !== undefined, acknowledged: false };
+    const sourceUrl = this.sourceUrl();
+    this.finishedRecord = {
+      vm: this.setup?.vm, stats: this.stats, postcopy: this.postcopy !== undefined, acknowledged: false,
+      source: sourceUrl === undefined ? undefined : { url: sourceUrl, incarnation: this.setup?.sourceIncarnation },
+    };
     this.hooks.ended(this.finishedRecord);
   }
 
@@ -557,9 +563,9 @@ export class IncomingMigration {
     await vm.restore(m.state, m.run); // for a running guest: restores and resumes it
     // The acknowledgement ends the source's downtime clock: send it before any bookkeeping.
     this.send({ t: 'completed', resumedAt: Date.now() });
+    this.stats?.setStatus('completed'); // before end(): the host keeps (and reports) what completed
     this.end();
     this.hooks.adopt(this.setup.vm, m.console);
-    this.stats?.setStatus('completed');
     this.hooks.update(this.stats!);
     this.log.info({ vm: this.setup.vm, from: this.peer, run: m.run }, 'incoming migration completed');
   }

@@ -117,6 +117,8 @@ export class OutgoingMigration {
     cancel?: string;
     abandon?: { code: string; reason: string };
     resolve?: 'resume' | 'release';
+    /** The destination told us (over our control API) that it resumed the guest. */
+    destinationSaid?: boolean;
     postcopy: boolean;
     holdRecovery: boolean;
     recoverNow: boolean;
@@ -198,6 +200,14 @@ export class OutgoingMigration {
   resolve(decision: 'resume' | 'release'): boolean {
     if (this.phaseNow !== 'outcome-unknown') return false;
     this.asked.resolve = decision;
+    this.retryWake?.();
+    return true;
+  }
+
+  /** The destination says (on our control API) that it resumed the guest: an unknown outcome is known. */
+  destinationCompleted(): boolean {
+    if (this.phaseNow !== 'outcome-unknown') return false;
+    this.asked.destinationSaid = true;
     this.retryWake?.();
     return true;
   }
@@ -526,6 +536,11 @@ export class OutgoingMigration {
     this.enter('outcome-unknown', `the link was lost before the destination answered the switch-over: ${cause.message}`);
     this.log.warn({ err: cause.message, to: this.p.to }, 'switch-over outcome unknown: the VM stays paused here until the destination says whether it resumed it');
     for (let delayMs = RETRY_FIRST_MS; ; delayMs = Math.min(RETRY_MAX_MS, delayMs * 2)) {
+      if (this.asked.destinationSaid) {
+        this.log.info({ to: this.p.to }, 'switch-over outcome learned: the destination told us it runs the VM');
+        this.enter('completed');
+        return;
+      }
       const decided = this.asked.resolve;
       if (decided === 'release') {
         this.stats.info['switchover-reason'] = `${this.stats.info['switchover-reason'] ?? 'switch-over'}; outcome decided by the operator (the destination runs the guest)`;
