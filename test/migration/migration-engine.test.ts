@@ -1,0 +1,150 @@
+// The migration engine's pure parts, without VMs, threads or sockets: the ownership table and
+// transitions, the destination's step, the pre-copy convergence policy (checked against random
+// rounds: it never switches over above the limit unless allowed), and the post-copy push queue.
+import { describe, expect, it } from 'vitest';
+import {
+  decide, INITIAL_CONVERGENCE, ROUNDS_AT_MAX_THROTTLE, THROTTLE_INITIAL, THROTTLE_MAX, type ConvergenceParams, type ConvergenceState, type RoundResult,
+} from '../../src/migration/convergence.ts';
+import { destinationStep, SOURCE_OWNER, SOURCE_TRANSITIONS, type SourcePhase } from '../../src/migration/ownership.ts';
+import { PushQueue } from '../../src/migration/postcopy-push.ts';
+
+describe('ownership', () => {
+  const phases = Object.keys(SOURCE_TRANSITIONS) as SourcePhase[];
+
+  it('once the state section may have been acted on, the source never owns the guest again, except by a failed ending the destination (or the operator) decided', () => {
+    for (const from of phases) {
+      if (SOURCE_OWNER[from] === 'source') continue;
+      for (const to of SOURCE_TRANSITIONS[from]) {
+        if (SOURCE_OWNER[to] === 'source') expect([from, to]).toEqual([from, 'failed']);
+      }
+    }
+    // Terminal phases have no way out; every phase is reachable from setup.
+    for (const p of ['completed', 'failed', 'cancelled', 'lost'] as SourcePhase[]) expect(SOURCE_TRANSITIONS[p]).toEqual([]);
+    const seen = new Set<SourcePhase>(['setup']);
+    for (let grew = true; grew;) {
+      grew = false;
+      for (const p of [...seen]) for (const q of SOURCE_TRANSITIONS[p]) if (!seen.has(q)) { seen.add(q); grew = true; }
+    }
+    expect([...seen].sort()).toEqual([...phases].sort());
+  });
+
+  it('a cancel (source-owned phases) can never reach a phase where the destination may run the guest without the switch-over', () => {
+    for (const p of phases) {
+      if (SOURCE_OWNER[p] !== 'source' || p === 'failed' || p === 'cancelled') continue;
+      expect(SOURCE_TRANSITIONS[p]).toContain('failed');
+      if (p !== 'stop-and-copy') expect(SOURCE_TRANSITIONS[p]).not.toContain('switching');
+    }
+  });
+
+  it('the destination accepts each message only in its phase', () => {
+    expect(destinationStep('setup', 'setup')).toBeUndefined();
+    expect(destinationStep('setup', 'page-frame')).toBe('a page frame before the setup');
+    expect(destinationStep('precopy', 'setup')).toBe('unexpected "setup" in phase precopy');
+    expect(destinationStep('advised', 'page-frame')).toBe('a page frame in phase advised');
+    expect(destinationStep('advised', 'state')).toBeUndefined();
+    expect(destinationStep('postcopy', 'round-end')).toBe('unexpected "round-end" in phase postcopy');
+    expect(destinationStep('done', 'postcopy-done')).toBe('unexpected "postcopy-done" in phase done');
+  });
+});
+
+describe('pre-copy convergence', () => {
+  const base: ConvergenceParams = { mode: 'precopy', downtimeLimitMs: 100, maxRounds: 3, autoConverge: false, postcopyAfterRounds: 30, switchoverAtMaxRounds: false };
+  const round = (rounds: number, dirtyBytes: number, o: Partial<RoundResult> = {}): RoundResult => ({
+    rounds, bytes: 100_000_000, ms: 1000, dirtyBytes, stopped: false, postcopyRequested: false, ...o,
+  });
+
+  it('switches over once the rest fits, saying so', () => {
+    const { decision } = decide(base, INITIAL_CONVERGENCE, round(1, 5_000_000)); // 50 ms at 100 MB/s
+    expect(decision).toEqual({ next: 'stop-and-copy', reason: 'converged: expected downtime 50 ms, limit 100 ms' });
+  });
+
+  it('at max rounds without converging it throttles (20 %, then +10 %) rather than switch over, and gives up at 99 % after a few rounds', () => {
+    let s: ConvergenceState = INITIAL_CONVERGENCE;
+    const throttles: number[] = [];
+    for (let r = 1; ; r++) {
+      const { decision, state } = decide(base, s, round(r, 60_000_000));
+      s = state;
+      if (decision.next === 'give-up') {
+        expect(decision.reason).toMatch(/^pre-copy cannot converge: expected downtime 600 ms against a limit of 100 ms/);
+        break;
+      }
+      expect(decision.next).toBe('round');
+      if (decision.next === 'round') throttles.push(decision.throttle);
+      expect(r).toBeLessThan(100);
+    }
+    expect(throttles.slice(0, 4)).toEqual([0, 0, THROTTLE_INITIAL, 30]);
+    expect(throttles.filter((t) => t === THROTTLE_MAX).length).toBe(ROUNDS_AT_MAX_THROTTLE);
+  });
+
+  it('--switchover-at-max-rounds switches over there, saying it was allowed above the limit', () => {
+    const { decision } = decide({ ...base, switchoverAtMaxRounds: true }, INITIAL_CONVERGENCE, round(3, 60_000_000));
+    expect(decision).toEqual({ next: 'stop-and-copy', reason: 'max rounds (3), allowed above the limit: expected downtime 600 ms' });
+  });
+
+  it('hybrid goes to post-copy: asked for, after N rounds, at max rounds, or when two rounds in a row leave over half dirty again', () => {
+    const h = { ...base, mode: 'hybrid' as const, postcopyAfterRounds: 5 };
+    expect(decide(h, INITIAL_CONVERGENCE, round(1, 20_000_000, { postcopyRequested: true })).decision).toEqual({ next: 'postcopy', reason: 'requested' });
+    expect(decide({ ...h, maxRounds: 30 }, INITIAL_CONVERGENCE, round(5, 20_000_000)).decision).toEqual({ next: 'postcopy', reason: 'after 5 rounds' });
+    expect(decide(h, INITIAL_CONVERGENCE, round(3, 20_000_000)).decision).toEqual({ next: 'postcopy', reason: 'max rounds (3)' });
+    const first = decide({ ...h, maxRounds: 30 }, INITIAL_CONVERGENCE, round(1, 60_000_000));
+    expect(first.decision.next).toBe('round');
+    expect(decide({ ...h, maxRounds: 30 }, first.state, round(2, 60_000_000)).decision).toEqual({ next: 'postcopy', reason: 'pre-copy is not converging' });
+  });
+
+  it('over 20,000 random round sequences, never a switch-over above the limit unless allowed or the guest stopped', () => {
+    let seed = 7;
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+    for (let run = 0; run < 20_000; run++) {
+      const p: ConvergenceParams = {
+        mode: rnd() < 0.5 ? 'precopy' : 'hybrid', downtimeLimitMs: 1 + Math.floor(rnd() * 500), maxRounds: 1 + Math.floor(rnd() * 10),
+        autoConverge: rnd() < 0.5, postcopyAfterRounds: 1 + Math.floor(rnd() * 20), switchoverAtMaxRounds: rnd() < 0.2,
+      };
+      let s = INITIAL_CONVERGENCE;
+      for (let r = 1; r <= 60; r++) {
+        const result = round(r, Math.floor(rnd() * 200_000_000), { ms: 1 + rnd() * 3000, stopped: rnd() < 0.01, postcopyRequested: rnd() < 0.01 });
+        const { decision, state } = decide(p, s, result);
+        s = state;
+        if (decision.next === 'stop-and-copy') {
+          const expected = result.dirtyBytes / (result.bytes / result.ms);
+          const allowed = result.stopped || (p.switchoverAtMaxRounds && r >= p.maxRounds);
+          if (!allowed) expect(expected).toBeLessThanOrEqual(p.downtimeLimitMs);
+        }
+        if (decision.next === 'postcopy') expect(p.mode).toBe('hybrid');
+        if (decision.next !== 'round') break;
+        expect(decision.throttle).toBeLessThanOrEqual(THROTTLE_MAX);
+      }
+    }
+  });
+});
+
+describe('post-copy push queue', () => {
+  it('every page goes out exactly once, however faults steer it; a recovery resends what the destination lacks', () => {
+    const pages = 4096;
+    const order = Uint32Array.from({ length: 1000 }, (_, i) => (i * 7) % pages);
+    const indexOf = new Int32Array(pages).fill(-1);
+    order.forEach((p, i) => { indexOf[p] = i; });
+    const q = new PushQueue(order, indexOf, pages);
+    const sent: number[] = [];
+    let seed = 3;
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+    for (;;) {
+      if (rnd() < 0.3) {
+        const p = order[Math.floor(rnd() * order.length)]!;
+        if (q.fault(p)) sent.push(p);
+        continue;
+      }
+      const chunk = q.nextChunk();
+      if (chunk.length === 0) break;
+      sent.push(...chunk);
+    }
+    expect(q.left).toBe(0);
+    expect([...sent].sort((a, b) => a - b)).toEqual([...order].sort((a, b) => a - b));
+    // The destination got only the first half: the rest goes again.
+    const received = new Uint8Array(pages / 8);
+    for (const p of sent.slice(0, 500)) received[p >>> 3]! |= 1 << (p & 7);
+    expect(q.resync(received)).toBe(500);
+    const again: number[] = [];
+    for (let c = q.nextChunk(); c.length > 0; c = q.nextChunk()) again.push(...c);
+    expect(again.sort((a, b) => a - b)).toEqual(sent.slice(500).sort((a, b) => a - b));
+  });
+});
