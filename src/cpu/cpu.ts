@@ -144,6 +144,14 @@ export class Cpu {
   private readonly clint: Clint;
   private readonly tohost: number;
   private readonly missingPage: (page: number) => void;
+  /**
+   * Set from the missingPage hook (endSliceAfterAccess): exec ends the slice after the faulting
+   * instruction, so a guest that faults on page after page still answers its host (pause, dirty
+   * sync, progress) every slice, not after a whole budget of faults.
+   */
+  private faulted = false;
+  /** exec ended early for a fault: run() returns too. */
+  private sliceEnded = false;
 
   constructor(o: CpuOptions) {
     this.s = o.state;
@@ -222,8 +230,9 @@ export class Cpu {
         if (until > 0 && until < limit) limit = until;
       }
       remaining -= this.exec(limit);
-      if (this.waiting) break;
+      if (this.waiting || this.sliceEnded) break;
     }
+    this.sliceEnded = false;
     writeInstret(this.s, this.retired);
     return this.halted ? StepExit.Halt : this.waiting ? StepExit.Wfi : StepExit.Budget;
   }
@@ -293,6 +302,7 @@ export class Cpu {
           pageBase = 1;
           continue;
         }
+        if (this.faulted) limit = this.endSlice(steps + 1); // the instruction at pc still runs
         code = c;
         blocks = this.fetchedBlocks;
         heat = this.fetchedHeat;
@@ -353,6 +363,7 @@ export class Cpu {
             this.cur = n;
             if (!this.loadSlow(a, 4, false)) { pc = this.trap(Cause.LoadAccess, a, pc); continue; }
             s[rd] = this.loadValue;
+            if (this.faulted) limit = this.endSlice(steps);
           }
           pc = (pc + 4) | 0;
           break;
@@ -365,6 +376,7 @@ export class Cpu {
             this.cur = n;
             if (!this.loadSlow(a, 1, false)) { pc = this.trap(Cause.LoadAccess, a, pc); continue; }
             s[rd] = this.loadValue;
+            if (this.faulted) limit = this.endSlice(steps);
           }
           pc = (pc + 4) | 0;
           break;
@@ -377,6 +389,7 @@ export class Cpu {
             this.cur = n;
             if (!this.loadSlow(a, 1, true)) { pc = this.trap(Cause.LoadAccess, a, pc); continue; }
             s[rd] = this.loadValue;
+            if (this.faulted) limit = this.endSlice(steps);
           }
           pc = (pc + 4) | 0;
           break;
@@ -389,6 +402,7 @@ export class Cpu {
             this.cur = n;
             if (!this.loadSlow(a, 2, false)) { pc = this.trap(Cause.LoadAccess, a, pc); continue; }
             s[rd] = this.loadValue;
+            if (this.faulted) limit = this.endSlice(steps);
           }
           pc = (pc + 4) | 0;
           break;
@@ -401,6 +415,7 @@ export class Cpu {
             this.cur = n;
             if (!this.loadSlow(a, 2, true)) { pc = this.trap(Cause.LoadAccess, a, pc); continue; }
             s[rd] = this.loadValue;
+            if (this.faulted) limit = this.endSlice(steps);
           }
           pc = (pc + 4) | 0;
           break;
@@ -414,6 +429,7 @@ export class Cpu {
             this.cur = n;
             if (!this.storeSlow(a, 4, v)) { pc = this.trap(Cause.StoreAccess, a, pc); continue; }
             if (off < 0 || off >= ramSize || this.halted) limit = steps; // MMIO: let run() look at interrupts
+            if (this.faulted) limit = this.endSlice(steps);
             pageBase = 1; // the store may have invalidated decoded code or blocks: refetch
           }
           pc = (pc + 4) | 0;
@@ -428,6 +444,7 @@ export class Cpu {
             this.cur = n;
             if (!this.storeSlow(a, 1, v)) { pc = this.trap(Cause.StoreAccess, a, pc); continue; }
             if (off < 0 || off >= ramSize || this.halted) limit = steps;
+            if (this.faulted) limit = this.endSlice(steps);
             pageBase = 1;
           }
           pc = (pc + 4) | 0;
@@ -442,6 +459,7 @@ export class Cpu {
             this.cur = n;
             if (!this.storeSlow(a, 2, v)) { pc = this.trap(Cause.StoreAccess, a, pc); continue; }
             if (off < 0 || off >= ramSize || this.halted) limit = steps;
+            if (this.faulted) limit = this.endSlice(steps);
             pageBase = 1;
           }
           pc = (pc + 4) | 0;
@@ -612,6 +630,18 @@ export class Cpu {
     if ((insn & 0x7f) === 0x6f) taken = true; // jal
     if (!taken) return pc;
     return this.trap(Cause.InsnMisaligned, (pc + d.imm) | 0, pc);
+  }
+
+  /** Called by the missingPage hook: the slice ends once the access that faulted is done. */
+  endSliceAfterAccess(): void {
+    this.faulted = true;
+  }
+
+  /** After a post-copy fault: the slice ends at `at` steps. */
+  private endSlice(at: number): number {
+    this.faulted = false;
+    this.sliceEnded = true;
+    return at;
   }
 
   private ensureReadable(page: number): void {

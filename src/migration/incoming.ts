@@ -537,13 +537,17 @@ export class IncomingMigration {
     this.pagesReceived += n;
     this.stats?.sent(bytes, n, 0, 'precopy');
     if (vm.pageFramesPending() > MAX_PENDING_FRAMES && !this.bulk.isPaused) {
-      this.bulk.pause();
-      const poll = () => {
-        if (this.done || this.bulk.readyState !== this.bulk.OPEN) return;
-        if (vm.pageFramesPending() > MAX_PENDING_FRAMES / 2) setTimeout(poll, 1);
-        else this.bulk.resume();
-      };
-      setTimeout(poll, 1);
+      // Back-pressure: read no more from the source until the vCPU thread has written half.
+      const bulk = this.bulk;
+      bulk.pause();
+      void (async () => {
+        while (!this.done && bulk.readyState === bulk.OPEN && vm.state !== 'destroyed') {
+          const seen = vm.pageFramesDone();
+          if (vm.pageFramesPending() <= MAX_PENDING_FRAMES / 2) break;
+          await vm.pageFramesDoneAfter(seen, 1000);
+        }
+        bulk.resume();
+      })();
     }
   }
 
@@ -648,10 +652,14 @@ export class IncomingMigration {
   private async framesWritten(): Promise<void> {
     const vm = this.vm!;
     const deadline = performance.now() + this.opts.idleMs;
-    while (vm.pageFramesPending() > 0) {
+    for (;;) {
+      // Read what is done before what is pending: a frame finished in between then wakes the wait at once.
+      const seen = vm.pageFramesDone();
+      if (vm.pageFramesPending() === 0) return;
       if (vm.state === 'destroyed') throw new FerryError('EVCPU', 'the vCPU thread is gone');
-      if (performance.now() > deadline) throw new FerryError('ETIMEDOUT', `page frames not written within ${this.opts.idleMs} ms`);
-      await new Promise((r) => setTimeout(r, 1));
+      const left = deadline - performance.now();
+      if (left <= 0) throw new FerryError('ETIMEDOUT', `page frames not written within ${this.opts.idleMs} ms`);
+      await vm.pageFramesDoneAfter(seen, left);
     }
   }
 

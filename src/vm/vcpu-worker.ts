@@ -58,7 +58,15 @@ const pager = new VcpuPager(control, mem, init.pagesPort, (page) => {
   flushConsole();
   post({ type: 'fault', page });
 });
-io.missingPage = (page: number): void => pager.trap(page);
+/** The current slice waited for post-copy pages: its speed says nothing about the next. */
+let faultedInSlice = false;
+let sliceStart = 0;
+io.missingPage = (page: number): void => {
+  faultedInSlice = true;
+  pager.trap(page);
+  // A slice of faults lasts as long as a slice: the host hears from this thread as often either way.
+  if (performance.now() - sliceStart >= SLICE_MS) cpu.endSliceAfterAccess();
+};
 const cpuState = new Int32Array(init.cpu);
 const machine = new Machine(mem, cpuState, init.config, io, init.devices);
 const cpu = machine.cpu;
@@ -216,10 +224,12 @@ function loop(): void {
     if (stepTarget >= 0) n = Math.min(n, stepTarget - cpu.instret());
     const t0 = performance.now();
     const before = cpu.instret();
+    faultedInSlice = false;
+    sliceStart = t0;
     const exit = n > 0 ? cpu.run(n) : StepExit.Budget;
     const t1 = performance.now();
     const done = cpu.instret() - before;
-    if (t1 > t0 && done > 0) {
+    if (t1 > t0 && done > 0 && !faultedInSlice) {
       // Aim each slice at ~SLICE_MS so pause and dirty-sync requests are answered promptly:
       // shrink at once after a slow slice, grow gently after fast ones.
       const fit = (done / (t1 - t0)) * SLICE_MS;
