@@ -186,9 +186,12 @@ export class IncomingMigration {
       }
       if (this.postcopy) {
         if (this.pausedAt === 0 && silentMs > LINK_SILENT_MS) this.linkDown(`no word from ${this.peer} for ${LINK_SILENT_MS} ms`);
-      } else if (this.phase !== 'switching' && silentMs > this.opts.idleMs) {
+      } else if (this.phase !== 'switching') {
+        // Once the priority channel is up the source pings it every second: silence there is a lost link.
+        const limitMs = this.prio ? Math.min(this.opts.idleMs, LINK_SILENT_MS) : this.opts.idleMs;
+        if (silentMs <= limitMs) return;
         this.liveness.stop();
-        void this.step(() => this.abort(new FerryError('ETIMEDOUT', `no word from ${this.peer} for ${this.opts.idleMs} ms before the switch-over`)));
+        void this.step(() => this.abort(new FerryError('ETIMEDOUT', `no word from ${this.peer} for ${limitMs} ms before the switch-over`)));
       }
     });
   }

@@ -121,8 +121,11 @@ describe('pre-copy: the switch-over is a commit the source learns the outcome of
     const here = await copies(ca, 'vm3');
     expect(here.length).toBe(1);
     expect(['running', 'halted']).toContain(here[0]);
-    // The destination dropped its half-built VM on its own side as well.
+    // The destination dropped its half-built VM on its own side as well, having heard no ping for as long.
     await eventually(async () => (await copies(cb, 'vm3')).length === 0, 'the destination to drop its half', 40_000);
+    const inc = await status(cb, 'vm3');
+    expect(inc?.status).toBe('failed');
+    expect(String(inc?.['error-desc'])).toMatch(/no word from .* for 5000 ms/);
     await relay.heal();
     expect(await finalDigest(ca, 'vm3')).toBe(await oracle);
   }, 90_000);
