@@ -701,6 +701,7 @@ export class OutgoingMigration {
       }
       this.stats.info['postcopy-requests']++;
       if (!push.fault(m.page)) return; // already on its way on the bulk stream
+      if (push.left === 0) this.pushWake?.(); // a push held back (pushDelayMs) has nothing left to wait for
       const { frame, zero } = encodePages(ram, [m.page], 0, 1);
       prio.send(frame);
       this.stats.sent(frame.length, 1, zero, 'postcopy');
@@ -710,9 +711,10 @@ export class OutgoingMigration {
   /** The background push: every page of the queue not yet sent, once, then `postcopy-done`. */
   private async pushRest(push: PushQueue): Promise<void> {
     const link = this.link!;
-    while (push.left > 0 && performance.now() < push.notBefore) {
-      link.inbox.check(); // demand paging only, for now
-      await new Promise((r) => setTimeout(r, 5));
+    // Demand paging only, until the push may start (or every page has been asked for).
+    for (let wait = push.notBefore - performance.now(); push.left > 0 && wait > 0; wait = push.notBefore - performance.now()) {
+      link.inbox.check();
+      await this.pushIdle(wait);
     }
     const t0 = performance.now();
     let ackWaitMs = 0;
@@ -748,15 +750,20 @@ export class OutgoingMigration {
       }
       const left = deadline - performance.now();
       if (left <= 0) throw new FerryError('ETIMEDOUT', `${this.p.to} acknowledged no pushed page within ${ACK_TIMEOUT_MS} ms`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.pushWake = () => {
-          clearTimeout(timer);
-          this.pushWake = undefined;
-          resolve();
-        };
-      });
+      await this.pushIdle(left);
     }
+  }
+
+  /** Sleeps until `ms` pass or something the push waits on happens (an acknowledgement, a fault, a lost link). */
+  private pushIdle(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.pushWake = () => {
+        clearTimeout(timer);
+        this.pushWake = undefined;
+        resolve();
+      };
+    });
   }
 
   /**
