@@ -1,4 +1,4 @@
-import type WebSocket from 'ws';
+import type { LinkSocket } from '../wire/socket.ts';
 import { FerryError } from '../errors.ts';
 import { peerText } from '../wire/peer-text.ts';
 import { decodeMsg, type MigrationMsg, type StreamContext } from './protocol.ts';
@@ -22,7 +22,7 @@ export class Inbox {
   private waiter: Waiter | undefined;
   private error: Error | undefined;
 
-  constructor(ws: WebSocket, private readonly peer: string, ctx: StreamContext) {
+  constructor(ws: LinkSocket, private readonly peer: string, ctx: StreamContext) {
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       if (this.error) return;
       let m: MigrationMsg;

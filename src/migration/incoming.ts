@@ -1,4 +1,3 @@
-import type WebSocket from 'ws';
 import { createCpuState } from '../cpu/state.ts';
 import { FerryError } from '../errors.ts';
 import type { Logger } from '../log.ts';
@@ -9,8 +8,10 @@ import { deferSpareRefill } from '../vm/vcpu-threads.ts';
 import { Vm } from '../vm/vm.ts';
 import { dropSockets } from '../wire/link.ts';
 import { closeWith, peerText } from '../wire/peer-text.ts';
+import type { LinkSocket } from '../wire/socket.ts';
 import { LinkLiveness } from './liveness.ts';
 import { destinationStep, type DestinationPhase } from './ownership.ts';
+import type { DestinationVm, NewDestinationVm } from './ports.ts';
 import {
   decodeMsg, DEVICES, encodeMsg, ISA, LINK_PING_MS, LINK_SILENT_MS, type MigrationMsg, type SetupMsg, type StreamContext,
 } from './protocol.ts';
@@ -23,6 +24,23 @@ const MAX_PENDING_FRAMES = 16;
 /** Frames queued behind an asynchronous step (the restore) before the socket is paused. */
 const BACKLOG_PAUSE = 8;
 import { MigrationStats } from './stats.ts';
+
+/**
+ * The host's destination VM: fresh RAM, and its vCPU thread started now, so the switch-over does
+ * not wait for it; the next spare thread waits until the migration ends.
+ */
+export function newHostVm(s: SetupMsg): { vm: Vm; release: () => void } {
+  const memory = GuestMemory.allocate(s.config.ramSize);
+  const release = deferSpareRefill();
+  try {
+    // Post-copy: nothing is here yet; the vCPU traps on every page until it arrives.
+    if (s.mode === 'postcopy') memory.pageState.fill(0);
+    return { vm: new Vm(memory, createCpuState(), { ...s.config }, s.insnLimit), release };
+  } catch (e) {
+    release();
+    throw e;
+  }
+}
 
 /** What is kept of an incoming migration once it is over. */
 export interface FinishedIncoming {
@@ -41,11 +59,11 @@ export interface IncomingOptions {
   idleMs: number;
 }
 
-export interface IncomingHooks {
+export interface IncomingHooks<V extends DestinationVm = Vm> {
   /** Throws ENOMEM / EEXIST when this host cannot take the VM (nothing is allocated before). */
   checkRoom(setup: SetupMsg): void;
   /** Reserves the VM's name and memory on this host (throws ENOMEM / EEXIST to refuse). */
-  reserve(setup: SetupMsg, vm: Vm): void;
+  reserve(setup: SetupMsg, vm: V): void;
   /** The VM runs here now (`settling`: post-copy is still bringing its pages). */
   adopt(name: string, console: Uint8Array, settling?: boolean): void;
   /** Asks the source host whether it still serves this migration (see MigrationManager.probeSource). */
@@ -64,9 +82,9 @@ export interface IncomingHooks {
  * pages straight into the new VM's RAM, and resumes the VM from the state section. If the link
  * drops before that, the half-built VM is discarded: the source still owns the guest.
  */
-export class IncomingMigration {
+export class IncomingMigration<V extends DestinationVm = Vm> {
   stats: MigrationStats | undefined;
-  private vm: Vm | undefined;
+  private vm: V | undefined;
   private setup: SetupMsg | undefined;
   /** The VM's RAM once the setup has named it: page numbers and bitmaps are checked against it. */
   private ctx: StreamContext | undefined;
@@ -87,7 +105,7 @@ export class IncomingMigration {
     faults: Map<number, number>;
     latencies: number[];
   } | undefined;
-  private prio: WebSocket | undefined;
+  private prio: LinkSocket | undefined;
   /** The link generation the priority channel belongs to (one per link). */
   private prioGen = -1;
   /** The missing-page bitmap of a post-copy advice, already applied to the page states, and its count. */
@@ -108,12 +126,14 @@ export class IncomingMigration {
 
   constructor(
     readonly id: string,
-    private bulk: WebSocket,
+    private bulk: LinkSocket,
     readonly peer: string,
     private readonly maxRamPerVm: number,
     private readonly log: Logger,
-    private readonly hooks: IncomingHooks,
+    private readonly hooks: IncomingHooks<V>,
     private readonly opts: IncomingOptions,
+    // V is Vm unless the caller passes its own factory (a test's fake VM).
+    private readonly newVm: NewDestinationVm<V> = newHostVm as unknown as NewDestinationVm<V>,
   ) {
     this.bindBulk(bulk);
     this.watchLiveness();
@@ -133,7 +153,7 @@ export class IncomingMigration {
     return this.pausedAt !== 0 && !this.done;
   }
 
-  private bindBulk(ws: WebSocket): void {
+  private bindBulk(ws: LinkSocket): void {
     const gen = this.linkGen;
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       if (gen !== this.linkGen) return;
@@ -323,7 +343,7 @@ export class IncomingMigration {
    * replaces the old one and the source learns which pages are here. Before the guest resumed
    * here: the migration is given up, so the source can run its own copy.
    */
-  recover(ws: WebSocket): void {
+  recover(ws: LinkSocket): void {
     const answer = (m: MigrationMsg) => {
       ws.send(encodeMsg(m));
       ws.close(1000, 'migration over');
@@ -365,7 +385,7 @@ export class IncomingMigration {
    * The priority channel of the current link joins. False (the caller refuses it) when this
    * migration is over or its link already has one: nobody else may speak for the source.
    */
-  attachPriority(ws: WebSocket): boolean {
+  attachPriority(ws: LinkSocket): boolean {
     if (this.done || (this.prio !== undefined && this.prioGen === this.linkGen)) return false;
     const gen = this.linkGen;
     this.prio = ws;
@@ -487,12 +507,8 @@ export class IncomingMigration {
       if (s.config.ramSize > this.maxRamPerVm) throw new FerryError('ENOMEM', `a ${s.config.ramSize}-byte VM exceeds this host's limit`);
       // Name and room first: a refused setup allocates nothing and starts no thread.
       this.hooks.checkRoom(s);
-      const memory = GuestMemory.allocate(s.config.ramSize);
-      this.releaseSpare = deferSpareRefill();
-      // Post-copy: nothing is here yet; the vCPU traps on every page until it arrives.
-      if (s.mode === 'postcopy') memory.pageState.fill(0);
-      // The vCPU thread starts now, so the switch-over does not wait for it.
-      const vm = new Vm(memory, createCpuState(), { ...s.config }, s.insnLimit);
+      const { vm, release } = this.newVm(s);
+      this.releaseSpare = release;
       try {
         this.hooks.reserve(s, vm);
       } catch (e) {
@@ -501,7 +517,7 @@ export class IncomingMigration {
       }
       this.vm = vm;
       this.setup = s;
-      this.ctx = { pages: memory.pages };
+      this.ctx = { pages: vm.memory.pages };
       this.phase = 'precopy';
       this.stats = new MigrationStats(s.vm, 'incoming', s.mode, this.peer, s.config.ramSize);
       this.log.info({ vm: s.vm, mode: s.mode, ram: s.config.ramSize, from: this.peer }, 'incoming migration');
@@ -581,7 +597,7 @@ export class IncomingMigration {
    * Post-copy switch-over: pages that were never written are present (zero) at once, the rest
    * stay missing; the VM resumes immediately and faults bring its pages first.
    */
-  private async startPostcopy(vm: Vm, m: Extract<MigrationMsg, { t: 'state' }>): Promise<void> {
+  private async startPostcopy(vm: V, m: Extract<MigrationMsg, { t: 'state' }>): Promise<void> {
     const { late, missingCount } = m.postcopy!;
     const advised = this.advised;
     if (!advised) throw new FerryError('EPROTO', 'a post-copy state section without a preceding advice');

@@ -4,15 +4,15 @@
  * its sockets every LINK_PING_MS, so a link that says nothing for a few seconds is a link that is
  * gone, whether or not the network ever said so (a partition sends no FIN or RST).
  */
-import type WebSocket from 'ws';
+import type { LinkSocket } from '../wire/socket.ts';
 
 export class LinkLiveness {
   private heardAt = performance.now();
   private timer: NodeJS.Timeout | undefined;
-  private pinged: WebSocket | undefined;
+  private pinged: LinkSocket | undefined;
 
   /** Counts what `ws` says as a sign of life. */
-  watch(ws: WebSocket): void {
+  watch(ws: LinkSocket): void {
     const heard = () => {
       this.heardAt = performance.now();
     };
@@ -26,7 +26,7 @@ export class LinkLiveness {
    * Pings `ws` on every tick (the side that pings: the source). Pings go on a socket without a
    * backlog of page frames, or they would queue behind seconds of them on a slow link.
    */
-  pingThrough(ws: WebSocket): void {
+  pingThrough(ws: LinkSocket): void {
     this.pinged = ws;
   }
 

@@ -5,7 +5,7 @@
  * migration was restarted: the process that may have resumed the guest is gone with it.
  */
 import { FerryError } from '../errors.ts';
-import { openLink, type LinkOptions } from '../wire/link.ts';
+import { openLink, type Dial, type LinkOptions } from '../wire/link.ts';
 import { closeWith } from '../wire/peer-text.ts';
 import { decodeMsg, encodeMsg } from './protocol.ts';
 
@@ -15,10 +15,10 @@ export type Outcome =
 
 const QUERY_TIMEOUT_MS = 5_000;
 
-export async function queryOutcome(link: Omit<LinkOptions, 'hello'>, id: string, incarnation: string, pages: number): Promise<Outcome> {
+export async function queryOutcome(link: Omit<LinkOptions, 'hello'>, id: string, incarnation: string, pages: number, dial: Dial = openLink): Promise<Outcome> {
   let ws;
   try {
-    const l = await openLink({ ...link, hello: { role: 'query', id }, timeoutMs: QUERY_TIMEOUT_MS });
+    const l = await dial({ ...link, hello: { role: 'query', id }, timeoutMs: QUERY_TIMEOUT_MS });
     ws = l.ws;
     if (l.incarnation !== incarnation) {
       return { outcome: 'discarded', why: `${link.display ?? link.url} is another incarnation of its host (restarted): the guest did not survive there` };

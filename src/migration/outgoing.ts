@@ -1,11 +1,11 @@
 import { randomUUID } from 'node:crypto';
-import type WebSocket from 'ws';
 import { FerryError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { PAGE_EVER_WRITTEN, PAGE_SIZE } from '../memory/layout.ts';
 import { encodePages } from '../memory/page-frame.ts';
-import { dropSockets, openLink } from '../wire/link.ts';
+import { dropSockets, openLink, type Dial } from '../wire/link.ts';
 import { closeWith, peerText } from '../wire/peer-text.ts';
+import type { LinkSocket } from '../wire/socket.ts';
 import { decide, expectedDowntimeMs, INITIAL_CONVERGENCE, type ConvergenceState } from './convergence.ts';
 import { Inbox } from './inbox.ts';
 import { LinkLiveness } from './liveness.ts';
@@ -86,8 +86,8 @@ export interface OutgoingHooks {
 /** One link to the destination: the bulk stream, the priority channel, and what serves them. */
 interface Link {
   gen: number;
-  bulk: WebSocket;
-  prio: WebSocket | undefined;
+  bulk: LinkSocket;
+  prio: LinkSocket | undefined;
   inbox: Inbox;
   sender: PageSender;
   liveness: LinkLiveness;
@@ -136,6 +136,8 @@ export class OutgoingMigration {
     private readonly token: string | undefined,
     private readonly log: Logger,
     private readonly hooks: OutgoingHooks,
+    /** Opens links to the destination (a test's in-memory network instead of WebSockets). */
+    private readonly dial: Dial = openLink,
   ) {
     this.stats = new MigrationStats(name, 'outgoing', p.mode, p.to, vm.memory.size);
   }
@@ -318,7 +320,7 @@ export class OutgoingMigration {
    * sender, and its liveness (the source pings; a link silent for LINK_SILENT_MS is lost).
    */
   private async openBulk(recover: boolean): Promise<Link> {
-    const bulk = await openLink({ ...this.linkOptions(), zeroMask: true, hello: { role: 'bulk', id: this.id, ...(recover ? { recover: true } : {}) } });
+    const bulk = await this.dial({ ...this.linkOptions(), zeroMask: true, hello: { role: 'bulk', id: this.id, ...(recover ? { recover: true } : {}) } });
     if (this.destIncarnation === '') this.destIncarnation = bulk.incarnation;
     else if (bulk.incarnation !== this.destIncarnation) {
       dropSockets([bulk.ws]);
@@ -349,8 +351,8 @@ export class OutgoingMigration {
   }
 
   /** The priority channel of `link`; once it is there the source pings it instead of the busy bulk stream. */
-  private async openPrio(link: Link, opening?: Promise<{ ws: WebSocket }>): Promise<void> {
-    const prio = (await (opening ?? openLink({ ...this.linkOptions(), hello: { role: 'prio', id: this.id } }))).ws;
+  private async openPrio(link: Link, opening?: Promise<{ ws: LinkSocket }>): Promise<void> {
+    const prio = (await (opening ?? this.dial({ ...this.linkOptions(), hello: { role: 'prio', id: this.id } }))).ws;
     prio.on('error', () => {});
     prio.on('close', (code: number, reason: Buffer) => {
       const why = reason.length > 0 ? `${code}: ${peerText(reason.toString(), 123)}` : `${code}`;
@@ -373,7 +375,7 @@ export class OutgoingMigration {
       ...(self.url ? { source: self.url } : {}), ...(this.p.giveUpAfterMs > 0 ? { giveUpAfterMs: this.p.giveUpAfterMs } : {}),
     });
     // The priority channel joins while the destination checks the setup.
-    const prio = openLink({ ...this.linkOptions(), hello: { role: 'prio', id: this.id } });
+    const prio = this.dial({ ...this.linkOptions(), hello: { role: 'prio', id: this.id } });
     prio.catch(() => undefined);
     const reply = await link.inbox.next(['setup-ok', 'refused'], ACK_TIMEOUT_MS);
     if (reply.t === 'refused') {
@@ -548,7 +550,7 @@ export class OutgoingMigration {
         return;
       }
       if (decided === 'resume') throw new FerryError('ENOTRESUMED', 'the operator decided the destination does not run the guest');
-      const answer = await queryOutcome(this.linkOptions(), this.id, this.destIncarnation, this.vm.memory.pages);
+      const answer = await queryOutcome(this.linkOptions(), this.id, this.destIncarnation, this.vm.memory.pages, this.dial);
       if (answer.outcome === 'completed') {
         this.log.info({ why: answer.why }, 'switch-over outcome learned: the destination runs the VM');
         this.enter('completed');

@@ -4,7 +4,7 @@
  * token bucket charged with what each frame really weighs (post-copy pushes frames of 64-256 KiB:
  * charging the largest frame size would deliver a fraction of the cap).
  */
-import type WebSocket from 'ws';
+import type { LinkSocket } from '../wire/socket.ts';
 import { FerryError } from '../errors.ts';
 import { encodePages, MAX_FRAME_BYTES, PAGES_PER_FRAME } from '../memory/page-frame.ts';
 import type { MigrationStats } from './stats.ts';
@@ -25,7 +25,7 @@ export class PageSender {
    * before each frame and after each wait.
    */
   constructor(
-    private readonly ws: WebSocket,
+    private readonly ws: LinkSocket,
     private readonly ram: Uint8Array,
     private readonly maxBandwidth: number,
     private readonly stats: MigrationStats,

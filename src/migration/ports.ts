@@ -4,7 +4,7 @@
  */
 import type { MachineConfig } from '../vm/machine.ts';
 import type { VmState, VmStateExport } from '../vm/vm.ts';
-import type { RunState } from './protocol.ts';
+import type { RunState, SetupMsg } from './protocol.ts';
 
 /** Guest memory as the source reads it. */
 export interface SourceMemory {
@@ -35,3 +35,37 @@ export interface SourceVm {
 }
 
 export type { RunState };
+
+/** Guest memory as the destination fills it. */
+export interface DestinationMemory {
+  readonly ram: Uint8Array;
+  readonly pages: number;
+  readonly pageState: Int32Array;
+}
+
+/**
+ * The VM a destination builds (not started) and fills: page frames go to its vCPU thread, the
+ * state section restores (and resumes) it, and in post-copy its vCPU reports faults
+ * (`on('fault', page)`) and writes pushed frames while it runs.
+ */
+export interface DestinationVm {
+  readonly memory: DestinationMemory;
+  readonly state: VmState;
+  postPageFrame(frame: Uint8Array): void;
+  pageFramesPending(): number;
+  pageFramesDone(): number;
+  /** Resolves when more than `seen` frames are written, after `ms`, or when the VM goes. */
+  pageFramesDoneAfter(seen: number, ms: number): Promise<void>;
+  /** Post-copy: from the restore on, posted frames fill missing pages while the guest runs. */
+  acceptPostcopyPages(): void;
+  pagesFilled(): number;
+  wakeVcpu(): void;
+  traps(): number;
+  blockedMs(): number;
+  on(event: 'fault', listener: (page: number) => void): unknown;
+  restore(st: VmStateExport, run: RunState, onRunning?: () => void): Promise<void>;
+  destroy(): Promise<void>;
+}
+
+/** Builds the destination's VM for a setup, and what it holds until the migration ends (released once). */
+export type NewDestinationVm<V extends DestinationVm> = (setup: SetupMsg) => { vm: V; release: () => void };

@@ -5,6 +5,7 @@ import { CLOSE_AUTH_FAILED, CLOSE_VERSION, proof, verifyProof } from './auth.ts'
 import { packMsg } from './codec.ts';
 import { decodeFromHost } from './control-protocol.ts';
 import { closeWith, peerText } from './peer-text.ts';
+import type { LinkSocket } from './socket.ts';
 
 
 export interface LinkOptions {
@@ -25,6 +26,9 @@ export interface LinkOptions {
    */
   zeroMask?: boolean;
 }
+
+/** Opens a link to a host (openLink, or a test's in-memory network). */
+export type Dial = (o: LinkOptions) => Promise<{ ws: LinkSocket; host: string; incarnation: string }>;
 
 /** Maps a close of the handshake to the error a user should see. */
 export function closeError(url: string, code: number, reason: string): FerryError {
@@ -109,7 +113,7 @@ export function openLink(o: LinkOptions): Promise<{ ws: WebSocket; host: string;
  * once (a link given up for a new one); with it they are closed with that code and reason, so
  * what was sent before (a `failed` message) still reaches the peer.
  */
-export function dropSockets(sockets: readonly (WebSocket | undefined)[], close?: { code: number; reason: string }): void {
+export function dropSockets(sockets: readonly (LinkSocket | undefined)[], close?: { code: number; reason: string }): void {
   for (const ws of sockets) {
     if (!ws) continue;
     ws.removeAllListeners('message');

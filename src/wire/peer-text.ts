@@ -2,7 +2,7 @@
  * Text that came from a peer, made safe to log, to echo in an error, or to put in a WebSocket
  * close reason (which `ws` refuses, by throwing, beyond 123 bytes of UTF-8).
  */
-import type WebSocket from 'ws';
+import type { LinkSocket } from './socket.ts';
 
 /** The most a close frame's reason may hold (RFC 6455: 125 bytes of payload, 2 for the code). */
 export const MAX_CLOSE_REASON_BYTES = 123;
@@ -44,7 +44,7 @@ export function closeReason(text: string): string {
 }
 
 /** Closes `ws` with a code and a reason that cannot make `ws` throw; an already closing socket is left alone. */
-export function closeWith(ws: WebSocket, code: number, reason: string): void {
+export function closeWith(ws: LinkSocket, code: number, reason: string): void {
   if (ws.readyState !== ws.OPEN && ws.readyState !== ws.CONNECTING) return;
   try {
     ws.close(code, closeReason(reason));
