@@ -21,6 +21,8 @@ export class Inbox {
   private readonly queue: MigrationMsg[] = [];
   private waiter: Waiter | undefined;
   private error: Error | undefined;
+  /** The peer said `failed`: the link's error is its failure. */
+  failedByPeer = false;
 
   constructor(ws: LinkSocket, private readonly peer: string, ctx: StreamContext) {
     ws.on('message', (data: Buffer, isBinary: boolean) => {
@@ -34,6 +36,7 @@ export class Inbox {
         return;
       }
       if (m.t === 'failed') {
+        this.failedByPeer ||= this.error === undefined;
         this.interrupt(new FerryError(m.code, `destination failed: ${peerText(m.message, 500)}`));
         return;
       }

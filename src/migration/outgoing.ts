@@ -647,8 +647,10 @@ export class OutgoingMigration {
       await link.inbox.next(['resumed'], ACK_TIMEOUT_MS);
       this.resumedThere = true;
     } catch (e) {
-      // Whether the destination resumed before the link went, only it knows: a recovery asks.
-      if (!isLinkLoss(e)) throw e;
+      // Whether the destination resumed before the link went, only it knows: a recovery asks. So
+      // when it failed before saying `resumed` (a `vm destroy` there as the state section came):
+      // that says nothing about whether it had resumed the guest.
+      if (!isLinkLoss(e) && !link.inbox.failedByPeer) throw e;
       outcome = await this.recoverLink(e as FerryError);
     }
     this.stats.info['downtime-ms'] = round2(performance.now() - tPause);
