@@ -231,16 +231,19 @@ export class FakeVm extends EventEmitter implements SourceVm, DestinationVm {
     if (this.dead) return;
     if (this.state !== 'created' && !this.postcopyPages) throw new FerryError('ESTATE', 'page frames go only to a VM that has not started');
     this.pending.push(frame);
-    // The vCPU thread writes posted frames a little later, in order.
-    this.writing ??= setTimeout(() => this.writeFrames(), 0);
+    // The vCPU thread writes posted frames a little later (2 ms of fake time), in order: what the
+    // host thread does meanwhile (an advice waiting for them) spans steps of the model.
+    this.writing ??= setTimeout(() => this.writeFrames(), 2);
   }
 
-  private writeFrames(): void {
+  /** `beforeRestore`: frames posted before a restore request are pre-copy frames, written whole first (as the vCPU does). */
+  private writeFrames(beforeRestore = false): void {
+    clearTimeout(this.writing);
     this.writing = undefined;
     if (this.dead) return;
     const m = this.memory;
     for (const f of this.pending.splice(0)) {
-      if (this.postcopyPages) this.filled += fillMissingPages(m.ram, m.pageState, m.pages, f).length;
+      if (this.postcopyPages && !beforeRestore) this.filled += fillMissingPages(m.ram, m.pageState, m.pages, f).length;
       else applyPageFrame(m.ram, m.pageState, m.pages, f);
       this.done++;
     }
@@ -292,6 +295,7 @@ export class FakeVm extends EventEmitter implements SourceVm, DestinationVm {
   async restore(st: VmStateExport, run: RunState, onRunning?: () => void): Promise<void> {
     if (this.dead) return FakeVm.never();
     if (this.state !== 'created') throw new FerryError('ESTATE', `restore needs a VM that never ran (this one is ${this.state})`);
+    this.writeFrames(true);
     this.regs.h = st.cpu[1]!;
     this.regs.steps = st.cpu[S_INSTRET_LO]! >>> 0;
     this.restored = true;
@@ -304,11 +308,12 @@ export class FakeVm extends EventEmitter implements SourceVm, DestinationVm {
     if (run === 'paused' && !this.dead) this.stateName = 'paused';
   }
 
+  /** As Vm.destroy: the state is destroyed at once (the vCPU stops at its next slice), the thread goes later. */
   async destroy(): Promise<void> {
     if (this.dead) return FakeVm.never();
-    await Promise.resolve();
-    if (!this.dead) this.stateName = 'destroyed';
+    this.stateName = 'destroyed';
     this.wakeDoneWaiters();
+    await Promise.resolve();
   }
 }
 
