@@ -406,7 +406,10 @@ export class MigrationManager {
       return;
     }
     const f = this.finished.get(id);
+    // A post-copy that ended here without completing had resumed the guest here: it is lost (ELOST), and the
+    // source must not take ENOMIGRATION (never resumed here) and run its older copy.
     const answer: MigrationMsg = f?.postcopy && f.stats?.info.status === 'completed' ? { t: 'completed', resumedAt: Date.now() }
+      : f?.postcopy ? { t: 'failed', code: 'ELOST', message: `${f.vm ?? 'the VM'} resumed here in post-copy and was lost: ${peerText(f.stats?.info['error-desc'] ?? 'given up', 500)}` }
       : f ? { t: 'failed', code: 'ENOMIGRATION', message: `the migration of ${f.vm ?? 'this VM'} ended here: ${peerText(f.stats?.info['error-desc'] ?? 'discarded', 500)}` }
         : { t: 'failed', code: 'ENOMIGRATION', message: 'this host knows no such migration (was its host process restarted?): the VM it was receiving is gone' };
     ws.send(encodeMsg(answer));

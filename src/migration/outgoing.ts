@@ -774,7 +774,8 @@ export class OutgoingMigration {
    * Post-copy lost its link: both sides keep their state (postcopy-paused) and this side
    * reconnects, with backoff or at once on `migrate recover`, until the destination answers.
    * A refused or unreachable destination is waited for (it says nothing about the host). Throws
-   * when the destination answers that it no longer has the migration (ENOMIGRATION), when it is
+   * when the destination answers that it no longer has the migration (ENOMIGRATION), or that it
+   * had resumed the guest and lost it (ELOST: never the older copy here then), when it is
    * another incarnation of its host (EHOSTGONE), when the user gives the VM up, or when the
    * --give-up-after deadline passes.
    */
@@ -806,7 +807,7 @@ export class OutgoingMigration {
       } catch (e) {
         const err = e instanceof FerryError ? e : new FerryError('EINTERNAL', (e as Error).message);
         this.dropLink();
-        if (err.code === 'ENOMIGRATION' || err.code === 'EHOSTGONE' || this.asked.abandon !== undefined) throw err;
+        if (err.code === 'ENOMIGRATION' || err.code === 'ELOST' || err.code === 'EHOSTGONE' || this.asked.abandon !== undefined) throw err;
         this.stats.info['error-desc'] = `link lost; recovery attempt ${attempt} failed: ${err.message}`;
         this.hooks.update(this.stats);
         this.log.info({ attempt, err: err.message, retryInMs: this.asked.holdRecovery || !this.p.autoRecover ? undefined : delayMs }, 'post-copy recovery attempt failed');

@@ -772,6 +772,7 @@ export class FakeHost {
     }
     const f = this.finished.get(id);
     const answer: MigrationMsg = f?.postcopy && f.stats?.info.status === 'completed' ? { t: 'completed', resumedAt: Date.now() }
+      : f?.postcopy ? { t: 'failed', code: 'ELOST', message: `${f.vm ?? 'the VM'} resumed here in post-copy and was lost: ${peerText(f.stats?.info['error-desc'] ?? 'given up', 500)}` }
       : f ? { t: 'failed', code: 'ENOMIGRATION', message: `the migration of ${f.vm ?? 'this VM'} ended here: ${peerText(f.stats?.info['error-desc'] ?? 'discarded', 500)}` }
         : { t: 'failed', code: 'ENOMIGRATION', message: 'this host knows no such migration (was its host process restarted?): the VM it was receiving is gone' };
     ws.send(encodeMsg(answer));

@@ -258,6 +258,10 @@ class Run {
       ? this.src.alive && other === this.src && (SOURCE_OWNER[this.mig.phase] === 'source')
       : [...other.finished.values()].some((f) => f.vm === VM && f.stats?.info.status === 'completed'));
     if (v && v.state !== 'destroyed' && (url === this.urlA || v.restored) && !otherWhole) this.lossExcuse ??= `host ${h.name} died holding the guest (${this.describe()})`;
+    // Once a post-copy state section has left, the destination may run the guest: its death loses
+    // it even if it died before the section arrived (the source cannot tell; README, fault matrix).
+    const postcopySwitched = this.src.alive && this.phasesSeen.has('advise') && ['switching', 'postcopy-active', 'postcopy-paused'].includes(this.mig.phase);
+    if (url === this.urlB && postcopySwitched) this.lossExcuse ??= `host ${h.name} died after the post-copy state section left (${this.describe()})`;
     if (v) this.killedVms.add(v);
     this.log(`${graceful ? 'stop' : 'kill'} ${h.name} (${this.describe()})`);
     if (graceful) {
