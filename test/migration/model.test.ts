@@ -75,6 +75,8 @@ class Run {
   readonly phasesSeen = new Set<string>();
   /** The user gave a paused post-copy up (vm destroy). */
   gaveUp = false;
+  /** The destination host died at some point (a post-copy state section sent to it after that is lost with it, as far as the source can tell). */
+  destKilled = false;
   /** Outcomes worth reporting that are not failures. */
   readonly notes = new Set<string>();
   /** Every VM built in this run (for the check that no work a live copy did is lost). */
@@ -262,6 +264,7 @@ class Run {
     // it even if it died before the section arrived (the source cannot tell; README, fault matrix).
     const postcopySwitched = this.src.alive && this.phasesSeen.has('advise') && ['switching', 'postcopy-active', 'postcopy-paused'].includes(this.mig.phase);
     if (url === this.urlB && postcopySwitched) this.lossExcuse ??= `host ${h.name} died after the post-copy state section left (${this.describe()})`;
+    if (url === this.urlB) this.destKilled = true;
     if (v) this.killedVms.add(v);
     this.log(`${graceful ? 'stop' : 'kill'} ${h.name} (${this.describe()})`);
     if (graceful) {
@@ -416,6 +419,9 @@ class Run {
       if (this.src.alive && !['failed', 'cancelled'].includes(this.mig.phase)) this.fail(`the guest lives on a, and the source says ${this.mig.phase}`);
       if (record?.stats?.info.status === 'completed') this.fail('the guest lives on a, and b says completed');
       return 'source';
+    }
+    if (this.lossExcuse === undefined && this.destKilled && this.phasesSeen.has('advise') && this.phasesSeen.has('switching')) {
+      this.lossExcuse = 'the destination host died, and a post-copy state section was sent to it';
     }
     if (this.lossExcuse === undefined && this.params.giveUpAfterMs === 0) this.fail(`no copy of the guest is left, and no host holding it died, nor did the user give it up: ${this.describe()}`);
     // A live source says the guest is lost, or had handed it over (completed) before the destination died with it.
