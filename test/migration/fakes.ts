@@ -111,7 +111,8 @@ export class FakeVm extends EventEmitter implements SourceVm, DestinationVm {
   private blockedOn: number | undefined;
   private doneWaiters: (() => void)[] = [];
 
-  constructor(readonly seed: number, role: 'source' | 'destination', mode?: SetupMsg['mode']) {
+  /** `haltAt`: the guest halts (powers off) after that many steps, as at an instruction limit. */
+  constructor(readonly seed: number, role: 'source' | 'destination', mode?: SetupMsg['mode'], readonly haltAt = Infinity) {
     super();
     // A booted VM's pages are all present; a post-copy destination's none, until they arrive.
     this.memory.pageState.fill(role === 'destination' && mode === 'postcopy' ? 0 : PAGE_PRESENT);
@@ -157,6 +158,10 @@ export class FakeVm extends EventEmitter implements SourceVm, DestinationVm {
   runGuest(n: number): boolean {
     for (let i = 0; i < n; i++) {
       if (this.state !== 'running') return true;
+      if (this.regs.steps >= this.haltAt) {
+        this.stateName = 'halted';
+        return true;
+      }
       const ps = this.memory.pageState;
       const r = guestStep(this.memory.ram, this.regs, this.seed, (p) => (Atomics.load(ps, p) & PAGE_PRESENT) !== 0);
       if ('missing' in r) {
@@ -222,6 +227,7 @@ export class FakeVm extends EventEmitter implements SourceVm, DestinationVm {
         clint: { msip: 0, mtimecmpLo: 0, mtimecmpHi: 0 },
         clock: { mode: 'icount', mtime: this.regs.steps },
       },
+      ...(this.state === 'halted' ? { halted: { exitCode: 0, reason: 'instruction limit' } } : {}),
     };
   }
 
@@ -299,6 +305,10 @@ export class FakeVm extends EventEmitter implements SourceVm, DestinationVm {
     this.regs.h = st.cpu[1]!;
     this.regs.steps = st.cpu[S_INSTRET_LO]! >>> 0;
     this.restored = true;
+    if (st.halted) {
+      this.stateName = 'halted';
+      return;
+    }
     if (run === 'running') {
       this.stateName = 'running';
       onRunning?.();
@@ -358,7 +368,7 @@ export class FakeSocket extends EventEmitter implements LinkSocket {
 
   /** Pings cross at once unless the network holds everything (a partition): liveness only. */
   ping(): void {
-    if (this.readyState !== this.OPEN || !this.owner.alive || this.conn.net.partitioned) return;
+    if (this.readyState !== this.OPEN || !this.owner.alive || this.conn.net.partitioned || this.conn.frozen) return;
     if (this.peer.readyState === this.OPEN && this.peer.owner.alive) {
       this.peer.emit('ping', Buffer.alloc(0));
       this.emit('pong', Buffer.alloc(0));
@@ -398,7 +408,7 @@ export class FakeSocket extends EventEmitter implements LinkSocket {
 
   /** Something may be delivered to this end now. */
   deliverable(): boolean {
-    return this.inbound.length > 0 && !this.isPaused && !this.conn.net.partitioned;
+    return this.inbound.length > 0 && !this.isPaused && !this.conn.net.partitioned && !this.conn.frozen;
   }
 
   /** Delivers the next frame or close to this end. */
@@ -431,6 +441,8 @@ export class FakeSocket extends EventEmitter implements LinkSocket {
 
 /** One connection: the dialing host's end and the accepting host's end. */
 export class FakeConn {
+  /** Held: nothing crosses it, pings included, until it thaws (a silent connection). */
+  frozen = false;
   readonly client: FakeSocket;
   readonly server: FakeSocket;
   constructor(readonly net: FakeNetwork, readonly from: FakeHost, readonly to: FakeHost, readonly role: string) {
@@ -627,7 +639,7 @@ export class FakeHost {
   migrate(name: string, p: MigrateParams): OutgoingMigration {
     const rec = this.vms.get(name);
     if (!rec) throw new Error(`no VM ${name} on ${this.name}`);
-    const m = new OutgoingMigration(rec.vm, name, `fake-guest:${rec.vm.seed}`, p, undefined, this.log.child({ migration: 'out' }), {
+    const m = new OutgoingMigration(rec.vm, name, `fake-guest:${rec.vm.seed}:${rec.vm.haltAt}`, p, undefined, this.log.child({ migration: 'out' }), {
       release: () => this.remove(name),
       update: () => {},
       consoleHistory: () => new Uint8Array(0),
@@ -718,7 +730,8 @@ export class FakeHost {
       },
       ended: (f) => this.incomingEnded(id, m, f),
     }, { idleMs: this.incomingIdleMs }, (setup) => {
-      const vm = new FakeVm(guestSeed(setup.program), 'destination', setup.mode);
+      const { seed, haltAt } = guestOf(setup.program);
+      const vm = new FakeVm(seed, 'destination', setup.mode, haltAt);
       this.net.builtVms.push(vm);
       return { vm, release: () => {} };
     });
@@ -780,11 +793,11 @@ export class FakeHost {
   }
 }
 
-/** The guest's seed travels as its program name. */
-function guestSeed(program: string): number {
-  const seed = Number(program.replace(/^fake-guest:/, ''));
-  if (!Number.isInteger(seed)) throw new FerryError('EINVAL', `not a fake guest: ${program}`);
-  return seed;
+/** The guest's seed and halting point travel as its program name. */
+function guestOf(program: string): { seed: number; haltAt: number } {
+  const [, seed, haltAt] = program.split(':').map(Number);
+  if (!Number.isInteger(seed) || haltAt === undefined || Number.isNaN(haltAt)) throw new FerryError('EINVAL', `not a fake guest: ${program}`);
+  return { seed: seed!, haltAt };
 }
 
 /** A logger that says nothing, or everything (FERRY_MODEL_LOG=debug) on stderr. */
