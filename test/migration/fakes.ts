@@ -482,6 +482,8 @@ export class FakeNetwork {
   readonly hosts = new Map<string, FakeHost>();
   conns: FakeConn[] = [];
   dials: PendingDial[] = [];
+  /** Times a destination told a source in outcome-unknown that it resumed the guest. */
+  toldOutcomeUnknown = 0;
   /** Every VM a destination built. */
   readonly builtVms: FakeVm[] = [];
   partitioned = false;
@@ -577,6 +579,24 @@ export class FakeNetwork {
     for (const d of this.dials.filter((x) => x.from === h)) clearTimeout(d.timer);
     this.dials = this.dials.filter((x) => x.from !== h);
     h.die();
+  }
+
+  /**
+   * A destination telling its source host's control API that the guest resumed there
+   * (MigrationManager.tellCompleted): what the source answered, or undefined if unreachable or
+   * still waiting.
+   */
+  tellCompleted(url: string, incarnation: string | undefined, name: string, id: string): string | undefined {
+    const h = this.hostAt(url);
+    if (this.partitioned || this.refusing || !h || !h.alive) return undefined;
+    if (incarnation !== undefined && h.incarnation !== incarnation) return 'the source host was restarted';
+    const phase = h.outgoing.get(name)?.phase;
+    const s = h.outcomeFromDestination(name, id);
+    if (s === undefined) return 'it no longer sends that VM';
+    if (phase === 'outcome-unknown') this.toldOutcomeUnknown++;
+    if (s.info.status === 'completed') return 'it released its paused copy';
+    if (s.info.status === 'failed' || s.info.status === 'cancelled') return '!the source had already resumed its own copy: two copies may run';
+    return undefined;
   }
 
   /** A destination's check on its source host's control API (MigrationManager.probeSource), over this network. */
@@ -742,10 +762,36 @@ export class FakeHost {
     if (this.incoming.get(id) === m) this.incoming.delete(id);
     const now = performance.now();
     this.finished.set(id, Object.assign(f, { at: now }));
+    if (!f.postcopy && f.stats?.info.status === 'completed') void this.tellSource(id, f);
     for (const [k, v] of this.finished) {
       const mustKeep = !v.acknowledged && (v.postcopy || v.stats?.info.status === 'completed');
       if (!mustKeep && now - v.at > FINISHED_KEPT_MS) this.finished.delete(k);
     }
+  }
+
+  /**
+   * The guest resumed here (pre-copy, cold) and the source may not know: tell it on its control
+   * API, backing off, until it knows (MigrationManager.tellSource; one hour at most there).
+   */
+  private async tellSource(id: string, f: FinishedIncoming): Promise<void> {
+    const to = f.source;
+    if (to === undefined || f.vm === undefined) return;
+    for (let delayMs = 500; ; delayMs = Math.min(5_000, delayMs * 2)) {
+      await new Promise((r) => setTimeout(r, delayMs));
+      if (!this.alive || f.acknowledged) return;
+      const told = this.net.tellCompleted(to.url, to.incarnation, f.vm, id);
+      if (told === undefined) continue;
+      f.acknowledged = true;
+      return;
+    }
+  }
+
+  /** `migrate.outcome` from a destination host (MigrationManager.outcomeFromDestination). */
+  outcomeFromDestination(name: string, id: string): MigrationStats | undefined {
+    const m = this.outgoing.get(name);
+    if (!m || m.id !== id) return undefined;
+    m.destinationCompleted();
+    return m.stats;
   }
 
   private answerQuery(ws: FakeSocket, id: string): void {

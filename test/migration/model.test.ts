@@ -396,6 +396,7 @@ class Run {
       steps++;
     }
     const outcome = this.final();
+    if (this.net.toldOutcomeUnknown > 0) covered(`${this.mode}: the destination told the source in outcome-unknown that it resumed the guest`);
     if (this.mig.stats.info['postcopy-recoveries']) covered(`${this.mode} recovers a post-copy link and ends ${outcome}`);
     for (const n of this.notes) covered(n);
     return { outcome, steps };
@@ -502,7 +503,10 @@ describe('migration model: random messages, faults and operator commands through
         expect(coverage.get(`${m} reaches postcopy-paused`) ?? 0, `${m} pauses`).toBeGreaterThan(0);
         expect(coverage.get(`${m} recovers a post-copy link and ends dest`) ?? 0, `${m} recovers`).toBeGreaterThan(0);
       }
-      for (const m of ['precopy', 'cold']) expect(coverage.get(`${m} reaches outcome-unknown`) ?? 0, `${m} loses the switch-over's answer`).toBeGreaterThan(0);
+      for (const m of ['precopy', 'cold']) {
+        expect(coverage.get(`${m} reaches outcome-unknown`) ?? 0, `${m} loses the switch-over's answer`).toBeGreaterThan(0);
+        expect(coverage.get(`${m}: the destination told the source in outcome-unknown that it resumed the guest`) ?? 0, `${m}: the destination tells`).toBeGreaterThan(0);
+      }
       for (const c of ['cancel', 'pause', 'recover', 'resolve --release', 'resolve --resume', 'destroy-a', 'destroy-b', 'start-postcopy']) {
         expect(coverage.get(`operator ${c} accepted`) ?? 0, `operator ${c}`).toBeGreaterThan(0);
       }
