@@ -1,15 +1,19 @@
 // A model-based test of both migration state machines (OutgoingMigration, IncomingMigration),
 // run in one process over fake VMs and an in-memory network (fakes.ts), with fake time. Each run
-// (a fixed seed) picks a mode and parameters, starts a migration, and takes random steps: deliver
-// the next message of a connection (or complete a dial), drop a message (the connection is cut
-// there), cut a connection, partition/heal the network, refuse/accept new connections, kill a
-// host / restart it (another incarnation), let time pass, let the guests run, and operator
-// commands (cancel, migrate pause, recover, resolve --release/--resume when the operator can know,
-// vm destroy on either side, start-postcopy). After every step the ownership invariant is
-// checked; at the end (faults healed, dead hosts restarted, messages drained, time passed) exactly
-// one copy of the guest remains and holds what an unmigrated guest would after as many steps, or
-// none, and then only because a host holding it died (or the user gave it up), with both live
-// sides saying so.
+// (a fixed seed) picks a mode and parameters, starts a migration, and takes 200 random steps:
+// deliver the next message of a connection (or complete a dial), drop a message (the connection
+// is cut there), cut a connection, hold one connection silent / thaw it, partition/heal the
+// network, refuse/accept new connections, kill a host (SIGKILL) or stop it (its migrations told
+// first), restart a dead host (another incarnation), let fake time pass (1 ms to 7 s), let the
+// guests run (some halt mid-migration), and operator commands (cancel, migrate pause, recover,
+// resolve --release/--resume when the operator can know, vm destroy on either host,
+// start-postcopy). After every step the ownership invariant is checked (never two running copies;
+// while the source owns the guest the destination holds no resumed copy; from the switch-over on
+// the source copy does not run; in outcome-unknown it is paused). At the end (faults healed, dead
+// hosts restarted, messages drained, time passed) exactly one copy of the guest remains, holds
+// what an unmigrated guest holds after as many steps, and is at least as far as any copy that was
+// dropped (none rolled back), with both sides agreeing where it is; or none remains, and then only
+// because a host holding it died (or the user gave it up), with the live sides saying it is lost.
 //
 // FERRY_MODEL_SEED=N runs one seed and prints its steps (FERRY_MODEL_LOG=debug adds the engine's
 // logs); FERRY_MODEL_RUNS=N sets how many seeds run (default below).
