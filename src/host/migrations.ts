@@ -5,6 +5,7 @@ import type { Logger } from '../log.ts';
 import { IncomingMigration, type FinishedIncoming } from '../migration/incoming.ts';
 import { MIGRATE_DEFAULTS, OutgoingMigration, type MigrateParams, type MigrationMode } from '../migration/outgoing.ts';
 import { decodeMsg, encodeMsg, type MigrationMsg } from '../migration/protocol.ts';
+import { Backoff } from '../migration/recovery.ts';
 import type { MigrationInfo, MigrationStats } from '../migration/stats.ts';
 import type { migrateHelloSchema } from '../wire/auth.ts';
 import { ControlClient } from '../wire/control-client.ts';
@@ -336,8 +337,9 @@ export class MigrationManager {
     const to = f.source;
     if (to === undefined || f.vm === undefined) return;
     const until = performance.now() + TELL_FOR_MS;
-    for (let delayMs = TELL_FIRST_MS; ; delayMs = Math.min(TELL_MAX_MS, delayMs * 2)) {
-      if (!(await this.wait(delayMs)) || f.acknowledged) return;
+    const backoff = new Backoff(TELL_FIRST_MS, TELL_MAX_MS);
+    for (;;) {
+      if (!(await this.wait(backoff.next())) || f.acknowledged) return;
       if (performance.now() > until) {
         this.log.warn({ vm: f.vm, source: to.url }, 'the source never learned that the VM resumed here; it stays paused there until it asks or its operator resolves it');
         return;

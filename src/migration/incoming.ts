@@ -10,6 +10,7 @@ import { dropSockets } from '../wire/link.ts';
 import { closeWith, peerText } from '../wire/peer-text.ts';
 import type { LinkSocket } from '../wire/socket.ts';
 import { LinkLiveness } from './liveness.ts';
+import { Backoff, giveUpLeftMs } from './recovery.ts';
 import { destinationStep, type DestinationPhase } from './ownership.ts';
 import type { DestinationVm, NewDestinationVm } from './ports.ts';
 import {
@@ -250,11 +251,12 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
   private async watchSource(pausedAt: number): Promise<void> {
     const url = this.sourceUrl();
     const giveUpAfterMs = this.setup?.giveUpAfterMs;
-    for (let delayMs = SOURCE_PROBE_FIRST_MS; ; delayMs = Math.min(SOURCE_PROBE_MAX_MS, delayMs * 2)) {
-      const giveUpIn = giveUpAfterMs === undefined ? Infinity : pausedAt + giveUpAfterMs - performance.now();
-      await new Promise((r) => setTimeout(r, Math.max(0, Math.min(delayMs, giveUpIn))).unref());
+    const backoff = new Backoff(SOURCE_PROBE_FIRST_MS, SOURCE_PROBE_MAX_MS);
+    for (;;) {
+      const giveUpIn = giveUpLeftMs(pausedAt, giveUpAfterMs, performance.now());
+      await new Promise((r) => setTimeout(r, Math.max(0, Math.min(backoff.next(), giveUpIn))).unref());
       if (this.pausedAt !== pausedAt || this.done) return;
-      if (giveUpAfterMs !== undefined && performance.now() - pausedAt >= giveUpAfterMs) {
+      if (giveUpLeftMs(pausedAt, giveUpAfterMs, performance.now()) <= 0) {
         void this.step(() => this.abort(new FerryError('EGIVENUP', `no link from ${this.peer} for ${giveUpAfterMs} ms (--give-up-after): the VM is given up`)));
         return;
       }

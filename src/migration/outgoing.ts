@@ -10,6 +10,7 @@ import { decide, expectedDowntimeMs, INITIAL_CONVERGENCE, type ConvergenceState 
 import { Inbox } from './inbox.ts';
 import { LinkLiveness } from './liveness.ts';
 import { queryOutcome } from './outcome.ts';
+import { Backoff, giveUpLeftMs, recoveryAttemptIsFinal } from './recovery.ts';
 import { SOURCE_OWNER, SOURCE_TRANSITIONS, type SourcePhase } from './ownership.ts';
 import { PageSender } from './page-sender.ts';
 import type { SourceVm } from './ports.ts';
@@ -537,7 +538,8 @@ export class OutgoingMigration {
     this.dropLink();
     this.enter('outcome-unknown', `the link was lost before the destination answered the switch-over: ${cause.message}`);
     this.log.warn({ err: cause.message, to: this.p.to }, 'switch-over outcome unknown: the VM stays paused here until the destination says whether it resumed it');
-    for (let delayMs = RETRY_FIRST_MS; ; delayMs = Math.min(RETRY_MAX_MS, delayMs * 2)) {
+    const backoff = new Backoff(RETRY_FIRST_MS, RETRY_MAX_MS);
+    for (;;) {
       if (this.asked.destinationSaid) {
         this.log.info({ to: this.p.to }, 'switch-over outcome learned: the destination told us it runs the VM');
         this.enter('completed');
@@ -559,6 +561,7 @@ export class OutgoingMigration {
       if (answer.outcome === 'discarded') throw new FerryError('ENOTRESUMED', `the destination never resumed the guest: ${answer.why}`);
       this.stats.info['error-desc'] = `outcome unknown; asking ${this.p.to}: ${answer.why}`;
       this.hooks.update(this.stats);
+      const delayMs = backoff.next();
       await this.retryDelay(answer.outcome === 'pending' ? RETRY_FIRST_MS : delayMs);
     }
   }
@@ -784,17 +787,17 @@ export class OutgoingMigration {
     this.dropLink();
     this.enter('postcopy-paused', `link lost: ${cause.message}`);
     this.log.warn({ err: cause.message, to: this.p.to }, 'post-copy paused: the link is lost; both hosts keep their state until it is recovered');
-    let delayMs = RETRY_FIRST_MS;
+    const backoff = new Backoff(RETRY_FIRST_MS, RETRY_MAX_MS);
     for (let attempt = 1; ; attempt++) {
-      const giveUpIn = this.p.giveUpAfterMs > 0 ? this.p.giveUpAfterMs - (performance.now() - tPaused) : Infinity;
+      const delayMs = backoff.next();
       if (this.asked.abandon === undefined) {
+        const giveUpIn = giveUpLeftMs(tPaused, this.p.giveUpAfterMs, performance.now());
         await this.retryDelay(Math.min(giveUpIn, this.asked.holdRecovery || !this.p.autoRecover ? Infinity : delayMs));
       }
       this.checkAbandoned();
-      if (this.p.giveUpAfterMs > 0 && performance.now() - tPaused >= this.p.giveUpAfterMs) {
+      if (giveUpLeftMs(tPaused, this.p.giveUpAfterMs, performance.now()) <= 0) {
         throw new FerryError('EGIVENUP', `no link to ${this.p.to} for ${this.p.giveUpAfterMs} ms (--give-up-after): the VM is given up`);
       }
-      delayMs = Math.min(RETRY_MAX_MS, delayMs * 2);
       try {
         const outcome = await this.reconnect();
         this.checkAbandoned();
@@ -807,10 +810,10 @@ export class OutgoingMigration {
       } catch (e) {
         const err = e instanceof FerryError ? e : new FerryError('EINTERNAL', (e as Error).message);
         this.dropLink();
-        if (err.code === 'ENOMIGRATION' || err.code === 'ELOST' || err.code === 'EHOSTGONE' || this.asked.abandon !== undefined) throw err;
+        if (recoveryAttemptIsFinal(err.code) || this.asked.abandon !== undefined) throw err;
         this.stats.info['error-desc'] = `link lost; recovery attempt ${attempt} failed: ${err.message}`;
         this.hooks.update(this.stats);
-        this.log.info({ attempt, err: err.message, retryInMs: this.asked.holdRecovery || !this.p.autoRecover ? undefined : delayMs }, 'post-copy recovery attempt failed');
+        this.log.info({ attempt, err: err.message, retryInMs: this.asked.holdRecovery || !this.p.autoRecover ? undefined : backoff.peek() }, 'post-copy recovery attempt failed');
       }
     }
   }

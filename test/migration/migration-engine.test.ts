@@ -7,6 +7,7 @@ import {
 } from '../../src/migration/convergence.ts';
 import { destinationStep, SOURCE_OWNER, SOURCE_TRANSITIONS, type SourcePhase } from '../../src/migration/ownership.ts';
 import { PushQueue } from '../../src/migration/postcopy-push.ts';
+import { Backoff, giveUpLeftMs, recoveryAttemptIsFinal } from '../../src/migration/recovery.ts';
 
 describe('ownership', () => {
   const phases = Object.keys(SOURCE_TRANSITIONS) as SourcePhase[];
@@ -146,5 +147,25 @@ describe('post-copy push queue', () => {
     const again: number[] = [];
     for (let c = q.nextChunk(); c.length > 0; c = q.nextChunk()) again.push(...c);
     expect(again.sort((a, b) => a - b)).toEqual(sent.slice(500).sort((a, b) => a - b));
+  });
+});
+
+describe('recovery', () => {
+  it('backs off doubling to its ceiling, and says what comes next', () => {
+    const b = new Backoff(100, 1000);
+    expect(b.peek()).toBe(100);
+    expect([b.next(), b.next(), b.next(), b.next(), b.next(), b.next()]).toEqual([100, 200, 400, 800, 1000, 1000]);
+  });
+
+  it('--give-up-after counts from the pause; without it nothing ends the wait but an answer or the operator', () => {
+    expect(giveUpLeftMs(1000, 5000, 3000)).toBe(3000);
+    expect(giveUpLeftMs(1000, 5000, 7000)).toBe(-1000);
+    expect(giveUpLeftMs(1000, undefined, 1e12)).toBe(Infinity);
+    expect(giveUpLeftMs(1000, 0, 1e12)).toBe(Infinity);
+  });
+
+  it('only an answer from a peer that is there ends a recovery: refused, timed out, reset or garbled never does', () => {
+    for (const code of ['ENOMIGRATION', 'ELOST', 'EHOSTGONE']) expect(recoveryAttemptIsFinal(code), code).toBe(true);
+    for (const code of ['ECONNREFUSED', 'ETIMEDOUT', 'ELINK', 'EPROTO', 'EHOSTUNREACH', 'ECONNRESET']) expect(recoveryAttemptIsFinal(code), code).toBe(false);
   });
 });
