@@ -20,7 +20,10 @@ function buildProgram(): Command {
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
     .addOption(new Option('--host <url>', 'the host to talk to').env('FERRY_HOST').default(DEFAULT_HOST_URL))
-    .addOption(new Option('--token-file <file>', 'cluster token for hosts that require one (or FERRY_TOKEN)'));
+    .addOption(new Option('--token-file <file>', 'cluster token for hosts that require one (or FERRY_TOKEN)'))
+    .addOption(new Option('--tls-ca <file>', 'CA certificate a wss:// host\'s certificate must chain to (default: the system\'s CAs)').env('FERRY_TLS_CA'))
+    .addOption(new Option('--tls-cert <file>', 'this side\'s certificate (a host\'s own; a client\'s if the host asks for one)').env('FERRY_TLS_CERT'))
+    .addOption(new Option('--tls-key <file>', 'the private key of --tls-cert').env('FERRY_TLS_KEY'));
 
   program
     .command('run')

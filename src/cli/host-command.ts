@@ -2,6 +2,7 @@ import { hostname, totalmem } from 'node:os';
 import { Command } from 'commander';
 import { UsageError } from '../errors.ts';
 import { loadToken } from '../wire/auth.ts';
+import { loadHostTls, type HostTls } from '../wire/tls.ts';
 import { Host } from '../host/host.ts';
 import { limitsFromEnv, type HostLimits } from '../host/limits.ts';
 import { createLogger } from '../log.ts';
@@ -30,6 +31,10 @@ export function parseAdvertise(text: string): string {
 interface StartOpts {
   listen: string;
   advertise?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
+  tlsAllow?: string;
   name?: string;
   tokenFile?: string;
   maxMemory?: string;
@@ -41,6 +46,7 @@ export function hostCommand(): Command {
     .description('Run a host in the foreground: VMs, the control API and (later) migration, over WebSocket')
     .option('--listen <host:port>', 'address to listen on; anything but loopback needs a token', '127.0.0.1:7400')
     .option('--advertise <url>', 'the address other hosts reach this one at, when it is not the listen address (NAT, a proxy, a wildcard listen)')
+    .option('--tls-allow <names>', 'with TLS: only hosts whose certificate carries one of these names (comma-separated) may migrate here')
     .option('--name <name>', 'host name shown to clients (default: this machine\'s hostname)')
     .option('--token-file <file>', 'cluster token (first line); FERRY_TOKEN works too')
     .option('--max-memory <size>', 'refuse VMs beyond this much guest RAM in total (default: half of this machine\'s memory)')
@@ -51,9 +57,13 @@ export function hostCommand(): Command {
       const maxMemory = o.maxMemory !== undefined ? parseSize(o.maxMemory, 'max memory') : Math.floor(totalmem() / 2);
       let token: string | undefined;
       let limits: HostLimits;
+      let tls: HostTls | undefined;
       try {
         token = loadToken(o.tokenFile);
         limits = limitsFromEnv();
+        const allow = o.tlsAllow?.split(',').map((n) => n.trim()).filter((n) => n.length > 0);
+        tls = loadHostTls({ cert: o.tlsCert, key: o.tlsKey, ca: o.tlsCa, ...(allow ? { allow } : {}) });
+        if (allow && !tls) throw new Error('--tls-allow needs TLS (--tls-cert F --tls-key F --tls-ca F)');
       } catch (e) {
         throw new UsageError((e as Error).message);
       }
@@ -61,7 +71,7 @@ export function hostCommand(): Command {
       const log = createLogger({ host: name });
       let h: Host;
       try {
-        h = new Host({ ...listen, name, maxMemory, log, limits, ...(token !== undefined ? { token } : {}), ...(advertise !== undefined ? { advertise } : {}) });
+        h = new Host({ ...listen, name, maxMemory, log, limits, ...(token !== undefined ? { token } : {}), ...(advertise !== undefined ? { advertise } : {}), ...(tls ? { tls } : {}) });
       } catch (e) {
         throw new UsageError((e as Error).message);
       }

@@ -3,6 +3,7 @@ import { basename } from 'node:path';
 import { Command, Option } from 'commander';
 import { loadToken } from '../wire/auth.ts';
 import { ControlClient } from '../wire/control-client.ts';
+import { loadClientTls, type TlsTrust } from '../wire/tls.ts';
 import type { VmSummary } from '../host/registry.ts';
 import { UsageError } from '../errors.ts';
 import { collect, parseCount, parseSize } from './parse.ts';
@@ -13,12 +14,25 @@ export const DEFAULT_HOST_URL = 'ws://127.0.0.1:7400';
 export interface GlobalOptions {
   host: string;
   tokenFile?: string;
+  tlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
 }
 
-/** Connects to the host named by --host / FERRY_HOST, with the token from --token-file / FERRY_TOKEN. */
+/**
+ * Connects to the host named by --host / FERRY_HOST, with the token from --token-file /
+ * FERRY_TOKEN and, for wss://, the CA and client certificate from --tls-ca / --tls-cert / --tls-key.
+ */
 export async function connect(g: GlobalOptions, client = 'ferry-cli'): Promise<ControlClient> {
-  const token = loadToken(g.tokenFile);
-  return ControlClient.connect(g.host, { client, ...(token !== undefined ? { token } : {}) });
+  let token: string | undefined;
+  let tls: TlsTrust | undefined;
+  try {
+    token = loadToken(g.tokenFile);
+    tls = loadClientTls({ ca: g.tlsCa, cert: g.tlsCert, key: g.tlsKey });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  return ControlClient.connect(g.host, { client, ...(token !== undefined ? { token } : {}), ...(tls !== undefined ? { tls } : {}) });
 }
 
 /** Runs `fn` with a connected client and always closes it. */

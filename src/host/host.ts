@@ -1,5 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import type { TLSSocket } from 'node:tls';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -9,6 +11,7 @@ import { MIGRATION_MAX_PAYLOAD, MIGRATION_PROTOCOL_VERSION, warmCodec } from '..
 import { keepSpareVcpuThread } from '../vm/vcpu-threads.ts';
 import { controlHelloSchema, isLoopback, migrateHelloSchema } from '../wire/auth.ts';
 import { CONTROL_MAX_PAYLOAD, CONTROL_PROTOCOL_VERSION } from '../wire/control-protocol.ts';
+import { peerCertificateProblem, type HostTls } from '../wire/tls.ts';
 import { Admission } from './admission.ts';
 import { ControlConnection } from './control-server.ts';
 import { serverHandshake } from './handshake.ts';
@@ -28,6 +31,8 @@ export interface HostOptions {
    * NAT); given to destinations so they can check on (and report to) the source.
    */
   advertise?: string;
+  /** TLS: serve wss://, ask every peer for a certificate, and present ours to the hosts we dial (see wire/tls.ts). */
+  tls?: HostTls;
   /** Pre-authentication and idle limits (default DEFAULT_LIMITS). */
   limits?: HostLimits;
 }
@@ -42,7 +47,7 @@ const HEARTBEAT_MS = 15_000;
 export class Host {
   readonly registry: VmRegistry;
   readonly migrations: MigrationManager;
-  private readonly http: Server;
+  private readonly http: Server | HttpsServer;
   private readonly control: WebSocketServer;
   private readonly migrate: WebSocketServer;
   private readonly admission: Admission;
@@ -55,16 +60,24 @@ export class Host {
   readonly incarnation = randomUUID();
 
   constructor(private readonly o: HostOptions) {
-    if (!isLoopback(o.host) && o.token === undefined) {
-      throw new FerryError('ETOKEN', `listening on ${o.host} (not loopback) requires a cluster token: pass --token-file F or set FERRY_TOKEN`);
+    if (!isLoopback(o.host) && o.token === undefined && o.tls === undefined) {
+      throw new FerryError('ETOKEN', `listening on ${o.host} (not loopback) requires TLS (--tls-cert F --tls-key F --tls-ca F) or a cluster token (--token-file F, or FERRY_TOKEN)`);
     }
     this.log = o.log;
     this.limits = o.limits ?? DEFAULT_LIMITS;
     this.admission = new Admission(this.limits, o.log);
     this.registry = new VmRegistry(o.name, o.maxMemory, o.log);
-    this.http = createServer({ headersTimeout: this.limits.helloTimeoutMs, requestTimeout: this.limits.helloTimeoutMs }, (_req, res) => {
+    const timeouts = { headersTimeout: this.limits.helloTimeoutMs, requestTimeout: this.limits.helloTimeoutMs };
+    const notFound = (_req: IncomingMessage, res: ServerResponse) => {
       res.writeHead(404, { 'content-type': 'text/plain' }).end(`ferry host ${o.name}: WebSocket endpoints only (/control, /migrate)\n`);
-    });
+    };
+    // With TLS every peer is asked for a certificate; whether it must have one is decided per endpoint (onUpgrade).
+    this.http = o.tls
+      ? createHttpsServer({
+        ...timeouts, cert: o.tls.cert, key: o.tls.key, ca: o.tls.ca, requestCert: true, rejectUnauthorized: false,
+        handshakeTimeout: this.limits.helloTimeoutMs, minVersion: 'TLSv1.2',
+      }, notFound)
+      : createServer(timeouts, notFound);
     this.http.on('connection', (socket: Socket) => this.admission.admit(socket));
     // Until the hello is accepted a peer may send only small messages (raised in the handshake).
     // Pings are answered by the handshake, only to a peer that reads what it is sent.
@@ -74,7 +87,11 @@ export class Host {
     this.http.on('upgrade', (req, socket, head) => this.onUpgrade(req, socket, head));
     this.control.on('connection', (ws, req: IncomingMessage) => this.onControl(ws, req));
     this.migrate.on('connection', (ws, req: IncomingMessage) => this.onMigrate(ws, req));
-    this.migrations = new MigrationManager(this.registry, o.token, o.log, (vm, info) => {
+    const credentials = {
+      ...(o.token !== undefined ? { token: o.token } : {}),
+      ...(o.tls ? { tls: { ca: o.tls.ca, cert: o.tls.cert, key: o.tls.key } } : {}),
+    };
+    this.migrations = new MigrationManager(this.registry, credentials, o.log, (vm, info) => {
       for (const c of this.conns) c.push('migration', vm, info);
     }, this.limits.migrationIdleMs, this.incarnation);
     this.registry.on('vm.state', (name: string, summary: unknown) => {
@@ -100,9 +117,10 @@ export class Host {
     this.heartbeat.unref();
     const addr = this.http.address() as AddressInfo;
     const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
-    const url = `ws://${host}:${addr.port}`;
+    const url = `${this.o.tls ? 'wss' : 'ws'}://${host}:${addr.port}`;
     this.migrations.selfUrl = this.o.advertise ?? url;
-    this.log.info({ url, auth: this.o.token !== undefined, limits: this.limits }, 'host listening');
+    const auth = [this.o.tls ? 'mutual TLS' : undefined, this.o.token !== undefined ? 'cluster token' : undefined].filter(Boolean).join(' + ') || 'none (loopback only)';
+    this.log.info({ url, auth, tlsAllow: this.o.tls?.allow, limits: this.limits }, 'host listening');
     return url;
   }
 
@@ -113,6 +131,16 @@ export class Host {
       this.admission.refused('upgrade refused', req.socket.remoteAddress ?? '?', `no WebSocket endpoint ${path?.slice(0, 64)}`);
       socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-type: text/plain\r\n\r\nno such WebSocket endpoint\n');
       return;
+    }
+    if (this.o.tls) {
+      // Another host must prove itself with a certificate; a control client with one, or with the token.
+      const needCert = path === '/migrate' || this.o.token === undefined;
+      const problem = peerCertificateProblem(req.socket as TLSSocket, path === '/migrate' ? this.o.tls.allow : []);
+      if (needCert && problem !== undefined) {
+        this.admission.refused('TLS peer refused', req.socket.remoteAddress ?? '?', `${path}: ${problem}`);
+        socket.end(`HTTP/1.1 403 Forbidden\r\nconnection: close\r\ncontent-type: text/plain\r\n\r\n${path} needs a client certificate signed by this host's CA: ${problem}\n`);
+        return;
+      }
     }
     wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
   }

@@ -10,6 +10,7 @@ import type { MigrationInfo, MigrationStats } from '../migration/stats.ts';
 import type { migrateHelloSchema } from '../wire/auth.ts';
 import { ControlClient } from '../wire/control-client.ts';
 import { closeWith, peerText } from '../wire/peer-text.ts';
+import type { PeerCredentials } from '../wire/tls.ts';
 import type { VmRegistry } from './registry.ts';
 
 /** What a control client may ask for in `migrate.start`. */
@@ -61,7 +62,8 @@ export class MigrationManager {
 
   constructor(
     private readonly registry: VmRegistry,
-    private readonly token: string | undefined,
+    /** How this host proves itself to the hosts it dials (token, certificate). */
+    private readonly credentials: PeerCredentials,
     private readonly log: Logger,
     private readonly publish: (vm: string, info: MigrationInfo) => void,
     private readonly incomingIdleMs: number,
@@ -106,7 +108,7 @@ export class MigrationManager {
     if (p.mode === 'cold' && rec.vm.state === 'running') {
       throw new FerryError('ESTATE', `cold migration needs a stopped VM: pause "${r.name}" first, or use --mode precopy`);
     }
-    const m = new OutgoingMigration(rec.vm, rec.name, rec.program, p, this.token, rec.log.child({ migration: 'out' }), {
+    const m = new OutgoingMigration(rec.vm, rec.name, rec.program, p, this.credentials, rec.log.child({ migration: 'out' }), {
       release: () => this.registry.remove(rec.name, `migrated to ${p.to}`),
       update: (s) => this.publish(rec.name, s.snapshot()),
       consoleHistory: () => this.registry.consoleHistory(rec.name),
@@ -356,7 +358,7 @@ export class MigrationManager {
   private async tellCompleted(url: string, incarnation: string | undefined, name: string, id: string): Promise<string | undefined> {
     let c: ControlClient | undefined;
     try {
-      c = await ControlClient.connect(url, { client: 'ferry-outcome-report', timeoutMs: 3000, ...(this.token ? { token: this.token } : {}) });
+      c = await ControlClient.connect(url, { client: 'ferry-outcome-report', timeoutMs: 3000, ...this.credentials });
       if (incarnation !== undefined && c.incarnation !== incarnation) return 'the source host was restarted: its paused copy died with it';
       const s = await c.request<MigrationInfo>('migrate.outcome', { name, id, outcome: 'completed' });
       if (s.status === 'completed') return 'it released its paused copy';
@@ -439,7 +441,7 @@ export class MigrationManager {
   async probeSource(url: string, name: string, incarnation: string | undefined): Promise<{ verdict: 'gone' | 'alive' | 'unknown'; why: string }> {
     let c: ControlClient | undefined;
     try {
-      c = await ControlClient.connect(url, { client: 'ferry-postcopy-probe', timeoutMs: 3000, ...(this.token ? { token: this.token } : {}) });
+      c = await ControlClient.connect(url, { client: 'ferry-postcopy-probe', timeoutMs: 3000, ...this.credentials });
       if (incarnation !== undefined && c.incarnation !== incarnation) return { verdict: 'gone', why: `the source host ${url} was restarted: the guest's pages there died with it` };
       const s = await c.request<MigrationInfo>('migrate.status', { name });
       if (s.direction !== 'outgoing') return { verdict: 'gone', why: `the source host ${url} no longer sends "${name}"` };

@@ -5,6 +5,7 @@ import { PAGE_EVER_WRITTEN, PAGE_SIZE } from '../memory/layout.ts';
 import { encodePages } from '../memory/page-frame.ts';
 import { dropSockets, openLink, type Dial } from '../wire/link.ts';
 import { closeWith, peerText } from '../wire/peer-text.ts';
+import type { PeerCredentials } from '../wire/tls.ts';
 import type { LinkSocket } from '../wire/socket.ts';
 import { decide, expectedDowntimeMs, INITIAL_CONVERGENCE, type ConvergenceState } from './convergence.ts';
 import { Inbox } from './inbox.ts';
@@ -134,7 +135,8 @@ export class OutgoingMigration {
     private readonly name: string,
     private readonly program: string,
     private readonly p: MigrateParams,
-    private readonly token: string | undefined,
+    /** How this host proves itself to the destination (token, TLS certificate). */
+    private readonly credentials: PeerCredentials | undefined,
     private readonly log: Logger,
     private readonly hooks: OutgoingHooks,
     /** Opens links to the destination (a test's in-memory network instead of WebSockets). */
@@ -313,7 +315,11 @@ export class OutgoingMigration {
   private linkOptions() {
     const base = new URL(this.p.to);
     base.pathname = '/migrate';
-    return { url: base.href, display: this.p.to, version: MIGRATION_PROTOCOL_VERSION, maxPayload: MIGRATION_MAX_PAYLOAD, ...(this.token ? { token: this.token } : {}) };
+    const c = this.credentials;
+    return {
+      url: base.href, display: this.p.to, version: MIGRATION_PROTOCOL_VERSION, maxPayload: MIGRATION_MAX_PAYLOAD,
+      ...(c?.token !== undefined ? { token: c.token } : {}), ...(c?.tls !== undefined ? { tls: c.tls } : {}),
+    };
   }
 
   /**

@@ -1,11 +1,14 @@
 import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
+import type { TlsTrust } from './tls.ts';
 import { FerryError } from '../errors.ts';
 import { CONTROL_MAX_PAYLOAD, CONTROL_PROTOCOL_VERSION, decodeFromHost, encode, hostMsgSchema, type HostMsg } from './control-protocol.ts';
 import { closeError, openLink } from './link.ts';
 
 export interface ConnectOptions {
   token?: string;
+  /** For wss:// hosts: the CA to trust (default: the system's), and a client certificate if any. */
+  tls?: TlsTrust;
   client?: string;
   timeoutMs?: number;
 }
@@ -41,6 +44,7 @@ export class ControlClient extends EventEmitter {
       url: endpoint.href, display: url, version: CONTROL_PROTOCOL_VERSION, maxPayload: CONTROL_MAX_PAYLOAD,
       hello: { client: o.client ?? 'ferry-cli' },
       ...(o.token !== undefined ? { token: o.token } : {}),
+      ...(o.tls !== undefined ? { tls: o.tls } : {}),
       ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
     });
     const client = new ControlClient(ws, url);

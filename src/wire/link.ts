@@ -6,6 +6,7 @@ import { packMsg } from './codec.ts';
 import { decodeFromHost } from './control-protocol.ts';
 import { closeWith, peerText } from './peer-text.ts';
 import type { LinkSocket } from './socket.ts';
+import type { TlsTrust } from './tls.ts';
 
 
 export interface LinkOptions {
@@ -15,6 +16,8 @@ export interface LinkOptions {
   display?: string;
   version: number;
   token?: string;
+  /** For wss://: whom to trust, and this side's certificate (see tls.ts). */
+  tls?: TlsTrust;
   /** Extra fields for our hello (client name, role, migration id). */
   hello: Record<string, unknown>;
   maxPayload: number;
@@ -29,6 +32,20 @@ export interface LinkOptions {
 
 /** Opens a link to a host (openLink, or a test's in-memory network). */
 export type Dial = (o: LinkOptions) => Promise<{ ws: LinkSocket; host: string; incarnation: string }>;
+
+/** Certificate errors of Node's TLS: the host was reached, and could not be trusted. */
+const CERT_ERRORS = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ALTNAME|UNABLE_TO_GET_ISSUER/;
+
+/** A connection that failed before any hello, as a user should see it. */
+function connectError(shown: string, err: NodeJS.ErrnoException): FerryError {
+  if (err.code !== undefined && CERT_ERRORS.test(err.code)) {
+    return new FerryError('ETLS', `host ${shown} presented a certificate this side does not trust (${err.code}): pass the CA that signed it with --tls-ca F (or NODE_EXTRA_CA_CERTS)`, err.code);
+  }
+  if (/alert|handshake|certificate/i.test(err.message)) {
+    return new FerryError('ETLS', `host ${shown} refused the TLS handshake (${err.message}): it wants a client certificate its CA signed (--tls-cert F --tls-key F)`, err.code);
+  }
+  return new FerryError('ECONNECT', `cannot reach ferry host at ${shown}: ${err.message}`, err.code);
+}
 
 /** Maps a close of the handshake to the error a user should see. */
 export function closeError(url: string, code: number, reason: string): FerryError {
@@ -49,6 +66,8 @@ export function openLink(o: LinkOptions): Promise<{ ws: WebSocket; host: string;
     // destination re-asks its outstanding faults at once) reaches them instead of being lost.
     allowSynchronousEvents: false,
     ...(o.zeroMask ? { generateMask: (mask: Buffer) => { mask.fill(0); } } : {}),
+    ...(o.tls?.ca ? { ca: o.tls.ca } : {}),
+    ...(o.tls?.cert ? { cert: o.tls.cert, key: o.tls.key } : {}),
   });
   const nonce = new Uint8Array(randomBytes(32));
   const shown = o.display ?? o.url;
@@ -65,8 +84,17 @@ export function openLink(o: LinkOptions): Promise<{ ws: WebSocket; host: string;
       ws.terminate();
       reject(e);
     };
-    ws.on('error', (err: NodeJS.ErrnoException) => fail(new FerryError('ECONNECT', `cannot reach ferry host at ${shown}: ${err.message}`, err.code)));
-    ws.on('unexpected-response', (_req, res) => fail(new FerryError('ECONNECT', `host ${shown} refused the connection (HTTP ${res.statusCode})`)));
+    ws.on('error', (err: NodeJS.ErrnoException) => fail(connectError(shown, err)));
+    ws.on('unexpected-response', (_req, res) => {
+      // A host that refuses says why in the body (403: the certificate it wants); read a line of it.
+      let body = '';
+      const done = () => fail(new FerryError(res.statusCode === 403 ? 'EAUTH' : 'ECONNECT', `host ${shown} refused the connection (HTTP ${res.statusCode})${body ? `: ${peerText(body.trim(), 200)}` : ''}`));
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => { if (body.length < 300) body += d; });
+      res.on('end', done);
+      res.on('error', done);
+      setTimeout(done, 1000).unref();
+    });
     ws.on('close', (code, reason) => fail(closeError(shown, code, reason.toString())));
     ws.on('message', (data: Buffer) => {
       let msg: Record<string, unknown>;

@@ -328,7 +328,7 @@ describe('authentication', () => {
     const c = await clients.connect(th.url, { token: TOKEN });
     expect(c.hostName).toBe('h-auth');
     expect(await c.request<Info>('host.info')).toMatchObject({ name: 'h-auth' });
-    expect(th.stderrText()).toContain('"auth":true');
+    expect(th.stderrText()).toContain('"auth":"cluster token"');
   }, T);
 
   it('a wrong token is refused with EAUTH and logged', async () => {
@@ -367,7 +367,7 @@ describe('authentication', () => {
     const bare = spawnCli(['host', 'start', '--listen', '0.0.0.0:0', '--name', 'h-open']);
     expect(await bare.exited).toBe(2);
     expect(bare.stdoutText()).toBe('');
-    expect(bare.stderrText()).toMatch(/^ferry: listening on 0\.0\.0\.0 \(not loopback\) requires a cluster token: pass --token-file F or set FERRY_TOKEN\n$/);
+    expect(bare.stderrText()).toMatch(/^ferry: listening on 0\.0\.0\.0 \(not loopback\) requires TLS \(--tls-cert F --tls-key F --tls-ca F\) or a cluster token \(--token-file F, or FERRY_TOKEN\)\n$/);
 
     const short = spawnCli(['host', 'start', '--listen', '127.0.0.1:0', '--name', 'h-short'], { FERRY_TOKEN: 'short' });
     expect(await short.exited).toBe(2);

@@ -10,6 +10,8 @@ export interface LinkProxy {
   connections: number;
   /** Bytes forwarded from client to server so far. */
   bytesUp: number;
+  /** With `capture`: every byte forwarded from client to server, in order (what a tap on the wire sees). */
+  captured(): Buffer;
   /** Destroys every open connection; with `down`, also drops new ones until `up()`. */
   cut(o?: { down?: boolean }): void;
   /** Stops forwarding on every open connection without closing it (a partition: no FIN, no RST). */
@@ -18,8 +20,9 @@ export interface LinkProxy {
   close(): Promise<void>;
 }
 
-export async function startLinkProxy(target: string): Promise<LinkProxy> {
+export async function startLinkProxy(target: string, o: { capture?: boolean } = {}): Promise<LinkProxy> {
   const t = new URL(target);
+  const chunks: Buffer[] = [];
   const sockets = new Set<net.Socket>();
   let down = false;
   const server = net.createServer((client) => {
@@ -38,16 +41,20 @@ export async function startLinkProxy(target: string): Promise<LinkProxy> {
         server.destroy();
       });
     }
-    client.on('data', (d) => { proxy.bytesUp += d.length; });
+    client.on('data', (d: Buffer) => {
+      proxy.bytesUp += d.length;
+      if (o.capture) chunks.push(d);
+    });
     client.pipe(server);
     server.pipe(client);
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as net.AddressInfo).port;
   const proxy: LinkProxy = {
-    url: `ws://127.0.0.1:${port}`,
+    url: `${t.protocol}//127.0.0.1:${port}`,
     connections: 0,
     bytesUp: 0,
+    captured: () => Buffer.concat(chunks),
     cut(o = {}) {
       if (o.down) down = true;
       for (const s of sockets) s.resetAndDestroy();
