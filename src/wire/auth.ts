@@ -1,5 +1,5 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { z } from 'zod';
 import { FerryError } from '../errors.ts';
 import { peerText } from './peer-text.ts';
@@ -17,6 +17,10 @@ export function loadToken(file: string | undefined, env = process.env.FERRY_TOKE
       token = readFileSync(file, 'utf8').split(/\r?\n/)[0]!.trim();
     } catch (e) {
       throw new FerryError('ETOKEN', `cannot read token file ${file}: ${(e as Error).message}`);
+    }
+    // As ssh does with a private key: a secret others can read is not a secret.
+    if ((statSync(file).mode & 0o077) !== 0) {
+      throw new FerryError('ETOKEN', `token file ${file} is readable by other users: chmod 600 ${file}`);
     }
   } else if (env !== undefined && env !== '') {
     token = env.trim();

@@ -111,7 +111,15 @@ export function openLink(o: LinkOptions): Promise<{ ws: WebSocket; host: string;
         }
         const challenge = msg.challenge;
         if (challenge instanceof Uint8Array && o.token === undefined) {
-          fail(new FerryError('EAUTH', `host ${shown} requires a cluster token: pass --token-file F or set FERRY_TOKEN`));
+          // Say hello anyway (without a proof): the host refuses it, and logs who was refused.
+          ws.send(packMsg({ t: 'hello', v: o.version, nonce, ...o.hello }), () => {
+            fail(new FerryError('EAUTH', `host ${shown} requires a cluster token: pass --token-file F or set FERRY_TOKEN`));
+          });
+          return;
+        }
+        if (o.token !== undefined && !(challenge instanceof Uint8Array)) {
+          // Mutual: a side that holds the token trusts only a host that proves it holds it too.
+          fail(new FerryError('EAUTH', `host ${shown} asks for no cluster token, so it cannot prove it holds ours: refused (is it the host you meant? drop --token-file / FERRY_TOKEN to talk to a host without one)`));
           return;
         }
         ws.send(packMsg({
@@ -121,7 +129,7 @@ export function openLink(o: LinkOptions): Promise<{ ws: WebSocket; host: string;
         return;
       }
       if (msg.t === 'ready') {
-        if (o.token !== undefined && msg.proof !== undefined && !verifyProof(o.token, 'host', nonce, msg.proof)) {
+        if (o.token !== undefined && !verifyProof(o.token, 'host', nonce, msg.proof)) {
           fail(new FerryError('EAUTH', `host ${shown} could not prove it holds the cluster token`));
           return;
         }

@@ -248,7 +248,8 @@ describe('a host that requires a token', () => {
     th = await startHost({ name: 'h-tok', token: TOKEN });
     shared.push(th);
     dir = mkdtempSync(join(tmpdir(), 'ferry-cli-test-'));
-    writeFileSync(join(dir, 'token'), `${TOKEN}\n`);
+    writeFileSync(join(dir, 'token'), `${TOKEN}\n`, { mode: 0o600 });
+    writeFileSync(join(dir, 'open-token'), `${TOKEN}\n`, { mode: 0o644 });
   }, T);
   afterAll(async () => {
     if (th) expect(await th.stop('SIGTERM')).toBe(0);
@@ -270,7 +271,15 @@ describe('a host that requires a token', () => {
     expect(none.stderr).toMatch(/^ferry: host ws:\/\/127\.0\.0\.1:\d+(\/control)? requires a cluster token: pass --token-file F or set FERRY_TOKEN\n$/);
     expect(wrong.code).toBe(1);
     expect(wrong.stderr).toMatch(/^ferry: host .*: authentication failed: wrong or missing cluster token\n$/);
-    await waitFor(() => th.stderrText().includes('authentication failed'), 'the host to log it', 5_000);
+    // Both refusals are logged by the host that refused them (the one without a token too).
+    const refusals = () => th.stderrText().split('\n').filter((l) => l.includes('hello refused') && l.includes('wrong or missing cluster token')).length;
+    await waitFor(() => refusals() >= 2, 'the host to log both', 5_000);
+  }, T);
+
+  it('a token file other users can read is refused, saying how to fix it', async () => {
+    const r = await ferryEnv(['--host', th.url, '--token-file', join(dir, 'open-token'), 'vm', 'list'], {});
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`token file ${join(dir, 'open-token')} is readable by other users: chmod 600`);
   }, T);
 });
 

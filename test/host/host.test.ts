@@ -315,7 +315,7 @@ describe('authentication', () => {
   let th: StartedHost;
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'ferry-host-test-'));
-    writeFileSync(join(dir, 'token'), `${TOKEN}\nsecond line is ignored\n`);
+    writeFileSync(join(dir, 'token'), `${TOKEN}\nsecond line is ignored\n`, { mode: 0o600 });
     th = await startHost({ name: 'h-auth', args: ['--token-file', join(dir, 'token')] });
     shared.push(th);
   }, T);
@@ -329,6 +329,12 @@ describe('authentication', () => {
     expect(c.hostName).toBe('h-auth');
     expect(await c.request<Info>('host.info')).toMatchObject({ name: 'h-auth' });
     expect(th.stderrText()).toContain('"auth":"cluster token"');
+  }, T);
+
+  it('mutual: a client holding a token refuses a host that asks for none (it cannot prove it holds it)', async () => {
+    const e = await rejection(clients.connect(host.url, { token: TOKEN }));
+    expect(e.code).toBe('EAUTH');
+    expect(e.message).toContain('asks for no cluster token, so it cannot prove it holds ours');
   }, T);
 
   it('a wrong token is refused with EAUTH and logged', async () => {
