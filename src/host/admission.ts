@@ -12,7 +12,13 @@ import type { HostLimits } from './limits.ts';
 
 interface Pending {
   address: string;
+  /** Peer address and port, taken at accept (a closed socket forgets them). */
+  endpoint: string;
   timer: NodeJS.Timeout;
+}
+
+function endpointOf(socket: Socket): string {
+  return `${socket.remoteAddress ?? '?'}|${socket.remotePort ?? 0}`;
 }
 
 /** Log lines per reason and window; the rest are counted and reported with the next window's first line. */
@@ -21,6 +27,11 @@ const LOG_WINDOW_MS = 10_000;
 
 export class Admission {
   private readonly pending = new Map<Socket, Pending>();
+  /**
+   * Pending TCP sockets by their peer's address and port: with TLS the hello arrives on the TLS
+   * socket wrapped around the one admitted, and this finds that one.
+   */
+  private readonly byEndpoint = new Map<string, Socket>();
   private readonly perAddress = new Map<string, number>();
   private readonly logWindows = new Map<string, { start: number; logged: number; suppressed: number }>();
 
@@ -44,13 +55,15 @@ export class Admission {
       socket.destroy();
     }, this.limits.helloTimeoutMs);
     timer.unref();
-    this.pending.set(socket, { address, timer });
+    const endpoint = endpointOf(socket);
+    this.pending.set(socket, { address, endpoint, timer });
+    this.byEndpoint.set(endpoint, socket);
     socket.once('close', () => this.release(socket));
   }
 
-  /** The connection's hello was accepted: it no longer counts against the limits, nor times out. */
+  /** The connection's hello was accepted (on the admitted socket, or the TLS socket around it): it no longer counts against the limits, nor times out. */
   authenticated(socket: Socket): void {
-    this.release(socket);
+    this.release(this.pending.has(socket) ? socket : this.byEndpoint.get(endpointOf(socket)) ?? socket);
   }
 
   /** Connections waiting to authenticate, in all. */
@@ -81,6 +94,7 @@ export class Admission {
     if (!p) return;
     clearTimeout(p.timer);
     this.pending.delete(socket);
+    if (this.byEndpoint.get(p.endpoint) === socket) this.byEndpoint.delete(p.endpoint);
     const n = (this.perAddress.get(p.address) ?? 1) - 1;
     if (n > 0) this.perAddress.set(p.address, n);
     else this.perAddress.delete(p.address);

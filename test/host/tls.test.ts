@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Host } from '../../src/host/host.ts';
+import { DEFAULT_LIMITS, type HostLimits } from '../../src/host/limits.ts';
 import type { MigrationInfo } from '../../src/migration/stats.ts';
 import { ControlClient } from '../../src/wire/control-client.ts';
 import type { HostTls, TlsTrust } from '../../src/wire/tls.ts';
@@ -37,8 +38,8 @@ function files(d: string, name: string): { cert: Buffer; key: Buffer; ca: Buffer
   return { cert: readFileSync(join(d, `${name}.pem`)), key: readFileSync(join(d, `${name}-key.pem`)), ca: readFileSync(join(d, 'ca.pem')) };
 }
 
-async function host(name: string, tls?: HostTls): Promise<{ host: Host; url: string }> {
-  const h = new Host({ host: '127.0.0.1', port: 0, name, maxMemory: 256 * MiB, log: silentLogger(), ...(tls ? { tls } : {}) });
+async function host(name: string, tls?: HostTls, limits?: HostLimits): Promise<{ host: Host; url: string }> {
+  const h = new Host({ host: '127.0.0.1', port: 0, name, maxMemory: 256 * MiB, log: silentLogger(), ...(tls ? { tls } : {}), ...(limits ? { limits } : {}) });
   hosts.push(h);
   return { host: h, url: await h.start() };
 }
@@ -124,6 +125,13 @@ describe.skipIf(!openssl)('TLS between hosts', () => {
       expect((await cs.request<{ state: string }>('vm.info', { name: 'vm' })).state).toBe('running');
     }
   }, 60_000);
+
+  it('an authenticated TLS connection outlives the pre-authentication deadline (it is released from admission like a plain one)', async () => {
+    const b = await host('b', { ...files(dir, 'b'), allow: [] }, { ...DEFAULT_LIMITS, helloTimeoutMs: 300 });
+    const c = await client(b.url, files(dir, 'c'));
+    await new Promise((r) => setTimeout(r, 900));
+    expect(await c.request<{ name: string }>('host.info')).toMatchObject({ name: 'b' });
+  }, 30_000);
 
   it('a client that does not trust the host\'s CA, or that has no certificate for a host without a token, gets a clear error', async () => {
     const b = await host('b', { ...files(dir, 'b'), allow: [] });
