@@ -10,7 +10,7 @@ import type WebSocket from 'ws';
 import type { z } from 'zod';
 import { FerryError } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import { checkHello, CLOSE_PROTOCOL, newChallenge } from '../wire/auth.ts';
+import { channelBinding, checkHello, CLOSE_PROTOCOL, newChallenge } from '../wire/auth.ts';
 import { decodeFromClient, encode } from '../wire/control-protocol.ts';
 import { closeWith } from '../wire/peer-text.ts';
 import { setMaxPayload } from '../wire/ws-limits.ts';
@@ -48,7 +48,7 @@ export function serverHandshake<T>(ws: WebSocket, o: HandshakeOptions<T>): void 
   ws.once('message', (data: Buffer, isBinary: boolean) => {
     try {
       if (!isBinary) throw new FerryError('EPROTO', 'text frames are not part of the protocol; send msgpack in binary frames');
-      const verdict = checkHello(decodeFromClient(data), o.schema, o.version, { name: o.hostName, incarnation: o.incarnation }, o.token, challenge);
+      const verdict = checkHello(decodeFromClient(data), o.schema, o.version, { name: o.hostName, incarnation: o.incarnation }, o.token, challenge, channelBinding(o.socket));
       if ('close' in verdict) {
         o.admission.refused(`${o.endpoint} hello refused`, o.peer, verdict.close[1]);
         closeWith(ws, ...verdict.close);

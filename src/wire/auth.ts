@@ -35,14 +35,29 @@ export function newChallenge(): Uint8Array {
   return new Uint8Array(randomBytes(32));
 }
 
-/** HMAC-SHA256(token, role | challenge); the role keeps a reflected mac from being accepted. */
-export function proof(token: string, role: 'client' | 'host', challenge: Uint8Array): Uint8Array {
-  return new Uint8Array(createHmac('sha256', token).update(role).update(challenge).digest());
+/**
+ * HMAC-SHA256(token, role | challenge | binding). The role keeps a reflected mac from being
+ * accepted; the binding (over TLS: keying material exported from this TLS session, the same on
+ * both ends of it and on no other connection) keeps a proof relayed from another connection, by
+ * an endpoint in the middle, from being accepted on this one.
+ */
+export function proof(token: string, role: 'client' | 'host', challenge: Uint8Array, binding: Uint8Array = NO_BINDING): Uint8Array {
+  return new Uint8Array(createHmac('sha256', token).update(role).update(challenge).update(binding).digest());
 }
 
-export function verifyProof(token: string, role: 'client' | 'host', challenge: Uint8Array, mac: unknown): boolean {
+export function verifyProof(token: string, role: 'client' | 'host', challenge: Uint8Array, mac: unknown, binding: Uint8Array = NO_BINDING): boolean {
   if (!(mac instanceof Uint8Array) || mac.length !== 32) return false;
-  return timingSafeEqual(proof(token, role, challenge), mac);
+  return timingSafeEqual(proof(token, role, challenge, binding), mac);
+}
+
+const NO_BINDING = new Uint8Array(0);
+const BINDING_LABEL = 'EXPORTER-ferry-token-proof';
+
+/** What a token proof is bound to on `socket`: its TLS session's exported keying material, or nothing over plain TCP. */
+export function channelBinding(socket: unknown): Uint8Array {
+  const tls = socket as { encrypted?: boolean; exportKeyingMaterial?: (length: number, label: string) => Buffer } | undefined;
+  if (!tls?.encrypted || typeof tls.exportKeyingMaterial !== 'function') return NO_BINDING;
+  return new Uint8Array(tls.exportKeyingMaterial(32, BINDING_LABEL));
 }
 
 export function isLoopback(host: string): boolean {
@@ -99,12 +114,13 @@ export const migrateHelloSchema = z.strictObject({
 export function checkHello<T>(
   msg: Record<string, unknown>, schema: z.ZodType<T>, version: number, host: { name: string; incarnation: string }, token: string | undefined,
   challenge: Uint8Array | undefined,
+  binding?: Uint8Array,
 ): HelloVerdict<T> {
   if (msg.t !== 'hello') return { close: [CLOSE_PROTOCOL, `expected hello, got "${peerText(msg.t, 32)}"`] };
   if (msg.v !== version) {
     return { close: [CLOSE_VERSION, `protocol version ${peerText(msg.v, 16)} is not supported; this host speaks ${version}`] };
   }
-  if (token !== undefined && !verifyProof(token, 'client', challenge!, msg.mac)) {
+  if (token !== undefined && !verifyProof(token, 'client', challenge!, msg.mac, binding)) {
     return { close: [CLOSE_AUTH_FAILED, 'authentication failed: wrong or missing cluster token'] };
   }
   const parsed = schema.safeParse(msg);
@@ -113,6 +129,6 @@ export function checkHello<T>(
     return { close: [CLOSE_PROTOCOL, `malformed hello: ${i ? `${i.path.map(String).join('.')}: ${i.message}` : 'invalid'}`] };
   }
   const nonce = msg.nonce as Uint8Array;
-  const hostProof = token !== undefined ? proof(token, 'host', nonce) : undefined;
+  const hostProof = token !== undefined ? proof(token, 'host', nonce, binding) : undefined;
   return { ready: { t: 'ready', v: version, host: host.name, incarnation: host.incarnation, ...(hostProof ? { proof: hostProof } : {}) }, hello: parsed.data };
 }

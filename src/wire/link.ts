@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import WebSocket from 'ws';
 import { FerryError } from '../errors.ts';
-import { CLOSE_AUTH_FAILED, CLOSE_VERSION, proof, verifyProof } from './auth.ts';
+import { channelBinding, CLOSE_AUTH_FAILED, CLOSE_VERSION, proof, verifyProof } from './auth.ts';
 import { packMsg } from './codec.ts';
 import { decodeFromHost } from './control-protocol.ts';
 import { closeWith, peerText } from './peer-text.ts';
@@ -70,6 +70,11 @@ export function openLink(o: LinkOptions): Promise<{ ws: WebSocket; host: string;
     ...(o.tls?.cert ? { cert: o.tls.cert, key: o.tls.key } : {}),
   });
   const nonce = new Uint8Array(randomBytes(32));
+  // Over TLS, proofs are bound to this session (see auth.ts proof).
+  let binding: Uint8Array | undefined;
+  ws.on('upgrade', (res) => {
+    binding = channelBinding(res.socket);
+  });
   const shown = o.display ?? o.url;
   return new Promise((resolve, reject) => {
     const timeoutMs = o.timeoutMs ?? 10_000;
@@ -124,12 +129,12 @@ export function openLink(o: LinkOptions): Promise<{ ws: WebSocket; host: string;
         }
         ws.send(packMsg({
           t: 'hello', v: o.version, nonce, ...o.hello,
-          ...(challenge instanceof Uint8Array && o.token !== undefined ? { mac: proof(o.token, 'client', challenge) } : {}),
+          ...(challenge instanceof Uint8Array && o.token !== undefined ? { mac: proof(o.token, 'client', challenge, binding) } : {}),
         }));
         return;
       }
       if (msg.t === 'ready') {
-        if (o.token !== undefined && !verifyProof(o.token, 'host', nonce, msg.proof)) {
+        if (o.token !== undefined && !verifyProof(o.token, 'host', nonce, msg.proof, binding)) {
           fail(new FerryError('EAUTH', `host ${shown} could not prove it holds the cluster token`));
           return;
         }

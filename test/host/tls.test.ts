@@ -7,7 +7,11 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket, { WebSocketServer } from 'ws';
+import type { FerryError } from '../../src/errors.ts';
 import { Host } from '../../src/host/host.ts';
 import { DEFAULT_LIMITS, type HostLimits } from '../../src/host/limits.ts';
 import type { MigrationInfo } from '../../src/migration/stats.ts';
@@ -131,6 +135,43 @@ describe.skipIf(!openssl)('TLS between hosts', () => {
     const c = await client(b.url, files(dir, 'c'));
     await new Promise((r) => setTimeout(r, 900));
     expect(await c.request<{ name: string }>('host.info')).toMatchObject({ name: 'b' });
+  }, 30_000);
+
+  it('a token proof is bound to its TLS session: an endpoint in the middle that relays a real host\'s hello opens nothing there', async () => {
+    const TOKEN = 'the-cluster-token-of-this-test';
+    const h = new Host({ host: '127.0.0.1', port: 0, name: 'h', maxMemory: 64 * MiB, log: silentLogger(), token: TOKEN, tls: { ...files(dir, 'b'), allow: [] } });
+    hosts.push(h);
+    const hUrl = await h.start();
+    // The endpoint in the middle: a certificate the client trusts (same CA), and every message relayed to and from h.
+    const mine = files(dir, 'c');
+    const server = createHttpsServer({ cert: mine.cert, key: mine.key });
+    const wss = new WebSocketServer({ server });
+    const relayed: string[] = [];
+    wss.on('connection', (down: WebSocket) => {
+      const up = new WebSocket(`${hUrl}/control`, { ca: mine.ca, cert: mine.cert, key: mine.key });
+      const early: Buffer[] = [];
+      down.on('message', (d: Buffer) => { relayed.push('up'); if (up.readyState === WebSocket.OPEN) up.send(d); else early.push(d); });
+      up.on('open', () => { for (const d of early.splice(0)) up.send(d); });
+      up.on('message', (d: Buffer) => { relayed.push('down'); down.send(d); });
+      up.on('close', (code, reason) => down.close(code === 1005 || code === 1006 ? 1000 : code, reason));
+      down.on('close', () => up.close());
+      up.on('error', () => down.terminate());
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (server.address() as AddressInfo).port;
+      const e = await ControlClient.connect(`wss://127.0.0.1:${port}`, { token: TOKEN, tls: { ca: mine.ca } }).then((c) => {
+        void c.close();
+        return undefined;
+      }, (err: FerryError) => err);
+      expect(e, 'the relayed session must not be accepted').toBeDefined();
+      expect(e!.code).toBe('EAUTH');
+      expect(relayed).toContain('up'); // the client's proof did reach the real host, and was refused there
+    } finally {
+      wss.close();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
   }, 30_000);
 
   it('a client that does not trust the host\'s CA, or that has no certificate for a host without a token, gets a clear error', async () => {
