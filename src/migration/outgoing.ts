@@ -373,7 +373,13 @@ export class OutgoingMigration {
   }
 
   private async connect(): Promise<void> {
-    const link = await this.openBulk(false);
+    const link = await this.openBulk(false).catch((e: unknown) => {
+      // Say whose credentials: the source host dials with its own, not the CLI's that asked for the migration.
+      if (e instanceof FerryError && (e.code === 'EAUTH' || e.code === 'ETLS')) {
+        throw new FerryError(e.code, `${e.message} (the source host dials the destination with its own credentials: start both hosts with the same --token-file / FERRY_TOKEN, and with TLS, certificates from one CA)`);
+      }
+      throw e;
+    });
     this.checkCancelled();
     const self = this.hooks.self();
     this.send({

@@ -301,7 +301,9 @@ describe('refusals before anything changes', () => {
     await waitInstret(ca, 'wrongtoken', 1_000_000);
     const s = await migrate(ca, 'wrongtoken', { to: b.url });
     expect(s.status).toBe('failed');
-    expect(s['error-desc']).toMatch(/authentication failed|token/);
+    expect(s['error-desc']).toMatch(/authentication failed: wrong or missing cluster token/);
+    // It says whose token: the source host's, not the CLI's that asked.
+    expect(s['error-desc']).toContain('the source host dials the destination with its own credentials: start both hosts with the same --token-file');
     expect((await ca.request<Info>('vm.info', { name: 'wrongtoken' })).state).toBe('running');
     expect(await errorCode(cb.request('vm.info', { name: 'wrongtoken' }))).toBe('ENOVM');
   });
