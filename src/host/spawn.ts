@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { FerryError } from '../errors.ts';
-import { ControlClient } from '../wire/control-client.ts';
+import { ControlClient, type ConnectOptions } from '../wire/control-client.ts';
 
 const CLI = fileURLToPath(new URL('../cli.ts', import.meta.url));
 
@@ -15,7 +15,7 @@ export interface HostProcess {
 }
 
 /** Runs `ferry host start` as a child process on a free loopback port, connected and ready. */
-export async function startHostProcess(name: string, extraArgs: string[] = []): Promise<HostProcess> {
+export async function startHostProcess(name: string, extraArgs: string[] = [], connect: ConnectOptions = {}): Promise<HostProcess> {
   const proc = spawn(process.execPath, ['--import', 'tsx', CLI, 'host', 'start', '--listen', '127.0.0.1:0', '--name', name, ...extraArgs], {
     stdio: ['ignore', 'pipe', 'inherit'],
     env: { ...process.env, FERRY_LOG_LEVEL: process.env.FERRY_LOG_LEVEL ?? 'warn' },
@@ -24,12 +24,12 @@ export async function startHostProcess(name: string, extraArgs: string[] = []): 
     let out = '';
     proc.stdout!.on('data', (d: Buffer) => {
       out += d.toString();
-      const m = /listening on (ws:\/\/\S+)/.exec(out);
+      const m = /listening on (wss?:\/\/\S+)/.exec(out);
       if (m) resolve(m[1]!);
     });
     proc.once('exit', (code) => reject(new FerryError('EHOST', `host ${name} exited (${code}) before listening`)));
   });
-  const client = await ControlClient.connect(url, { client: 'ferry-tool' });
+  const client = await ControlClient.connect(url, { client: 'ferry-tool', ...connect });
   return {
     name, url, proc, client,
     async stop() {
