@@ -79,6 +79,10 @@ export class Host {
       }, notFound)
       : createServer(timeouts, notFound);
     this.http.on('connection', (socket: Socket) => this.admission.admit(socket));
+    // A TLS handshake that fails (a client that does not trust our certificate, a wrong protocol) is a refusal too.
+    this.http.on('tlsClientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+      this.admission.refused('TLS handshake failed', socket.remoteAddress ?? '?', err.code ?? err.message);
+    });
     // Until the hello is accepted a peer may send only small messages (raised in the handshake).
     // Pings are answered by the handshake, only to a peer that reads what it is sent.
     const wsOptions = { noServer: true, perMessageDeflate: false, maxPayload: this.limits.preAuthMaxPayload, autoPong: false };

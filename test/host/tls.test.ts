@@ -17,7 +17,8 @@ import { DEFAULT_LIMITS, type HostLimits } from '../../src/host/limits.ts';
 import type { MigrationInfo } from '../../src/migration/stats.ts';
 import { ControlClient } from '../../src/wire/control-client.ts';
 import type { HostTls, TlsTrust } from '../../src/wire/tls.ts';
-import { MiB, REPO_ROOT } from '../support/helpers.ts';
+import pino from 'pino';
+import { eventually, MiB, REPO_ROOT } from '../support/helpers.ts';
 import { startLinkProxy, type LinkProxy } from '../support/link-proxy.ts';
 import { createParams, finalDigest, migrate, oracleDigest, silentLogger, waitInstret, type GuestSpec } from '../support/migration-helpers.ts';
 
@@ -174,11 +175,17 @@ describe.skipIf(!openssl)('TLS between hosts', () => {
     }
   }, 30_000);
 
-  it('a client that does not trust the host\'s CA, or that has no certificate for a host without a token, gets a clear error', async () => {
-    const b = await host('b', { ...files(dir, 'b'), allow: [] });
+  it('a client that does not trust the host\'s CA, or that has no certificate for a host without a token, gets a clear error; the host logs both', async () => {
+    const lines: string[] = [];
+    const log = pino({ level: 'info' }, { write: (l: string) => { lines.push(l); } });
+    const h = new Host({ host: '127.0.0.1', port: 0, name: 'b', maxMemory: 64 * MiB, log, tls: { ...files(dir, 'b'), allow: [] } });
+    hosts.push(h);
+    const b = { url: await h.start() };
     await expect(ControlClient.connect(b.url)).rejects.toMatchObject({ code: 'ETLS', message: expect.stringContaining('--tls-ca') });
     await expect(ControlClient.connect(b.url, { tls: { ca: files(dir, 'b').ca } })).rejects.toMatchObject({
       code: 'EAUTH', message: expect.stringContaining('needs a client certificate signed by this host\'s CA: no client certificate'),
     });
+    await eventually(async () => lines.some((l) => l.includes('TLS handshake failed')) || undefined, 'the failed handshake logged', 5_000);
+    expect(lines.some((l) => l.includes('TLS peer refused') && l.includes('no client certificate'))).toBe(true);
   }, 30_000);
 });
