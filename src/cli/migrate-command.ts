@@ -154,7 +154,7 @@ export function migrateCommand(): Command {
   const cmd = new Command('migrate')
     .description('Move a VM live to another host (status, start-postcopy, pause, recover, cancel: see below)')
     .argument('<name>', 'VM name')
-    .option('--to <url>', 'destination host, ws://HOST:PORT')
+    .option('--to <url>', 'destination host, ws://HOST:PORT (wss:// for a TLS host)')
     .addOption(new Option('--mode <mode>', 'precopy while it runs; postcopy (resume there at once, pages fetched on demand); hybrid (pre-copy, then post-copy); cold for a stopped VM').choices(['precopy', 'postcopy', 'hybrid', 'cold']).default('precopy'))
     .option('--downtime-limit <ms>', 'switch over once the rest fits in this downtime (default 300, as QEMU)')
     .option('--max-bandwidth <bytes/s>', 'cap the page stream, e.g. 100M (default unlimited)')

@@ -2,6 +2,7 @@ import type WebSocket from 'ws';
 import type { z } from 'zod';
 import { FerryError } from '../errors.ts';
 import type { Logger } from '../log.ts';
+import { queryAnswer, recoveryAnswer } from '../migration/finished.ts';
 import { IncomingMigration, type FinishedIncoming } from '../migration/incoming.ts';
 import { MIGRATE_DEFAULTS, OutgoingMigration, type MigrateParams, type MigrationMode } from '../migration/outgoing.ts';
 import { decodeMsg, encodeMsg, type MigrationMsg } from '../migration/protocol.ts';
@@ -9,7 +10,7 @@ import { Backoff } from '../migration/recovery.ts';
 import type { MigrationInfo, MigrationStats } from '../migration/stats.ts';
 import type { migrateHelloSchema } from '../wire/auth.ts';
 import { ControlClient } from '../wire/control-client.ts';
-import { closeWith, peerText } from '../wire/peer-text.ts';
+import { closeWith } from '../wire/peer-text.ts';
 import type { PeerCredentials } from '../wire/tls.ts';
 import type { VmRegistry } from './registry.ts';
 
@@ -93,7 +94,7 @@ export class MigrationManager {
     } catch {
       throw new FerryError('EINVAL', `destination "${r.to}" is not a URL like ws://HOST:PORT`);
     }
-    if (to.protocol !== 'ws:' && to.protocol !== 'wss:') throw new FerryError('EINVAL', `destination must be ws://HOST:PORT (got ${r.to})`);
+    if (to.protocol !== 'ws:' && to.protocol !== 'wss:') throw new FerryError('EINVAL', `destination must be ws:// or wss://HOST:PORT (got ${r.to})`);
     const p: MigrateParams = { ...MIGRATE_DEFAULTS, to: to.origin };
     if (r.mode !== undefined) p.mode = r.mode;
     if (r.downtimeLimitMs !== undefined) p.downtimeLimitMs = r.downtimeLimitMs;
@@ -304,21 +305,7 @@ export class MigrationManager {
           closeWith(ws, 1002, 'expected query on a query link');
           return;
         }
-        const live = this.incoming.get(id);
-        const f = this.finished.get(id);
-        let answer: MigrationMsg;
-        if (live) {
-          answer = live.answerQuery();
-        } else if (f) {
-          if (f.stats?.info.status === 'completed' || f.postcopy) {
-            f.acknowledged = true;
-            answer = { t: 'outcome', outcome: 'completed', message: `${f.vm ?? 'the VM'} resumed here` };
-          } else {
-            answer = { t: 'outcome', outcome: 'discarded', message: `the migration of ${f.vm ?? 'this VM'} ended here without resuming it: ${peerText(f.stats?.info['error-desc'] ?? 'discarded', 500)}` };
-          }
-        } else {
-          answer = { t: 'outcome', outcome: 'discarded', message: 'this host knows no such migration: it never resumed that guest' };
-        }
+        const answer = queryAnswer(this.incoming.get(id), this.finished.get(id));
         ws.send(encodeMsg(answer));
         closeWith(ws, 1000, 'query answered');
       } catch (e) {
@@ -409,13 +396,7 @@ export class MigrationManager {
       m.recover(ws);
       return;
     }
-    const f = this.finished.get(id);
-    // A post-copy that ended here without completing had resumed the guest here: it is lost (ELOST), and the
-    // source must not take ENOMIGRATION (never resumed here) and run its older copy.
-    const answer: MigrationMsg = f?.postcopy && f.stats?.info.status === 'completed' ? { t: 'completed', resumedAt: Date.now() }
-      : f?.postcopy ? { t: 'failed', code: 'ELOST', message: `${f.vm ?? 'the VM'} resumed here in post-copy and was lost: ${peerText(f.stats?.info['error-desc'] ?? 'given up', 500)}` }
-      : f ? { t: 'failed', code: 'ENOMIGRATION', message: `the migration of ${f.vm ?? 'this VM'} ended here: ${peerText(f.stats?.info['error-desc'] ?? 'discarded', 500)}` }
-        : { t: 'failed', code: 'ENOMIGRATION', message: 'this host knows no such migration (was its host process restarted?): the VM it was receiving is gone' };
+    const answer = recoveryAnswer(this.finished.get(id));
     ws.send(encodeMsg(answer));
     closeWith(ws, 1000, 'migration over');
   }

@@ -72,9 +72,6 @@ export function openLink(o: LinkOptions): Promise<{ ws: WebSocket; host: string;
   const nonce = new Uint8Array(randomBytes(32));
   // Over TLS, proofs are bound to this session (see auth.ts proof).
   let binding: Uint8Array | undefined;
-  ws.on('upgrade', (res) => {
-    binding = channelBinding(res.socket);
-  });
   const shown = o.display ?? o.url;
   return new Promise((resolve, reject) => {
     const timeoutMs = o.timeoutMs ?? 10_000;
@@ -90,6 +87,14 @@ export function openLink(o: LinkOptions): Promise<{ ws: WebSocket; host: string;
       reject(e);
     };
     ws.on('error', (err: NodeJS.ErrnoException) => fail(connectError(shown, err)));
+    ws.on('upgrade', (res) => {
+      try {
+        binding = channelBinding(res.socket);
+      } catch (e) {
+        // A TLS session gone before its keying material could be read: no link (nothing escapes this handler).
+        fail(new FerryError('ECONNECT', `cannot reach ferry host at ${shown}: ${(e as Error).message}`));
+      }
+    });
     ws.on('unexpected-response', (_req, res) => {
       // A host that refuses says why in the body (403: the certificate it wants); read a line of it.
       let body = '';

@@ -10,6 +10,7 @@ import { FerryError } from '../../src/errors.ts';
 import type { Logger } from '../../src/log.ts';
 import { PAGE_EVER_WRITTEN, PAGE_PRESENT, PAGE_SIZE } from '../../src/memory/layout.ts';
 import { applyPageFrame, fillMissingPages } from '../../src/memory/page-frame.ts';
+import { queryAnswer, recoveryAnswer } from '../../src/migration/finished.ts';
 import { IncomingMigration, type FinishedIncoming } from '../../src/migration/incoming.ts';
 import { OutgoingMigration, type MigrateParams } from '../../src/migration/outgoing.ts';
 import type { DestinationVm, SourceVm } from '../../src/migration/ports.ts';
@@ -18,7 +19,7 @@ import type { MigrationStats } from '../../src/migration/stats.ts';
 import type { MachineConfig } from '../../src/vm/machine.ts';
 import type { VmState, VmStateExport } from '../../src/vm/vm.ts';
 import type { Dial, LinkOptions } from '../../src/wire/link.ts';
-import { closeWith, peerText } from '../../src/wire/peer-text.ts';
+import { closeWith } from '../../src/wire/peer-text.ts';
 import type { LinkSocket } from '../../src/wire/socket.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -803,21 +804,7 @@ export class FakeHost {
         closeWith(ws, 1002, 'expected query on a query link');
         return;
       }
-      const live = this.incoming.get(id);
-      const f = this.finished.get(id);
-      let answer: MigrationMsg;
-      if (live) {
-        answer = live.answerQuery();
-      } else if (f) {
-        if (f.stats?.info.status === 'completed' || f.postcopy) {
-          f.acknowledged = true;
-          answer = { t: 'outcome', outcome: 'completed', message: `${f.vm ?? 'the VM'} resumed here` };
-        } else {
-          answer = { t: 'outcome', outcome: 'discarded', message: `the migration of ${f.vm ?? 'this VM'} ended here without resuming it: ${peerText(f.stats?.info['error-desc'] ?? 'discarded', 500)}` };
-        }
-      } else {
-        answer = { t: 'outcome', outcome: 'discarded', message: 'this host knows no such migration: it never resumed that guest' };
-      }
+      const answer = queryAnswer(this.incoming.get(id), this.finished.get(id));
       ws.send(encodeMsg(answer));
       closeWith(ws, 1000, 'query answered');
     });
@@ -829,11 +816,7 @@ export class FakeHost {
       m.recover(ws);
       return;
     }
-    const f = this.finished.get(id);
-    const answer: MigrationMsg = f?.postcopy && f.stats?.info.status === 'completed' ? { t: 'completed', resumedAt: Date.now() }
-      : f?.postcopy ? { t: 'failed', code: 'ELOST', message: `${f.vm ?? 'the VM'} resumed here in post-copy and was lost: ${peerText(f.stats?.info['error-desc'] ?? 'given up', 500)}` }
-      : f ? { t: 'failed', code: 'ENOMIGRATION', message: `the migration of ${f.vm ?? 'this VM'} ended here: ${peerText(f.stats?.info['error-desc'] ?? 'discarded', 500)}` }
-        : { t: 'failed', code: 'ENOMIGRATION', message: 'this host knows no such migration (was its host process restarted?): the VM it was receiving is gone' };
+    const answer = recoveryAnswer(this.finished.get(id));
     ws.send(encodeMsg(answer));
     closeWith(ws, 1000, 'migration over');
   }
