@@ -35,6 +35,8 @@ const FINISHED_KEPT_MS = 60_000;
 const FINISHED_KEPT = 256;
 /** Completed migrations whose source may not know it yet, kept at most (far beyond any real backlog). */
 const FINISHED_UNACKNOWLEDGED_MAX = 4096;
+/** How long a host waits for another host's control API: to connect, and for each answer. */
+const PEER_REQUEST_MS = 3_000;
 /** A destination tells its source it resumed the guest: first after this long, then backing off to TELL_MAX_MS. */
 const TELL_FIRST_MS = 500;
 const TELL_MAX_MS = 5_000;
@@ -345,9 +347,9 @@ export class MigrationManager {
   private async tellCompleted(url: string, incarnation: string | undefined, name: string, id: string): Promise<string | undefined> {
     let c: ControlClient | undefined;
     try {
-      c = await ControlClient.connect(url, { client: 'ferry-outcome-report', timeoutMs: 3000, ...this.credentials });
+      c = await ControlClient.connect(url, { client: 'ferry-outcome-report', timeoutMs: PEER_REQUEST_MS, ...this.credentials });
       if (incarnation !== undefined && c.incarnation !== incarnation) return 'the source host was restarted: its paused copy died with it';
-      const s = await c.request<MigrationInfo>('migrate.outcome', { name, id, outcome: 'completed' });
+      const s = await c.request<MigrationInfo>('migrate.outcome', { name, id, outcome: 'completed' }, PEER_REQUEST_MS);
       if (s.status === 'completed') return 'it released its paused copy';
       if (s.status === 'failed' || s.status === 'cancelled') return `!the source had already resumed its own copy (${s['error-desc'] ?? s.status}): two copies may run`;
       return undefined; // still waiting for our `completed` on the link: it will get it, or ask, or hear from us again
@@ -422,9 +424,9 @@ export class MigrationManager {
   async probeSource(url: string, name: string, incarnation: string | undefined): Promise<{ verdict: 'gone' | 'alive' | 'unknown'; why: string }> {
     let c: ControlClient | undefined;
     try {
-      c = await ControlClient.connect(url, { client: 'ferry-postcopy-probe', timeoutMs: 3000, ...this.credentials });
+      c = await ControlClient.connect(url, { client: 'ferry-postcopy-probe', timeoutMs: PEER_REQUEST_MS, ...this.credentials });
       if (incarnation !== undefined && c.incarnation !== incarnation) return { verdict: 'gone', why: `the source host ${url} was restarted: the guest's pages there died with it` };
-      const s = await c.request<MigrationInfo>('migrate.status', { name });
+      const s = await c.request<MigrationInfo>('migrate.status', { name }, PEER_REQUEST_MS);
       if (s.direction !== 'outgoing') return { verdict: 'gone', why: `the source host ${url} no longer sends "${name}"` };
       if (s.status === 'failed' || s.status === 'cancelled') return { verdict: 'gone', why: `the source host ${url} gave the migration up: ${s['error-desc'] ?? s.status}` };
       return { verdict: 'alive', why: `the source host ${url} reports ${s.status}` };

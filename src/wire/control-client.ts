@@ -89,11 +89,23 @@ export class ControlClient extends EventEmitter {
     }
   }
 
-  request<T = unknown>(method: string, params: Record<string, unknown> = {}): Promise<T> {
+  /**
+   * One request. With `timeoutMs` it fails with ETIMEDOUT if no reply comes in time (a host that
+   * talks to another host never waits on it for ever); without, it waits for the reply or the close.
+   */
+  request<T = unknown>(method: string, params: Record<string, unknown> = {}, timeoutMs?: number): Promise<T> {
     if (this.closedWith) return Promise.reject(this.closedWith);
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
-      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      const timer = timeoutMs === undefined ? undefined : setTimeout(() => {
+        if (!this.pending.delete(id)) return;
+        reject(new FerryError('ETIMEDOUT', `${this.url} did not answer ${method} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const settle = <V>(f: (v: V) => void) => (v: V) => {
+        clearTimeout(timer);
+        f(v);
+      };
+      this.pending.set(id, { resolve: settle(resolve as (v: unknown) => void), reject: settle(reject) });
       this.ws.send(encode({ t: 'req', id, method, params }));
     });
   }

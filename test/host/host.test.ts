@@ -4,8 +4,11 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { AddressInfo } from 'node:net';
+import { WebSocketServer } from 'ws';
 import { FerryError } from '../../src/errors.ts';
-import type { ControlClient } from '../../src/wire/control-client.ts';
+import { CONTROL_PROTOCOL_VERSION, encode } from '../../src/wire/control-protocol.ts';
+import { ControlClient } from '../../src/wire/control-client.ts';
 import { loadElf, MiB, runCli, sleep, waitFor } from '../support/helpers.ts';
 import {
   clientTracker, closeAllRaw, consoleOf, killAllSpawned, packr, pidAlive, rawConnect, rawReady, spawnCli, startHost,
@@ -386,6 +389,26 @@ describe('authentication', () => {
     expect((await rejection(clients.connect(open.url))).code).toBe('EAUTH');
     await c.close();
     expect(await open.stop('SIGTERM')).toBe(0);
+  }, T);
+});
+
+describe('a control API that accepts and then says nothing', () => {
+  it('a request with a deadline fails ETIMEDOUT (how hosts call each other), and its client still closes', async () => {
+    const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+    await new Promise<void>((resolve) => wss.once('listening', () => resolve()));
+    wss.on('connection', (ws) => {
+      ws.send(encode({ t: 'hello', v: CONTROL_PROTOCOL_VERSION, host: 'mute' }));
+      ws.once('message', () => ws.send(encode({ t: 'ready', v: CONTROL_PROTOCOL_VERSION, host: 'mute', incarnation: 'x' })));
+      // ...and every request after that goes unanswered.
+    });
+    try {
+      const c = await ControlClient.connect(`ws://127.0.0.1:${(wss.address() as AddressInfo).port}`);
+      await expect(c.request('migrate.status', { name: 'vm' }, 300)).rejects.toMatchObject({ code: 'ETIMEDOUT', message: expect.stringContaining('did not answer migrate.status within 300 ms') });
+      await c.close();
+    } finally {
+      for (const ws of wss.clients) ws.terminate();
+      await new Promise<void>((resolve) => wss.close(() => resolve()));
+    }
   }, T);
 });
 
