@@ -11,7 +11,7 @@ import type { StrategyStats } from './report.ts';
 import type { Rng } from './rng.ts';
 import type { Slot } from './slot.ts';
 import type { CaseContext, HelloResult, Strategy, Surface, TargetInfo } from './strategies/types.ts';
-import { macFor, nonce, versionFrom, type AuthMode, type Path } from './wire.ts';
+import { frameKeys, macFor, nonce, versionFrom, type AuthMode, type Path } from './wire.ts';
 
 /** What every case of one fixture shares. */
 export interface CaseEnv {
@@ -114,14 +114,21 @@ export class CaseRun implements CaseContext {
   async hello(conn: FuzzConn, path: Path, auth: AuthMode, extra: Record<string, unknown> = {}): Promise<HelloResult> {
     const hello = await conn.nextMsg(2000, 'hello');
     this.check();
+    const ours = nonce();
     const msg = {
-      t: 'hello', v: versionFrom(hello, path), nonce: nonce(),
+      t: 'hello', v: versionFrom(hello, path), nonce: ours,
       ...(path === '/control' ? { client: 'ferry-fuzz' } : {}),
-      ...macFor(auth, this.target.token, hello?.challenge, this.rng),
+      ...macFor(auth, path, this.target.token, hello?.challenge, this.rng),
       ...extra,
     };
     conn.send(encode(msg));
     const ready = await conn.nextMsg(2000, 'ready');
+    // In with the token over plain TCP: from here every message is tagged, so what the fuzzer
+    // sends next reaches the host's decoders as an authenticated peer's would.
+    const challenge = hello?.challenge;
+    if (ready !== undefined && this.target.token !== undefined && challenge instanceof Uint8Array && msg.nonce === ours) {
+      conn.authenticate(frameKeys(this.target.token, 'client', path, challenge, ours));
+    }
     return { ready: ready !== undefined, hello };
   }
 

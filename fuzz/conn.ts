@@ -3,8 +3,9 @@
  * decoded, close code kept) and a legit control client with deadlines on everything.
  */
 import WebSocket from 'ws';
+import { TagStream, type FrameKeys } from '../src/wire/frame-mac.ts';
 import { packr } from './msgpack.ts';
-import { nonce, proof, versionFrom } from './wire.ts';
+import { frameKeys, nonce, proof, versionFrom } from './wire.ts';
 
 export interface Incoming {
   data: Buffer;
@@ -36,11 +37,22 @@ export class FuzzConn {
   private readonly queue: Incoming[] = [];
   private waiters: (() => void)[] = [];
   private closeInfo: CloseInfo | undefined;
+  private tags: { out: TagStream; in: TagStream } | undefined;
   readonly closed: Promise<CloseInfo>;
 
   private constructor(readonly ws: WebSocket, private readonly onSend: () => void) {
     ws.on('message', (data, isBinary) => {
-      const buf = toBuffer(data);
+      let buf = toBuffer(data);
+      if (this.tags) {
+        const message = this.tags.in.open(buf);
+        if (message === undefined) {
+          // The host's message failed its tag: a host bug, shown to the oracle as a non-msgpack frame.
+          this.queue.push({ data: buf, binary: isBinary, msg: undefined });
+          this.wake();
+          return;
+        }
+        buf = message;
+      }
       let msg: Record<string, unknown> | undefined;
       if (isBinary && !(buf.length >= 8 && buf[0] === 0x50 && buf[1] === 0)) {
         try {
@@ -115,8 +127,18 @@ export class FuzzConn {
   send(data: Uint8Array | string, text = false): boolean {
     if (this.ws.readyState !== WebSocket.OPEN) return false;
     this.onSend();
-    this.ws.send(data, { binary: !text });
+    if (this.tags) {
+      const bytes = typeof data === 'string' ? Buffer.from(data) : data;
+      this.ws.send(Buffer.concat([bytes, this.tags.out.tag(bytes)]), { binary: !text });
+    } else {
+      this.ws.send(data, { binary: !text });
+    }
     return true;
+  }
+
+  /** Past a hello with the token over plain TCP: tags what it sends, checks and strips the tags of what it hears (src/wire/frame-mac.ts). */
+  authenticate(keys: FrameKeys): void {
+    this.tags = { out: new TagStream(keys.send), in: new TagStream(keys.receive) };
   }
 
   /** Sends `msg` msgpack-encoded. */
@@ -195,12 +217,14 @@ export class LegitClient {
       const hello = await conn.nextMsg(left(), 'hello');
       if (!hello) throw new Error(`no hello from ${url} within ${timeoutMs} ms${conn.closedWith ? ` (closed ${conn.closedWith.code} ${conn.closedWith.reason})` : ''}`);
       const challenge = hello.challenge;
+      const ours = nonce();
       conn.sendMsg({
-        t: 'hello', v: versionFrom(hello, '/control'), client: 'ferry-fuzz-oracle', nonce: nonce(),
-        ...(token !== undefined && challenge instanceof Uint8Array ? { mac: proof(token, 'client', challenge) } : {}),
+        t: 'hello', v: versionFrom(hello, '/control'), client: 'ferry-fuzz-oracle', nonce: ours,
+        ...(token !== undefined && challenge instanceof Uint8Array ? { mac: proof(token, 'client', '/control', challenge) } : {}),
       });
       const ready = await conn.nextMsg(left(), 'ready');
       if (!ready) throw new Error(`no ready from ${url} within ${timeoutMs} ms${conn.closedWith ? ` (closed ${conn.closedWith.code} ${conn.closedWith.reason})` : ''}`);
+      if (token !== undefined && challenge instanceof Uint8Array) conn.authenticate(frameKeys(token, 'client', '/control', challenge, ours));
       return new LegitClient(conn);
     } catch (e) {
       conn.terminate();

@@ -9,10 +9,11 @@ import { PAGE_SIZE } from '../src/memory/layout.ts';
 import { FRAME_PAGES, ZERO_PAGE } from '../src/memory/page-frame.ts';
 import { DEVICES, ISA, MIGRATION_PROTOCOL_VERSION } from '../src/migration/protocol.ts';
 import { proof } from '../src/wire/auth.ts';
+import { frameKeys } from '../src/wire/frame-mac.ts';
 import { CONTROL_PROTOCOL_VERSION } from '../src/wire/control-protocol.ts';
 import type { Rng } from './rng.ts';
 
-export { CONTROL_PROTOCOL_VERSION, DEVICES, FRAME_PAGES, ISA, MIGRATION_PROTOCOL_VERSION, PAGE_SIZE, proof, ZERO_PAGE };
+export { CONTROL_PROTOCOL_VERSION, DEVICES, FRAME_PAGES, frameKeys, ISA, MIGRATION_PROTOCOL_VERSION, PAGE_SIZE, proof, ZERO_PAGE };
 
 export const MiB = 1024 * 1024;
 export const CPU_WORDS = CPU_STATE_WORDS;
@@ -35,15 +36,21 @@ export function versionFor(path: Path): number {
   return path === '/control' ? CONTROL_PROTOCOL_VERSION : MIGRATION_PROTOCOL_VERSION;
 }
 
-/** The mac field for a hello answering `challenge` (absent when none is asked for or `auth` says so). */
-export function macFor(auth: AuthMode, token: string | undefined, challenge: unknown, rng: Rng): Record<string, unknown> {
+/** The mac field for a hello on `path` answering `challenge` (absent when none is asked for or `auth` says so). */
+export function macFor(auth: AuthMode, path: Path, token: string | undefined, challenge: unknown, rng: Rng): Record<string, unknown> {
   if (auth === 'none') return {};
   if (auth === 'wrong') {
     const c = challenge instanceof Uint8Array ? challenge : new Uint8Array(32);
-    return { mac: rng.pick<unknown>([new Uint8Array(32), rng.bytes(32), proof('not-the-token-0123456789', 'client', c), rng.bytes(31), proof(token ?? 'x'.repeat(16), 'host', c)]) };
+    const other: Path = path === '/control' ? '/migrate' : '/control';
+    return {
+      mac: rng.pick<unknown>([
+        new Uint8Array(32), rng.bytes(32), proof('not-the-token-0123456789', 'client', path, c), rng.bytes(31),
+        proof(token ?? 'x'.repeat(16), 'host', path, c), proof(token ?? 'x'.repeat(16), 'client', other, c),
+      ]),
+    };
   }
   if (token === undefined || !(challenge instanceof Uint8Array)) return {};
-  return { mac: proof(token, 'client', challenge) };
+  return { mac: proof(token, 'client', path, challenge) };
 }
 
 export function controlHello(extra: Record<string, unknown> = {}): Record<string, unknown> {

@@ -22,7 +22,7 @@ export const helloConfused: Strategy = {
     const base: Record<string, unknown> = {
       t: 'hello', v, nonce: nonce(),
       ...(path === '/control' ? { client: 'ferry-fuzz' } : { role: rng.pick(['bulk', 'prio']), id: ctx.freshName('id') }),
-      ...macFor(ctx.auth(), ctx.target.token, hello?.challenge, rng),
+      ...macFor(ctx.auth(), path, ctx.target.token, hello?.challenge, rng),
     };
     const variant = rng.weighted([
       ['fields', 5], ['echo-long', 4], ['two-hellos', 1], ['req-first', 1], ['not-a-map', 1], ['hello-then-junk', 1], ['recover', 1],

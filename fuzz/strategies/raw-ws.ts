@@ -157,7 +157,7 @@ export const rawWsFrames: Strategy = {
       const mine = {
         t: 'hello', v: versionFrom(hello, path), nonce: nonce(),
         ...(path === '/control' ? { client: 'ferry-fuzz-raw' } : { role: 'bulk', id: ctx.freshName('id') }),
-        ...macFor('valid', ctx.target.token, hello?.challenge, rng),
+        ...macFor('valid', path, ctx.target.token, hello?.challenge, rng),
       };
       ctx.write(sock, wsFrame({ opcode: 2, payload: packr.pack(mine) }));
       await sock.waitFor((b) => serverFrames(b.subarray(bodyAt)).length > 1, 2000);

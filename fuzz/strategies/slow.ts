@@ -7,7 +7,7 @@
  */
 import { encode } from '../msgpack.ts';
 import { upgradeRequest, wsFrame } from '../raw.ts';
-import { req } from '../wire.ts';
+import { CONTROL_PROTOCOL_VERSION, req } from '../wire.ts';
 import type { Strategy } from './types.ts';
 
 export const slowIdleTcp: Strategy = {
@@ -69,7 +69,7 @@ export const slowWsNoHello: Strategy = {
     ctx.write(sock, upgradeRequest(path, `${ctx.target.host}:${ctx.target.port}`));
     if (!(await sock.waitFor((b) => b.includes('\r\n\r\n'), 2000))) return;
     const frame = variant === 'partial-hello'
-      ? wsFrame({ opcode: 2, payload: encode({ t: 'hello', v: 1, client: 'slow', nonce: new Uint8Array(32) }) })
+      ? wsFrame({ opcode: 2, payload: encode({ t: 'hello', v: CONTROL_PROTOCOL_VERSION, client: 'slow', nonce: new Uint8Array(32) }) })
       : wsFrame({ opcode: 2, announced: rng.pick([1000, 65_536, 1 << 20]), lengthForm: 64, payload: rng.bytes(8) });
     ctx.write(sock, frame.subarray(0, Math.max(1, rng.int(frame.length))));
     ctx.park(sock, variant);

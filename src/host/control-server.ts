@@ -1,4 +1,4 @@
-import type { WebSocket } from 'ws';
+import type { LinkSocket } from '../wire/socket.ts';
 import { z } from 'zod';
 import { FerryError } from '../errors.ts';
 import type { Logger } from '../log.ts';
@@ -132,7 +132,7 @@ export class ControlConnection {
   private droppedConsole = 0;
 
   constructor(
-    private readonly ws: WebSocket,
+    private readonly ws: LinkSocket,
     readonly registry: VmRegistry,
     readonly migrations: MigrationManager,
     private readonly log: Logger,

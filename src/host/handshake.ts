@@ -12,7 +12,9 @@ import { FerryError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { channelBinding, checkHello, CLOSE_PROTOCOL, newChallenge } from '../wire/auth.ts';
 import { decodeFromClient, encode } from '../wire/control-protocol.ts';
+import { frameKeysFor, MacSocket } from '../wire/frame-mac.ts';
 import { closeWith } from '../wire/peer-text.ts';
+import type { LinkSocket } from '../wire/socket.ts';
 import { setMaxPayload } from '../wire/ws-limits.ts';
 import type { Admission } from './admission.ts';
 
@@ -29,7 +31,8 @@ export interface HandshakeOptions<T> {
   socket: Socket;
   peer: string;
   log: Logger;
-  onReady(hello: T): void;
+  /** The accepted connection: `ws` itself, or over plain TCP with a token, `ws` with every message tagged (frame-mac.ts). */
+  onReady(hello: T, link: LinkSocket): void;
 }
 
 /**
@@ -48,7 +51,8 @@ export function serverHandshake<T>(ws: WebSocket, o: HandshakeOptions<T>): void 
   ws.once('message', (data: Buffer, isBinary: boolean) => {
     try {
       if (!isBinary) throw new FerryError('EPROTO', 'text frames are not part of the protocol; send msgpack in binary frames');
-      const verdict = checkHello(decodeFromClient(data), o.schema, o.version, { name: o.hostName, incarnation: o.incarnation }, o.token, challenge, channelBinding(o.socket));
+      const binding = channelBinding(o.socket);
+      const verdict = checkHello(decodeFromClient(data), o.schema, o.version, { name: o.hostName, incarnation: o.incarnation }, o.token, o.endpoint, challenge, binding);
       if ('close' in verdict) {
         o.admission.refused(`${o.endpoint} hello refused`, o.peer, verdict.close[1]);
         closeWith(ws, ...verdict.close);
@@ -57,7 +61,14 @@ export function serverHandshake<T>(ws: WebSocket, o: HandshakeOptions<T>): void 
       o.admission.authenticated(o.socket);
       setMaxPayload(ws, o.maxPayload);
       ws.send(encode(verdict.ready));
-      o.onReady(verdict.hello);
+      const keys = frameKeysFor(o.token, 'host', o.endpoint, challenge, verdict.nonce, binding);
+      let link: LinkSocket = ws;
+      if (keys) {
+        const tagged = new MacSocket(ws, keys);
+        link = tagged;
+        tagged.on('frame-auth-failed', () => o.log.warn({ peer: o.peer }, `${o.endpoint} message failed authentication (altered, injected or replayed on the path?): connection closed`));
+      }
+      o.onReady(verdict.hello, link);
     } catch (e) {
       const why = e instanceof FerryError ? e.message : `internal error: ${(e as Error).message}`;
       if (!(e instanceof FerryError)) o.log.error({ err: e, peer: o.peer }, `${o.endpoint} hello failed unexpectedly`);

@@ -161,8 +161,8 @@ export class Host {
     serverHandshake(ws, {
       endpoint: '/control', version: CONTROL_PROTOCOL_VERSION, hostName: this.o.name, incarnation: this.incarnation, token: this.o.token, schema: controlHelloSchema,
       maxPayload: CONTROL_MAX_PAYLOAD, admission: this.admission, socket: req.socket, peer: this.peerOf(req), log,
-      onReady: (hello) => {
-        const conn = new ControlConnection(ws, this.registry, this.migrations, log);
+      onReady: (hello, link) => {
+        const conn = new ControlConnection(link, this.registry, this.migrations, log);
         this.conns.add(conn);
         ws.on('close', () => this.conns.delete(conn));
         log.info({ client: hello.client, peer: this.peerOf(req) }, 'control client connected');
@@ -176,7 +176,7 @@ export class Host {
     serverHandshake(ws, {
       endpoint: '/migrate', version: MIGRATION_PROTOCOL_VERSION, hostName: this.o.name, incarnation: this.incarnation, token: this.o.token, schema: migrateHelloSchema,
       maxPayload: MIGRATION_MAX_PAYLOAD, admission: this.admission, socket: req.socket, peer, log: this.log,
-      onReady: (hello) => this.migrations.accept(ws, hello, peer),
+      onReady: (hello, link) => this.migrations.accept(link, hello, peer),
     });
   }
 

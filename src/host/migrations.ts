@@ -1,4 +1,4 @@
-import type WebSocket from 'ws';
+import type { LinkSocket } from '../wire/socket.ts';
 import type { z } from 'zod';
 import { FerryError } from '../errors.ts';
 import type { Logger } from '../log.ts';
@@ -219,7 +219,7 @@ export class MigrationManager {
   }
 
   /** A `/migrate` connection after its hello: the bulk stream opens a migration, the priority channel joins it. */
-  accept(ws: WebSocket, hello: z.infer<typeof migrateHelloSchema>, peer: string): void {
+  accept(ws: LinkSocket, hello: z.infer<typeof migrateHelloSchema>, peer: string): void {
     const { id } = hello;
     if (hello.role === 'bulk' && hello.recover === true) {
       // Answered once the source asks (its `recover`), so the answer cannot overtake the hello's end.
@@ -296,7 +296,7 @@ export class MigrationManager {
    * A source that lost its link at the switch-over asks how the migration ended here (once it
    * has said `query`, so the answer cannot overtake the hello's end).
    */
-  private answerQuery(ws: WebSocket, id: string): void {
+  private answerQuery(ws: LinkSocket, id: string): void {
     const silent = setTimeout(() => closeWith(ws, 1008, 'no query message'), this.incomingIdleMs);
     silent.unref();
     ws.once('message', (data: Buffer, isBinary: boolean) => {
@@ -392,7 +392,7 @@ export class MigrationManager {
   }
 
   /** A source reconnecting a post-copy migration that lost its link. */
-  private recoverIncoming(ws: WebSocket, id: string): void {
+  private recoverIncoming(ws: LinkSocket, id: string): void {
     const m = this.incoming.get(id);
     if (m) {
       m.recover(ws);

@@ -1,6 +1,6 @@
 import type { LinkSocket } from '../wire/socket.ts';
 import { FerryError } from '../errors.ts';
-import { peerText } from '../wire/peer-text.ts';
+import { closeDetail, peerText } from '../wire/peer-text.ts';
 import { decodeMsg, type MigrationMsg, type StreamContext } from './protocol.ts';
 
 type Waiter = { types: string[]; resolve: (m: MigrationMsg) => void; reject: (e: Error) => void; timer: NodeJS.Timeout };
@@ -48,7 +48,7 @@ export class Inbox {
       this.deliver();
     });
     ws.on('close', (code, reason) => {
-      this.interrupt(new FerryError('ELINK', `link to ${peer} closed (${code}${reason.length ? `: ${peerText(reason.toString(), 123)}` : ''})`));
+      this.interrupt(new FerryError('ELINK', `link to ${peer} closed${closeDetail(code, reason)}`));
     });
     ws.on('error', (err) => this.interrupt(new FerryError('ELINK', `link to ${peer} failed: ${err.message}`)));
   }

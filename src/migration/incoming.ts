@@ -7,7 +7,7 @@ import { checkPageFrame, fillMissingPages, isPageFrame } from '../memory/page-fr
 import { deferSpareRefill } from '../vm/vcpu-threads.ts';
 import { Vm } from '../vm/vm.ts';
 import { dropSockets } from '../wire/link.ts';
-import { closeWith, peerText } from '../wire/peer-text.ts';
+import { closeDetail, closeWith, peerText } from '../wire/peer-text.ts';
 import type { LinkSocket } from '../wire/socket.ts';
 import { LinkLiveness } from './liveness.ts';
 import { Backoff, giveUpLeftMs } from './recovery.ts';
@@ -161,10 +161,10 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
       this.onMessage(data, isBinary);
     });
     this.liveness.watch(ws);
-    ws.on('close', (code) => {
+    ws.on('close', (code, reason) => {
       // A clean close after `completed`: the source knows the guest runs here.
       if (code === 1000 && this.finishedRecord) this.finishedRecord.acknowledged = true;
-      if (gen === this.linkGen) this.linkDown(`link from ${this.peer} closed`);
+      if (gen === this.linkGen) this.linkDown(`link from ${this.peer} closed${closeDetail(code, reason)}`);
     });
     ws.on('error', () => {});
   }
@@ -393,8 +393,8 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
     this.prio = ws;
     this.prioGen = gen;
     this.liveness.watch(ws);
-    ws.on('close', () => {
-      if (gen === this.linkGen && this.postcopy) this.linkDown(`priority channel from ${this.peer} closed`);
+    ws.on('close', (code, reason) => {
+      if (gen === this.linkGen && this.postcopy) this.linkDown(`priority channel from ${this.peer} closed${closeDetail(code, reason)}`);
     });
     ws.on('error', () => {});
     // After a recovery: ask again for the pages the vCPU is (or was) waiting on.

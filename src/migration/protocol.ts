@@ -55,7 +55,8 @@ import { machineConfigSchema, safeCount, vmNameSchema, vmStateSchema } from '../
 import { packMsg, unpackChecked, type MsgpackLimits } from '../wire/codec.ts';
 import { peerText } from '../wire/peer-text.ts';
 
-export const MIGRATION_PROTOCOL_VERSION = 1;
+/** 2: token proofs name their endpoint, and messages after the hello carry tags over plain TCP (wire/frame-mac.ts). */
+export const MIGRATION_PROTOCOL_VERSION = 2;
 export const ISA = 'rv32im_zicsr';
 export const DEVICES = ['uart16550@0x10000000', 'clint@0x2000000', 'test-finisher@0x100000'];
 /** The largest message on an authenticated migration link: a page frame, or a state section. */

@@ -36,18 +36,19 @@ export function newChallenge(): Uint8Array {
 }
 
 /**
- * HMAC-SHA256(token, role | challenge | binding). The role keeps a reflected mac from being
- * accepted; the binding (over TLS: keying material exported from this TLS session, the same on
+ * HMAC-SHA256(token, role | endpoint | challenge | binding). The role keeps a reflected mac from
+ * being accepted; the endpoint (/control, /migrate) keeps a proof asked for one purpose from
+ * opening the other; the binding (over TLS: keying material exported from this TLS session, the same on
  * both ends of it and on no other connection) keeps a proof relayed from another connection, by
  * an endpoint in the middle, from being accepted on this one.
  */
-export function proof(token: string, role: 'client' | 'host', challenge: Uint8Array, binding: Uint8Array = NO_BINDING): Uint8Array {
-  return new Uint8Array(createHmac('sha256', token).update(role).update(challenge).update(binding).digest());
+export function proof(token: string, role: 'client' | 'host', endpoint: string, challenge: Uint8Array, binding: Uint8Array = NO_BINDING): Uint8Array {
+  return new Uint8Array(createHmac('sha256', token).update(`${role} ${endpoint}\0`).update(challenge).update(binding).digest());
 }
 
-export function verifyProof(token: string, role: 'client' | 'host', challenge: Uint8Array, mac: unknown, binding: Uint8Array = NO_BINDING): boolean {
+export function verifyProof(token: string, role: 'client' | 'host', endpoint: string, challenge: Uint8Array, mac: unknown, binding: Uint8Array = NO_BINDING): boolean {
   if (!(mac instanceof Uint8Array) || mac.length !== 32) return false;
-  return timingSafeEqual(proof(token, role, challenge, binding), mac);
+  return timingSafeEqual(proof(token, role, endpoint, challenge, binding), mac);
 }
 
 const NO_BINDING = new Uint8Array(0);
@@ -77,7 +78,7 @@ export interface ReadyMsg {
 }
 
 /** What a host answers a client's hello with: the ready message and the checked hello, or why it closes (code, reason). */
-export type HelloVerdict<T> = { ready: ReadyMsg; hello: T } | { close: [number, string] };
+export type HelloVerdict<T> = { ready: ReadyMsg; hello: T; nonce: Uint8Array } | { close: [number, string] };
 
 export const CLOSE_AUTH_FAILED = 4001;
 export const CLOSE_VERSION = 4002;
@@ -113,6 +114,7 @@ export const migrateHelloSchema = z.strictObject({
  */
 export function checkHello<T>(
   msg: Record<string, unknown>, schema: z.ZodType<T>, version: number, host: { name: string; incarnation: string }, token: string | undefined,
+  endpoint: string,
   challenge: Uint8Array | undefined,
   binding?: Uint8Array,
 ): HelloVerdict<T> {
@@ -120,7 +122,7 @@ export function checkHello<T>(
   if (msg.v !== version) {
     return { close: [CLOSE_VERSION, `protocol version ${peerText(msg.v, 16)} is not supported; this host speaks ${version}`] };
   }
-  if (token !== undefined && !verifyProof(token, 'client', challenge!, msg.mac, binding)) {
+  if (token !== undefined && !verifyProof(token, 'client', endpoint, challenge!, msg.mac, binding)) {
     return { close: [CLOSE_AUTH_FAILED, 'authentication failed: wrong or missing cluster token'] };
   }
   const parsed = schema.safeParse(msg);
@@ -129,6 +131,6 @@ export function checkHello<T>(
     return { close: [CLOSE_PROTOCOL, `malformed hello: ${i ? `${i.path.map(String).join('.')}: ${i.message}` : 'invalid'}`] };
   }
   const nonce = msg.nonce as Uint8Array;
-  const hostProof = token !== undefined ? proof(token, 'host', nonce, binding) : undefined;
-  return { ready: { t: 'ready', v: version, host: host.name, incarnation: host.incarnation, ...(hostProof ? { proof: hostProof } : {}) }, hello: parsed.data };
+  const hostProof = token !== undefined ? proof(token, 'host', endpoint, nonce, binding) : undefined;
+  return { ready: { t: 'ready', v: version, host: host.name, incarnation: host.incarnation, ...(hostProof ? { proof: hostProof } : {}) }, hello: parsed.data, nonce };
 }

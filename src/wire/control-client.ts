@@ -1,9 +1,9 @@
 import { EventEmitter } from 'node:events';
-import WebSocket from 'ws';
 import type { TlsTrust } from './tls.ts';
 import { FerryError } from '../errors.ts';
 import { CONTROL_MAX_PAYLOAD, CONTROL_PROTOCOL_VERSION, decodeFromHost, encode, hostMsgSchema, type HostMsg } from './control-protocol.ts';
 import { closeError, openLink } from './link.ts';
+import type { LinkSocket } from './socket.ts';
 
 export interface ConnectOptions {
   token?: string;
@@ -30,7 +30,7 @@ export class ControlClient extends EventEmitter {
   private readonly pending = new Map<number, Pending>();
   private closedWith: FerryError | undefined;
 
-  private constructor(private readonly ws: WebSocket, private readonly url: string) {
+  private constructor(private readonly ws: LinkSocket, private readonly url: string) {
     super();
   }
 
@@ -111,7 +111,7 @@ export class ControlClient extends EventEmitter {
   }
 
   close(): Promise<void> {
-    if (this.ws.readyState === WebSocket.CLOSED) return Promise.resolve();
+    if (this.closedWith) return Promise.resolve();
     return new Promise((resolve) => {
       this.ws.once('close', () => resolve());
       this.ws.close(1000, 'bye');

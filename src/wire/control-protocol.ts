@@ -4,8 +4,9 @@
  *
  *   client                                   host
  *     |  <------ hello {v, host, challenge?} --- |   on connect; challenge when a token is required
- *     |  --- hello {v, client, nonce, mac?} ---> |   mac = HMAC(token, "client" | challenge)
- *     |  <------ ready {v, proof?} ------------- |   proof = HMAC(token, "host" | nonce): the host knows it too
+ *     |  --- hello {v, client, nonce, mac?} ---> |   mac = HMAC(token, "client /control" | challenge | binding)
+ *     |  <------ ready {v, proof?} ------------- |   proof = HMAC(token, "host /control" | nonce | binding): the host knows it too
+ *     |        (with a token over plain TCP, every message from here on carries a tag: frame-mac.ts)
  *     |  --- req {id, method, params} ---------> |
  *     |  <------ res {id, ok, result | error} -- |   error = {code, message}
  *     |  <------ event {event, vm?, data} ------ |   pushed: VM state changes, console output
@@ -18,7 +19,8 @@ import { FerryError } from '../errors.ts';
 import { packMsg, unpackChecked, type MsgpackLimits } from './codec.ts';
 import { peerText } from './peer-text.ts';
 
-export const CONTROL_PROTOCOL_VERSION = 1;
+/** 2: token proofs name their endpoint, and messages after the hello carry tags over plain TCP (frame-mac.ts). */
+export const CONTROL_PROTOCOL_VERSION = 2;
 /** Largest control frame a host accepts once a client is authenticated (an uploaded ELF travels in one). */
 export const CONTROL_MAX_PAYLOAD = 32 * 1024 * 1024;
 

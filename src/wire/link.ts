@@ -4,6 +4,7 @@ import { FerryError } from '../errors.ts';
 import { channelBinding, CLOSE_AUTH_FAILED, CLOSE_VERSION, proof, verifyProof } from './auth.ts';
 import { packMsg } from './codec.ts';
 import { decodeFromHost } from './control-protocol.ts';
+import { frameKeysFor, MacSocket } from './frame-mac.ts';
 import { closeWith, peerText } from './peer-text.ts';
 import type { LinkSocket } from './socket.ts';
 import type { TlsTrust } from './tls.ts';
@@ -56,9 +57,10 @@ export function closeError(url: string, code: number, reason: string): FerryErro
 /**
  * Opens an authenticated WebSocket to a Ferry host endpoint: waits for the host's hello,
  * answers with ours (plus the HMAC over its challenge when it asks for a token), and checks the
- * host's proof over our nonce. Resolves with the socket, its listeners removed, once ready.
+ * host's proof over our nonce. Resolves once ready with the socket, its listeners removed (over
+ * plain TCP with a token: wrapped so every message is tagged, see frame-mac.ts).
  */
-export function openLink(o: LinkOptions): Promise<{ ws: WebSocket; host: string; incarnation: string }> {
+export function openLink(o: LinkOptions): Promise<{ ws: LinkSocket; host: string; incarnation: string }> {
   const ws = new WebSocket(o.url, {
     perMessageDeflate: false, maxPayload: o.maxPayload,
     // Each message in its own macrotask: the caller attaches its handlers in the microtasks that
@@ -70,8 +72,10 @@ export function openLink(o: LinkOptions): Promise<{ ws: WebSocket; host: string;
     ...(o.tls?.cert ? { cert: o.tls.cert, key: o.tls.key } : {}),
   });
   const nonce = new Uint8Array(randomBytes(32));
+  const endpoint = new URL(o.url).pathname;
   // Over TLS, proofs are bound to this session (see auth.ts proof).
-  let binding: Uint8Array | undefined;
+  let binding: Uint8Array = new Uint8Array(0);
+  let challenge: Uint8Array | undefined;
   const shown = o.display ?? o.url;
   return new Promise((resolve, reject) => {
     const timeoutMs = o.timeoutMs ?? 10_000;
@@ -119,34 +123,35 @@ export function openLink(o: LinkOptions): Promise<{ ws: WebSocket; host: string;
           fail(new FerryError('EVERSION', `host ${shown} speaks protocol ${peerText(msg.v, 16)}; this side speaks ${o.version}`));
           return;
         }
-        const challenge = msg.challenge;
-        if (challenge instanceof Uint8Array && o.token === undefined) {
+        challenge = msg.challenge instanceof Uint8Array ? msg.challenge : undefined;
+        if (challenge !== undefined && o.token === undefined) {
           // Say hello anyway (without a proof): the host refuses it, and logs who was refused.
           ws.send(packMsg({ t: 'hello', v: o.version, nonce, ...o.hello }), () => {
             fail(new FerryError('EAUTH', `host ${shown} requires a cluster token: pass --token-file F or set FERRY_TOKEN`));
           });
           return;
         }
-        if (o.token !== undefined && !(challenge instanceof Uint8Array)) {
+        if (o.token !== undefined && challenge === undefined) {
           // Mutual: a side that holds the token trusts only a host that proves it holds it too.
           fail(new FerryError('EAUTH', `host ${shown} asks for no cluster token, so it cannot prove it holds ours: refused (is it the host you meant? drop --token-file / FERRY_TOKEN to talk to a host without one)`));
           return;
         }
         ws.send(packMsg({
           t: 'hello', v: o.version, nonce, ...o.hello,
-          ...(challenge instanceof Uint8Array && o.token !== undefined ? { mac: proof(o.token, 'client', challenge, binding) } : {}),
+          ...(challenge !== undefined && o.token !== undefined ? { mac: proof(o.token, 'client', endpoint, challenge, binding) } : {}),
         }));
         return;
       }
       if (msg.t === 'ready') {
-        if (o.token !== undefined && !verifyProof(o.token, 'host', nonce, msg.proof, binding)) {
+        if (o.token !== undefined && !verifyProof(o.token, 'host', endpoint, nonce, msg.proof, binding)) {
           fail(new FerryError('EAUTH', `host ${shown} could not prove it holds the cluster token`));
           return;
         }
         settled = true;
         clearTimeout(timer);
         ws.removeAllListeners();
-        resolve({ ws, host: peerText(msg.host, 64), incarnation: peerText(msg.incarnation, 64) });
+        const keys = frameKeysFor(o.token, 'client', endpoint, challenge, nonce, binding);
+        resolve({ ws: keys ? new MacSocket(ws, keys) : ws, host: peerText(msg.host, 64), incarnation: peerText(msg.incarnation, 64) });
         return;
       }
       fail(new FerryError('EPROTO', `unexpected "${peerText(msg.t, 32)}" from host ${shown} during hello`));

@@ -52,3 +52,8 @@ export function closeWith(ws: LinkSocket, code: number, reason: string): void {
     ws.terminate();
   }
 }
+
+/** How a link closed, for a message: " (CODE: reason)", the reason as a peer sent it, bounded. */
+export function closeDetail(code: number, reason: Buffer): string {
+  return ` (${code}${reason.length ? `: ${peerText(reason.toString(), 123)}` : ''})`;
+}

@@ -106,7 +106,7 @@ describe('VM lifecycle through ControlClient', () => {
     expect(new Date(info.createdAt as string).getTime()).toBeGreaterThan(Date.now() - 60_000);
 
     const hi = await a.request<Info>('host.info');
-    expect(hi).toMatchObject({ name: 'h-main', version: 1, vms: 1, memoryUsed: 16 * MiB });
+    expect(hi).toMatchObject({ name: 'h-main', version: CONTROL_PROTOCOL_VERSION, vms: 1, memoryUsed: 16 * MiB });
 
     const regs = await a.request<Info>('vm.registers', { name: 'life' });
     expect(regs).toMatchObject({ name: 'life', state: 'running', live: true });
@@ -358,9 +358,9 @@ describe('authentication', () => {
     for (const mac of [new Uint8Array(32).fill(1), new Uint8Array(3), undefined, 'string']) {
       const raw = await rawConnect(th.url);
       const hello = await raw.next();
-      expect(hello).toMatchObject({ t: 'hello', v: 1, host: 'h-auth' });
+      expect(hello).toMatchObject({ t: 'hello', v: CONTROL_PROTOCOL_VERSION, host: 'h-auth' });
       expect(hello.challenge).toBeInstanceOf(Uint8Array);
-      raw.send({ t: 'hello', v: 1, client: 'evil', nonce: new Uint8Array(32), ...(mac !== undefined ? { mac } : {}) });
+      raw.send({ t: 'hello', v: CONTROL_PROTOCOL_VERSION, client: 'evil', nonce: new Uint8Array(32), ...(mac !== undefined ? { mac } : {}) });
       const closed = await raw.closed;
       expect(closed.code).toBe(4001);
       expect(closed.reason).toMatch(/authentication failed/);
@@ -481,7 +481,7 @@ describe('bad input on a raw connection', () => {
 
   it('a hello with another protocol version is closed with 4002', async () => {
     const raw = await rawConnect(host.url);
-    expect(await raw.next()).toMatchObject({ t: 'hello', v: 1, host: 'h-main' });
+    expect(await raw.next()).toMatchObject({ t: 'hello', v: CONTROL_PROTOCOL_VERSION, host: 'h-main' });
     raw.send({ t: 'hello', v: 99, client: 'future', nonce: new Uint8Array(32) });
     const closed = await raw.closed;
     expect(closed.code).toBe(4002);

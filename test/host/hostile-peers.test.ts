@@ -11,6 +11,8 @@ import {
   sourceLink,
 } from '../support/hostile-source.ts';
 import { migrate, startFakeDestination, type FakeDestination } from '../support/migration-helpers.ts';
+import { MIGRATION_PROTOCOL_VERSION } from '../../src/migration/protocol.ts';
+import { CONTROL_PROTOCOL_VERSION } from '../../src/wire/control-protocol.ts';
 
 const T = 30_000;
 type Info = Record<string, unknown>;
@@ -61,9 +63,9 @@ afterAll(async () => {
 /** A hello whose fields carry `text` where the host may echo it. */
 function echoingHellos(text: string): Info[] {
   return [
-    { t: text, v: 1, nonce: new Uint8Array(32) },
+    { t: text, v: CONTROL_PROTOCOL_VERSION, nonce: new Uint8Array(32) },
     { t: 'hello', v: text, nonce: new Uint8Array(32) },
-    { t: 'hello', v: 1, nonce: new Uint8Array(32), client: text, role: text, id: text },
+    { t: 'hello', v: CONTROL_PROTOCOL_VERSION, nonce: new Uint8Array(32), client: text, role: text, id: text },
   ];
 }
 
@@ -123,7 +125,7 @@ describe('before authentication', () => {
   it('a token host refuses a request before the hello, and a wrong mac, without running it', async () => {
     const link = await openScripted(th.url, '/migrate');
     await link.next();
-    link.send({ t: 'hello', v: 1, role: 'bulk', id: migrationId(), nonce: new Uint8Array(32), mac: new Uint8Array(32) });
+    link.send({ t: 'hello', v: MIGRATION_PROTOCOL_VERSION, role: 'bulk', id: migrationId(), nonce: new Uint8Array(32), mac: new Uint8Array(32) });
     expect((await link.closed).code).toBe(4001);
   }, T);
 });

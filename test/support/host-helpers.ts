@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { Packr } from 'msgpackr';
 import WebSocket from 'ws';
 import { proof } from '../../src/wire/auth.ts';
+import { frameKeys, TagStream, type FrameKeys } from '../../src/wire/frame-mac.ts';
 import { ControlClient } from '../../src/wire/control-client.ts';
 import { REPO_ROOT, sleep, waitFor } from './helpers.ts';
 
@@ -172,6 +173,10 @@ export interface RawClient {
   next(timeoutMs?: number, events?: boolean): Promise<Record<string, unknown>>;
   /** Sends a msgpack-encoded message in a binary frame. */
   send(msg: unknown): void;
+  /** Sends one frame as it is (tagged, once `authenticate` has been called). */
+  sendFrame(data: Uint8Array | string): void;
+  /** From now on, tags what it sends and checks and strips the tags of what it hears (frame-mac.ts). */
+  authenticate(keys: FrameKeys): void;
   /** Sends a request and returns its response. */
   request(method: string, params?: unknown): Promise<Record<string, unknown>>;
   /** Resolves with the close code and reason. */
@@ -190,7 +195,17 @@ export async function rawConnect(url: string, path = '/control', o: { localAddre
   const queue: Record<string, unknown>[] = [];
   const waiters: (() => void)[] = [];
   let isClosed = false;
+  let tags: { out: TagStream; in: TagStream } | undefined;
   ws.on('message', (d: Buffer) => {
+    if (tags) {
+      const message = tags.in.open(d);
+      if (message === undefined) {
+        queue.push({ t: 'tag-failed' });
+        for (const w of waiters.splice(0)) w();
+        return;
+      }
+      d = message;
+    }
     queue.push(packr.unpack(d) as Record<string, unknown>);
     for (const w of waiters.splice(0)) w();
   });
@@ -228,7 +243,18 @@ export async function rawConnect(url: string, path = '/control', o: { localAddre
       }
     },
     send(msg: unknown) {
-      ws.send(packr.pack(msg));
+      raw.sendFrame(packr.pack(msg));
+    },
+    sendFrame(data: Uint8Array | string) {
+      if (!tags) {
+        ws.send(data);
+        return;
+      }
+      const bytes = typeof data === 'string' ? Buffer.from(data) : data;
+      ws.send(Buffer.concat([bytes, tags.out.tag(bytes)]), { binary: typeof data !== 'string' });
+    },
+    authenticate(keys: FrameKeys) {
+      tags = { out: new TagStream(keys.send), in: new TagStream(keys.receive) };
     },
     async request(method: string, params: unknown = {}) {
       const id = nextId++;
@@ -256,12 +282,14 @@ export async function rawReady(url: string, token?: string): Promise<RawClient> 
   const hello = await raw.next();
   if (hello.t !== 'hello') throw new Error(`expected hello, got ${JSON.stringify(hello)}`);
   const challenge = hello.challenge as Uint8Array | undefined;
+  const nonce = new Uint8Array(randomBytes(32));
   raw.send({
-    t: 'hello', v: hello.v, client: 'raw-test', nonce: new Uint8Array(randomBytes(32)),
-    ...(token !== undefined && challenge ? { mac: proof(token, 'client', challenge) } : {}),
+    t: 'hello', v: hello.v, client: 'raw-test', nonce,
+    ...(token !== undefined && challenge ? { mac: proof(token, 'client', '/control', challenge) } : {}),
   });
   const ready = await raw.next();
   if (ready.t !== 'ready') throw new Error(`expected ready, got ${JSON.stringify(ready)}`);
+  if (token !== undefined && challenge) raw.authenticate(frameKeys(token, 'client', '/control', challenge, nonce));
   return raw;
 }
 

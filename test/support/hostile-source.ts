@@ -4,6 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { proof } from '../../src/wire/auth.ts';
+import { frameKeys } from '../../src/wire/frame-mac.ts';
 import { DEVICES, ISA, MIGRATION_PROTOCOL_VERSION } from '../../src/migration/protocol.ts';
 import { rawConnect, type RawClient } from './host-helpers.ts';
 
@@ -16,7 +17,7 @@ export interface ScriptedLink extends RawClient {
 /** Opens a raw WebSocket to `url` + `path`, optionally from another loopback source address. */
 export async function openScripted(url: string, path: string, o: { localAddress?: string } = {}): Promise<ScriptedLink> {
   const raw = await rawConnect(url, path, o);
-  return Object.assign(raw, { sendRaw: (f: Buffer | Uint8Array | string) => raw.ws.send(f), terminate: () => raw.ws.terminate() });
+  return Object.assign(raw, { sendRaw: (f: Buffer | Uint8Array | string) => raw.sendFrame(f), terminate: () => raw.ws.terminate() });
 }
 
 /** A `/migrate` link past its hello, as a source opens it (bulk or priority channel). */
@@ -25,12 +26,14 @@ export async function sourceLink(url: string, hello: Record<string, unknown>, to
   const h = await link.next();
   if (h.t !== 'hello') throw new Error(`expected hello, got ${JSON.stringify(h)}`);
   const challenge = h.challenge as Uint8Array | undefined;
+  const nonce = new Uint8Array(randomBytes(32));
   link.send({
-    t: 'hello', v: MIGRATION_PROTOCOL_VERSION, nonce: new Uint8Array(randomBytes(32)), ...hello,
-    ...(token !== undefined && challenge ? { mac: proof(token, 'client', challenge) } : {}),
+    t: 'hello', v: MIGRATION_PROTOCOL_VERSION, nonce, ...hello,
+    ...(token !== undefined && challenge ? { mac: proof(token, 'client', '/migrate', challenge) } : {}),
   });
   const ready = await link.next();
   if (ready.t !== 'ready') throw new Error(`expected ready, got ${JSON.stringify(ready)}`);
+  if (token !== undefined && challenge) link.authenticate(frameKeys(token, 'client', '/migrate', challenge, nonce));
   return link;
 }
 

@@ -16,14 +16,24 @@ export interface LinkProxy {
   cut(o?: { down?: boolean }): void;
   /** Stops forwarding on every open connection without closing it (a partition: no FIN, no RST). */
   freeze(): void;
+  /** An attacker on the path: writes `bytes` into every open connection, client to server, between what it forwards. */
+  inject(bytes: Buffer): void;
   up(): void;
   close(): Promise<void>;
 }
 
-export async function startLinkProxy(target: string, o: { capture?: boolean } = {}): Promise<LinkProxy> {
+export interface LinkProxyOptions {
+  /** Keep every byte forwarded from client to server (see `captured`). */
+  capture?: boolean;
+  /** An attacker on the path: flips the bits of `xor` in the byte at `offset` of each connection's client-to-server stream. */
+  flip?: { offset: number; xor: number };
+}
+
+export async function startLinkProxy(target: string, o: LinkProxyOptions = {}): Promise<LinkProxy> {
   const t = new URL(target);
   const chunks: Buffer[] = [];
   const sockets = new Set<net.Socket>();
+  const toServer = new Set<net.Socket>();
   let down = false;
   const server = net.createServer((client) => {
     proxy.connections++;
@@ -32,6 +42,8 @@ export async function startLinkProxy(target: string, o: { capture?: boolean } = 
       return;
     }
     const server = net.connect(Number(t.port), t.hostname);
+    toServer.add(server);
+    server.on('close', () => toServer.delete(server));
     for (const s of [client, server]) {
       sockets.add(s);
       s.on('error', () => {});
@@ -41,7 +53,11 @@ export async function startLinkProxy(target: string, o: { capture?: boolean } = 
         server.destroy();
       });
     }
+    let upstream = 0;
     client.on('data', (d: Buffer) => {
+      const flip = o.flip;
+      if (flip && flip.offset >= upstream && flip.offset < upstream + d.length) d[flip.offset - upstream]! ^= flip.xor;
+      upstream += d.length;
       proxy.bytesUp += d.length;
       if (o.capture) chunks.push(d);
     });
@@ -61,6 +77,9 @@ export async function startLinkProxy(target: string, o: { capture?: boolean } = 
     },
     up() {
       down = false;
+    },
+    inject(bytes: Buffer) {
+      for (const s of toServer) s.write(bytes);
     },
     freeze() {
       for (const s of sockets) {

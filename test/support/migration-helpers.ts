@@ -4,6 +4,7 @@ import { ControlClient } from '../../src/wire/control-client.ts';
 import { Host } from '../../src/host/host.ts';
 import { createLogger } from '../../src/log.ts';
 import { PAGE_EVER_WRITTEN } from '../../src/memory/layout.ts';
+import { MIGRATION_PROTOCOL_VERSION } from '../../src/migration/protocol.ts';
 import type { MigrationInfo, MigrationStatus } from '../../src/migration/stats.ts';
 import { runCli, sleep } from './helpers.ts';
 
@@ -234,12 +235,12 @@ export async function startFakeDestination(b: FakeBehaviour): Promise<FakeDestin
   };
   wss.on('connection', (ws) => {
     ws.on('error', () => {});
-    ws.send(packr.pack({ t: 'hello', v: 1, host: 'fake' }));
+    ws.send(packr.pack({ t: 'hello', v: MIGRATION_PROTOCOL_VERSION, host: 'fake' }));
     let helloDone = false;
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       if (!helloDone) {
         helloDone = true;
-        ws.send(packr.pack({ t: 'ready', v: 1, host: 'fake' }));
+        ws.send(packr.pack({ t: 'ready', v: MIGRATION_PROTOCOL_VERSION, host: 'fake' }));
         return;
       }
       if (isBinary && data[0] === 0x50) {
