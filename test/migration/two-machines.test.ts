@@ -34,7 +34,7 @@ let cb: ControlClient;
 
 beforeAll(async () => {
   if (why) return;
-  bed = createTestbed();
+  bed = await createTestbed();
   const { a, b } = bed;
   dir = mkdtempSync(join(tmpdir(), 'ferry-2m-'));
   execFileSync(join(REPO_ROOT, 'scripts', 'make-certs.sh'), [dir, `a=${a.linkAddr},${a.controlAddr}`, `b=${b.linkAddr},${b.controlAddr}`, 'operator=127.0.0.1'], { stdio: 'ignore' });
@@ -53,7 +53,7 @@ afterAll(async () => {
   await cb?.close().catch(() => undefined);
   if (bed) {
     await Promise.all([stopHostIn(bed.a), stopHostIn(bed.b)]);
-    bed.teardown();
+    await bed.teardown();
   }
   if (dir) rmSync(dir, { recursive: true, force: true });
 }, 30_000);
