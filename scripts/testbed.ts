@@ -86,7 +86,8 @@ async function up(args: string[]): Promise<void> {
     const counters = await bed.teardown();
     if (counters) process.stdout.write(`testbed: link counters ${JSON.stringify(counters)}\n`);
     if (pcap) process.stdout.write(`testbed: the capture stays in ${pcap}\n`);
-    rmSync(work, { recursive: true, force: true });
+    rmSync(join(work, 'token'), { force: true });
+    process.stdout.write(`testbed: the hosts' logs stay in ${work}\n`);
     process.exit(code);
   };
   process.on('SIGINT', () => void down(0));

@@ -58,12 +58,17 @@ afterAll(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 }, 30_000);
 
-async function runningOnA(name: string, paused = false): Promise<Promise<string>> {
-  const oracle = oracleDigest(GUEST);
+/**
+ * The guest running on A (paused with `paused`), and its oracle. The oracle is computed first: an
+ * async function returning the pending oracle would wait for it (a returned promise is adopted),
+ * long enough for the guest to halt before it is migrated.
+ */
+async function runningOnA(name: string, paused = false): Promise<{ oracle: string }> {
+  const oracle = await oracleDigest(GUEST);
   await ca.request('vm.create', createParams(name, GUEST));
   await waitInstret(ca, name, 30_000_000);
   if (paused) await ca.request('vm.pause', { name });
-  return oracle;
+  return { oracle };
 }
 
 describe.skipIf(why !== undefined)('two hosts in two network namespaces, over mutual TLS', () => {
@@ -76,18 +81,18 @@ describe.skipIf(why !== undefined)('two hosts in two network namespaces, over mu
     ['hybrid', { mode: 'hybrid', postcopyAfterRounds: 1 }],
   ] as const)('%s reaches the unmigrated digest across the namespaces', async (mode, params) => {
     const name = `m-${mode}`;
-    const oracle = await runningOnA(name, mode === 'cold');
+    const { oracle } = await runningOnA(name, mode === 'cold');
     const s = await migrate(ca, name, { to: to(), ...params }, 60_000);
     expect(s.status, s['error-desc']).toBe('completed');
     expect(s.peer).toBe(to());
     if (mode === 'cold') await cb.request('vm.resume', { name });
-    expect(await finalDigest(cb, name, 60_000)).toBe(await oracle);
+    expect(await finalDigest(cb, name, 60_000)).toBe(oracle);
     await cb.request('vm.destroy', { name });
   }, 90_000);
 
   it('post-copy with the migration link taken down and up again: both sides pause, recover, and reach the digest', async () => {
     const name = 'm-cut';
-    const oracle = await runningOnA(name);
+    const { oracle } = await runningOnA(name);
     await ca.request('migrate.start', { name, to: to(), mode: 'postcopy', pushDelayMs: 500 });
     await eventually(async () => ((await ca.request<MigrationInfo>('migrate.status', { name })).status === 'postcopy-active' ? true : undefined), 'post-copy to start', 20_000);
     setLink(bed!.a.ns, bed!.linkDev.a, false);
@@ -102,6 +107,6 @@ describe.skipIf(why !== undefined)('two hosts in two network namespaces, over mu
     }, 'the migration to end', 40_000);
     expect(end.status, end['error-desc']).toBe('completed');
     expect(end['postcopy-recoveries']).toBeGreaterThanOrEqual(1);
-    expect(await finalDigest(cb, name, 60_000)).toBe(await oracle);
+    expect(await finalDigest(cb, name, 60_000)).toBe(oracle);
   }, 90_000);
 });
