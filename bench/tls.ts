@@ -1,13 +1,14 @@
 /**
- * What TLS costs a migration: the same migrations between two host processes on loopback, plain
- * ws:// and wss:// with mutual TLS (certificates from scripts/make-certs.sh, so openssl is
- * needed), measured in the same run. Prints one JSON object per case, then a table with each
- * TLS figure as a ratio of the plain one (the goal for throughput: at least 0.8).
+ * What securing the link costs a migration: the same migrations between two host processes on
+ * loopback over plain ws://, ws:// with a cluster token (every message tagged, frame-mac.ts),
+ * and wss:// with mutual TLS (certificates from scripts/make-certs.sh, so openssl is needed),
+ * measured in the same run. Prints one JSON object per case, then a table with the token's and
+ * TLS's figures as ratios of the plain ones (the goal for TLS throughput: at least 0.8).
  *
  *   npx tsx bench/tls.ts            (FERRY_BENCH_RUNS=N: migrations per case and transport, default 3; the median is kept)
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -47,8 +48,12 @@ async function main(): Promise<void> {
   execFileSync(fileURLToPath(new URL('../scripts/make-certs.sh', import.meta.url)), [dir, 'a=127.0.0.1', 'b=127.0.0.1'], { stdio: 'ignore' });
   const tlsArgs = (n: string) => ['--tls-cert', join(dir, `${n}.pem`), '--tls-key', join(dir, `${n}-key.pem`), '--tls-ca', join(dir, 'ca.pem')];
   const trust = { tls: { ca: readFileSync(join(dir, 'ca.pem')), cert: readFileSync(join(dir, 'a.pem')), key: readFileSync(join(dir, 'a-key.pem')) } };
+  const token = 'bench-cluster-token-0123456789abcdef';
+  const tokenFile = join(dir, 'token');
+  writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
   const transports = {
     plain: await Promise.all([startHostProcess('a'), startHostProcess('b')]),
+    token: await Promise.all([startHostProcess('a', ['--token-file', tokenFile], { token }), startHostProcess('b', ['--token-file', tokenFile], { token })]),
     tls: await Promise.all([startHostProcess('a', tlsArgs('a'), trust), startHostProcess('b', tlsArgs('b'), trust)]),
   };
   const rows: string[] = [];
@@ -66,17 +71,22 @@ async function main(): Promise<void> {
           mbs: median(runs.map((r) => r['transferred-bytes'] / Math.max(0.001, r['total-time-ms'] - r['setup-time-ms']) / 1000)),
         };
       }
-      const ratio = (k: 'totalMs' | 'downtimeMs' | 'mbs') => Math.round((fig.tls![k] / Math.max(0.001, fig.plain![k])) * 100) / 100;
-      const rec = { name: c.name, runs: RUNS, plain: fig.plain, tls: fig.tls, throughputTlsVsPlain: ratio('mbs'), totalTlsVsPlain: ratio('totalMs'), downtimeTlsVsPlain: ratio('downtimeMs') };
+      const ratio = (t: 'token' | 'tls', k: 'totalMs' | 'downtimeMs' | 'mbs') => Math.round((fig[t]![k] / Math.max(0.001, fig.plain![k])) * 100) / 100;
+      const rec = {
+        name: c.name, runs: RUNS, plain: fig.plain, token: fig.token, tls: fig.tls,
+        throughputTokenVsPlain: ratio('token', 'mbs'), throughputTlsVsPlain: ratio('tls', 'mbs'),
+        totalTlsVsPlain: ratio('tls', 'totalMs'), downtimeTokenVsPlain: ratio('token', 'downtimeMs'), downtimeTlsVsPlain: ratio('tls', 'downtimeMs'),
+      };
       process.stdout.write(`${JSON.stringify(rec)}\n`);
       const r = (v: number) => Math.round(v * 10) / 10;
-      rows.push(`| ${c.name} | ${r(fig.plain!.totalMs)} | ${r(fig.tls!.totalMs)} | ${r(fig.plain!.downtimeMs)} | ${r(fig.tls!.downtimeMs)} | ${Math.round(fig.plain!.mbs)} | ${Math.round(fig.tls!.mbs)} | ${rec.throughputTlsVsPlain} |`);
+      const cell = (k: 'totalMs' | 'downtimeMs') => `${r(fig.plain![k])} / ${r(fig.token![k])} / ${r(fig.tls![k])}`;
+      rows.push(`| ${c.name} | ${cell('totalMs')} | ${cell('downtimeMs')} | ${Math.round(fig.plain!.mbs)} / ${Math.round(fig.token!.mbs)} / ${Math.round(fig.tls!.mbs)} | ${rec.throughputTokenVsPlain} | ${rec.throughputTlsVsPlain} |`);
     }
   } finally {
     for (const [a, b] of Object.values(transports)) await Promise.all([a!.stop(), b!.stop()]);
     rmSync(dir, { recursive: true, force: true });
   }
-  process.stdout.write('\n| case | plain total ms | TLS total ms | plain downtime ms | TLS downtime ms | plain MB/s | TLS MB/s | TLS ÷ plain throughput |\n|---|---|---|---|---|---|---|---|\n');
+  process.stdout.write('\n| case | total ms (plain / token / TLS) | downtime ms (plain / token / TLS) | MB/s (plain / token / TLS) | token ÷ plain throughput | TLS ÷ plain throughput |\n|---|---|---|---|---|---|\n');
   process.stdout.write(`${rows.join('\n')}\n`);
 }
 

@@ -114,7 +114,7 @@ export class MigrationManager {
     const m = new OutgoingMigration(rec.vm, rec.name, rec.program, p, this.credentials, rec.log.child({ migration: 'out' }), {
       release: () => this.registry.remove(rec.name, `migrated to ${p.to}`),
       update: (s) => this.publish(rec.name, s.snapshot()),
-      consoleHistory: () => this.registry.consoleHistory(rec.name),
+      consoleOutput: () => this.registry.consoleOutput(rec.name),
       self: () => ({ url: this.selfUrl, incarnation: this.incarnation }),
     });
     rec.migrating = true;

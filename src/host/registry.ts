@@ -46,6 +46,8 @@ export interface VmRecord {
   /** The last CONSOLE_HISTORY bytes of output, for clients that attach late. */
   history: Buffer[];
   historyBytes: number;
+  /** Bytes of console output ever seen here (history keeps only the last CONSOLE_HISTORY of them). */
+  outputBytes: number;
 }
 
 /**
@@ -115,7 +117,7 @@ export class VmRegistry extends EventEmitter {
 
   private add(name: string, program: string, vm: Vm, incoming: boolean): VmRecord {
     const rec: VmRecord = {
-      name, program, vm, incoming, migrating: false, createdAt: new Date(), log: this.log.child({ vm: name }), history: [], historyBytes: 0,
+      name, program, vm, incoming, migrating: false, createdAt: new Date(), log: this.log.child({ vm: name }), history: [], historyBytes: 0, outputBytes: 0,
     };
     this.vms.set(name, rec);
     this.wire(rec);
@@ -174,6 +176,7 @@ export class VmRegistry extends EventEmitter {
       const b = Buffer.from(data);
       rec.history.push(b);
       rec.historyBytes += b.length;
+      rec.outputBytes += b.length;
       while (rec.historyBytes - rec.history[0]!.length >= CONSOLE_HISTORY) rec.historyBytes -= rec.history.shift()!.length;
       this.emit('console', rec.name, data);
     });
@@ -205,6 +208,11 @@ export class VmRegistry extends EventEmitter {
 
   list(): VmSummary[] {
     return this.names().map((n) => this.summary(this.vms.get(n)!));
+  }
+
+  /** The console history, and how many bytes of output this host has seen in all (to tell what is new since). */
+  consoleOutput(name: unknown): { history: Uint8Array; total: number } {
+    return { history: this.consoleHistory(name), total: this.get(name).outputBytes };
   }
 
   consoleHistory(name: unknown): Uint8Array {

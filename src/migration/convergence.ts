@@ -32,9 +32,13 @@ export interface ConvergenceParams {
 export interface RoundResult {
   /** Rounds done so far, this one included. */
   rounds: number;
-  /** Bytes this round sent, and how long it took. */
+  /** Bytes this round sent, and how long it took (from its first frame to the destination's acknowledgement). */
   bytes: number;
   ms: number;
+  /** The link's round-trip time, as measured so far (0: not known). */
+  rttMs?: number;
+  /** The state section the switch-over will send besides the pages (an estimate; 0: not counted). */
+  stateBytes?: number;
   /** Bytes dirtied while it ran (left for the next round). */
   dirtyBytes: number;
   /** The guest no longer runs (it halted, or was paused): nothing more will be dirtied. */
@@ -62,10 +66,22 @@ export interface ConvergenceState {
 
 export const INITIAL_CONVERGENCE: ConvergenceState = { hot: 0, inARow: 0, throttle: 0, atMax: 0 };
 
-/** Expected downtime of switching over now: what is dirty, at this round's bandwidth. */
+/**
+ * Expected downtime of switching over now: what is dirty and the state section, sent as this
+ * round sent its bytes, and never less than the round trip of the state section's
+ * acknowledgement plus their sending time alone. The first is what a round of that size took,
+ * latency and TCP's window included (on a 20 ms link a few dozen kilobytes take two round trips
+ * after a small round); the second keeps a switch-over that sends little from being counted as
+ * nearly free when the round trip is most of it. Sending time is the round's duration less the
+ * round trip of its own acknowledgement.
+ */
 export function expectedDowntimeMs(r: RoundResult): number {
-  const bytesPerMs = r.bytes / Math.max(r.ms, 0.001);
-  return bytesPerMs > 0 ? r.dirtyBytes / bytesPerMs : r.dirtyBytes > 0 ? Infinity : 0;
+  const toSend = r.dirtyBytes + (r.stateBytes ?? 0);
+  if (r.bytes <= 0) return toSend > 0 ? Infinity : 0;
+  const rtt = Math.min(r.rttMs ?? 0, r.ms);
+  const asThisRound = (toSend * r.ms) / r.bytes;
+  const sendingMs = Math.max(r.ms - rtt, r.ms / 10, 0.001);
+  return Math.max(asThisRound, rtt + (toSend * sendingMs) / r.bytes);
 }
 
 export function decide(p: ConvergenceParams, s: ConvergenceState, r: RoundResult): { decision: Decision; state: ConvergenceState } {

@@ -107,6 +107,8 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
     latencies: number[];
   } | undefined;
   private prio: LinkSocket | undefined;
+  /** The console history the source sent ahead of the state section (see the `console` message). */
+  private consoleAhead: Uint8Array = new Uint8Array(0);
   /** The link generation the priority channel belongs to (one per link). */
   private prioGen = -1;
   /** The missing-page bitmap of a post-copy advice, already applied to the page states, and its count. */
@@ -484,6 +486,9 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
         this.send({ t: 'round-ack', round: m.round, pages: this.pagesReceived });
         this.stats?.setStatus('active');
         return undefined;
+      case 'console':
+        this.consoleAhead = m.history;
+        return undefined;
       case 'state':
         return this.onState(m);
       case 'postcopy-advise':
@@ -572,6 +577,15 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
     }
   }
 
+  /** The guest's console history as of the state section: what was sent ahead, and what it adds. */
+  private consoleOf(m: Extract<MigrationMsg, { t: 'state' }>): Uint8Array {
+    if (!m.consoleAppend) return m.console;
+    const all = new Uint8Array(this.consoleAhead.length + m.console.length);
+    all.set(this.consoleAhead);
+    all.set(m.console, this.consoleAhead.length);
+    return all;
+  }
+
   private async onState(m: Extract<MigrationMsg, { t: 'state' }>): Promise<void> {
     const vm = this.vm;
     if (!vm || !this.setup) throw new FerryError('EPROTO', 'state before setup');
@@ -590,7 +604,7 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
     this.send({ t: 'completed', resumedAt: Date.now() });
     this.stats?.setStatus('completed'); // before end(): the host keeps (and reports) what completed
     this.end();
-    this.hooks.adopt(this.setup.vm, m.console);
+    this.hooks.adopt(this.setup.vm, this.consoleOf(m));
     this.hooks.update(this.stats!);
     this.log.info({ vm: this.setup.vm, from: this.peer, run: m.run }, 'incoming migration completed');
   }
@@ -640,7 +654,7 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
     tell();
     const tResumed = performance.now();
     this.log.debug({ markMs: Math.round((tMarked - t0) * 100) / 100, restoreMs: Math.round((tResumed - tMarked) * 100) / 100 }, 'post-copy switch-over timing (destination)');
-    this.hooks.adopt(this.setup!.vm, m.console, true);
+    this.hooks.adopt(this.setup!.vm, this.consoleOf(m), true);
     this.stats?.setStatus('postcopy-active');
     this.hooks.update(this.stats!);
     this.log.info({ vm: this.setup!.vm, missing: missingCount }, 'post-copy: the VM runs here; fetching its pages');

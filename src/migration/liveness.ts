@@ -2,7 +2,9 @@
  * Link liveness, the same on both sides: when a link's sockets last said anything (a message, a
  * ping or a pong), and a check every tick of how long they have been silent. The source pings
  * its sockets every LINK_PING_MS, so a link that says nothing for a few seconds is a link that is
- * gone, whether or not the network ever said so (a partition sends no FIN or RST).
+ * gone, whether or not the network ever said so (a partition sends no FIN or RST). The same
+ * pings measure the link's round trip: the lowest ping-to-pong time seen (a ping that waited
+ * behind page frames only measures high, and the lowest ignores it).
  */
 import type { LinkSocket } from '../wire/socket.ts';
 
@@ -10,6 +12,9 @@ export class LinkLiveness {
   private heardAt = performance.now();
   private timer: NodeJS.Timeout | undefined;
   private pinged: LinkSocket | undefined;
+  /** When each ping still unanswered on the pinged socket left (pongs come back in order). */
+  private unanswered: number[] = [];
+  private lowestRtt: number | undefined;
 
   /** Counts what `ws` says as a sign of life. */
   watch(ws: LinkSocket): void {
@@ -28,6 +33,30 @@ export class LinkLiveness {
    */
   pingThrough(ws: LinkSocket): void {
     this.pinged = ws;
+    this.unanswered = [];
+    ws.on('pong', () => {
+      const sentAt = this.pinged === ws ? this.unanswered.shift() : undefined;
+      if (sentAt !== undefined) this.rttSample(performance.now() - sentAt);
+    });
+    this.ping(); // a first sample within a round trip, not a tick
+  }
+
+  /** Counts `ms` as a round-trip time seen on the link (an upper bound of it: the lowest wins). */
+  rttSample(ms: number): void {
+    if (this.lowestRtt === undefined || ms < this.lowestRtt) this.lowestRtt = ms;
+  }
+
+  /** The link's round-trip time, the lowest seen; undefined before any. */
+  rttMs(): number | undefined {
+    return this.lowestRtt;
+  }
+
+  private ping(): void {
+    const ws = this.pinged;
+    // 64 pings unanswered: the link has long been declared silent; more would only pile up.
+    if (!ws || ws.readyState !== ws.OPEN || this.unanswered.length >= 64) return;
+    ws.ping();
+    this.unanswered.push(performance.now());
   }
 
   /** Milliseconds since any watched socket said anything. */
@@ -39,8 +68,7 @@ export class LinkLiveness {
   start(everyMs: number, tick: (silentMs: number) => void): void {
     this.stop();
     this.timer = setInterval(() => {
-      const ws = this.pinged;
-      if (ws && ws.readyState === ws.OPEN) ws.ping();
+      this.ping();
       tick(this.silentMs());
     }, everyMs);
     this.timer.unref();

@@ -60,6 +60,8 @@ export const MIGRATE_DEFAULTS: Omit<MigrateParams, 'to'> = {
  */
 const POSTCOPY_WINDOW_BYTES = 1024 * 1024;
 const ACK_TIMEOUT_MS = 30_000;
+/** The state section less its console output, as the downtime estimate counts it (CPU and devices: about 500 bytes). */
+const STATE_SECTION_ESTIMATE = 1024;
 /** Reconnecting (post-copy recovery) and asking (outcome unknown): the first after this long, doubling up to the max. */
 const RETRY_FIRST_MS = 100;
 const RETRY_MAX_MS = 5_000;
@@ -81,8 +83,8 @@ export interface OutgoingHooks {
   release(): Promise<void>;
   /** Live statistics changed (a round ended, the status moved). */
   update(stats: MigrationStats): void;
-  /** Console output so far, carried to the destination. */
-  consoleHistory(): Uint8Array;
+  /** Console history so far (carried to the destination), and the bytes of output seen in all. */
+  consoleOutput(): { history: Uint8Array; total: number };
 }
 
 /** One link to the destination: the bulk stream, the priority channel, and what serves them. */
@@ -111,6 +113,8 @@ export class OutgoingMigration {
   /** The destination host process that took the migration (a restarted host has another). */
   private destIncarnation = '';
   private pausedByUs = false;
+  /** Console output (bytes in all) as of the last `console` message sent ahead, if any. */
+  private consoleSentAt: number | undefined;
   /** Post-copy: the destination said it resumed the guest (or a recovery found it running). */
   private resumedThere = false;
   private push: PushQueue | undefined;
@@ -403,8 +407,27 @@ export class OutgoingMigration {
     if (this.asked.cancel !== undefined) throw new FerryError('ECANCELED', this.asked.cancel);
   }
 
-  private send(m: MigrationMsg): void {
-    this.link!.bulk.send(encodeMsg(m));
+  /** Sends `m` on the bulk channel; returns its encoded size. */
+  private send(m: MigrationMsg): number {
+    const bytes = encodeMsg(m);
+    this.link!.bulk.send(bytes);
+    return bytes.length;
+  }
+
+  /** The console history, sent with a round when it has grown, so the state section need carry only what follows; returns the bytes sent. */
+  private sendConsoleAhead(): number {
+    const out = this.hooks.consoleOutput();
+    if (out.total === this.consoleSentAt) return 0;
+    this.consoleSentAt = out.total;
+    return this.send({ t: 'console', history: out.history });
+  }
+
+  /** The state section's console: what was printed since the history sent ahead, or the whole history. */
+  private consoleSection(): { console: Uint8Array; consoleAppend?: true } {
+    const out = this.hooks.consoleOutput();
+    const since = this.consoleSentAt === undefined ? Infinity : out.total - this.consoleSentAt;
+    if (since > out.history.length) return { console: out.history };
+    return { console: out.history.subarray(out.history.length - since), consoleAppend: true };
   }
 
   /** Pages that were ever written: the rest are known zero and cost nothing. */
@@ -441,13 +464,19 @@ export class OutgoingMigration {
     for (let round = 1; ; round++) {
       const link = this.link!;
       const r0 = performance.now();
-      const bytes = await link.sender.sendAll(pages, 'precopy');
+      const bytes = await link.sender.sendAll(pages, 'precopy') + this.sendConsoleAhead();
       this.send({ t: 'round-end', round: round - 1 });
+      const tEnd = performance.now();
       await link.inbox.next(['round-ack'], ACK_TIMEOUT_MS);
-      const ms = Math.max(performance.now() - r0, 0.001);
+      const tAck = performance.now();
+      link.liveness.rttSample(tAck - tEnd); // at least a round trip (and what was still queued)
+      const ms = Math.max(tAck - r0, 0.001);
+      const rttMs = link.liveness.rttMs() ?? 0;
+      this.stats.info['rtt-ms'] = round2(rttMs);
       const dirty = await vm.syncDirty();
       const result = {
-        rounds: round, bytes, ms, dirtyBytes: dirty.length * PAGE_SIZE, stopped: vm.state !== 'running', postcopyRequested: this.asked.postcopy,
+        rounds: round, bytes, ms, rttMs, stateBytes: STATE_SECTION_ESTIMATE + this.consoleSection().console.length, dirtyBytes: dirty.length * PAGE_SIZE,
+        stopped: vm.state !== 'running', postcopyRequested: this.asked.postcopy,
       };
       const expected = expectedDowntimeMs(result);
       this.stats.round({
@@ -529,7 +558,7 @@ export class OutgoingMigration {
     this.checkCancelled();
     const state = this.vm.exportState();
     this.enter('switching');
-    this.send({ t: 'state', state, run: this.runState(), console: this.hooks.consoleHistory() });
+    this.stats.info['state-bytes'] = this.send({ t: 'state', state, run: this.runState(), ...this.consoleSection() });
     try {
       await this.link!.inbox.next(['completed'], ACK_TIMEOUT_MS);
     } catch (e) {
@@ -644,10 +673,9 @@ export class OutgoingMigration {
     this.serveFaults(link); // listen before the guest can resume over there
     const tState = performance.now();
     const state = vm.exportState();
-    const history = this.hooks.consoleHistory();
     const tExported = performance.now();
     // The destination has the advised missing set: only the pages written since join it.
-    const msg = encodeMsg({ t: 'state', state, run: this.runState(), console: history, postcopy: { late, missingCount: order.length } });
+    const msg = encodeMsg({ t: 'state', state, run: this.runState(), ...this.consoleSection(), postcopy: { late, missingCount: order.length } });
     const tEncoded = performance.now();
     this.enter('switching');
     link.bulk.send(msg);

@@ -77,7 +77,7 @@ export type DestinationPhase = 'setup' | 'precopy' | 'advised' | 'switching' | '
 
 const DESTINATION_ACCEPTS: Record<DestinationPhase, readonly string[]> = {
   setup: ['setup'],
-  precopy: ['page-frame', 'round-end', 'state', 'postcopy-advise'],
+  precopy: ['page-frame', 'round-end', 'console', 'state', 'postcopy-advise'],
   advised: ['state'],
   // The restore is running: frames wait in a backlog until it is over.
   switching: [],

@@ -114,6 +114,12 @@ const MESSAGES = {
   'setup-ok': z.strictObject({ t: z.literal('setup-ok') }),
   refused: z.strictObject({ t: z.literal('refused'), code: errorCode, message: errorText }),
   'round-end': z.strictObject({ t: z.literal('round-end'), round: safeCount }),
+  /**
+   * The VM's console history so far, sent ahead with each round so the state section at the
+   * switch-over carries only what the guest printed since (16 KiB of history would otherwise
+   * add a round trip to the downtime on a slow link: more than a fresh TCP window).
+   */
+  console: z.strictObject({ t: z.literal('console'), history: bytes(MAX_CONSOLE) }),
   /** Paces rounds and measures bandwidth. */
   'round-ack': z.strictObject({ t: z.literal('round-ack'), round: safeCount, pages: safeCount }),
   state: z.strictObject({
@@ -121,6 +127,8 @@ const MESSAGES = {
     state: vmStateSchema,
     run: runState,
     console: bytes(MAX_CONSOLE),
+    /** `console` follows the history of the last `console` message (else it is the whole history). */
+    consoleAppend: z.literal(true).optional(),
     postcopy: z.strictObject({
       late: z.custom<Uint32Array>((v) => v instanceof Uint32Array, 'expected a Uint32Array').refine((l) => l.length <= MAX_PAGES, 'too many late pages'),
       missingCount: pageCount,

@@ -24,6 +24,10 @@ export interface MigrationInfo {
   'setup-time-ms': number;
   'downtime-ms'?: number;
   'expected-downtime-ms'?: number;
+  /** Source: the link's round-trip time, the lowest measured (pings on the priority channel, round acknowledgements). */
+  'rtt-ms'?: number;
+  /** Source: the size of the state section (CPU, devices, console history) sent at the switch-over. */
+  'state-bytes'?: number;
   'transferred-bytes': number;
   'remaining-bytes': number;
   'total-bytes': number;

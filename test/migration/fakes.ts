@@ -663,7 +663,7 @@ export class FakeHost {
     const m = new OutgoingMigration(rec.vm, name, `fake-guest:${rec.vm.seed}:${rec.vm.haltAt}`, p, undefined, this.log.child({ migration: 'out' }), {
       release: () => this.remove(name),
       update: () => {},
-      consoleHistory: () => new Uint8Array(0),
+      consoleOutput: () => ({ history: new Uint8Array(0), total: 0 }),
       self: () => ({ url: this.url, incarnation: this.incarnation }),
     }, this.net.dialFrom(this));
     this.outgoing.set(name, m);

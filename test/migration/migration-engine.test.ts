@@ -3,7 +3,7 @@
 // rounds: it never switches over above the limit unless allowed), and the post-copy push queue.
 import { describe, expect, it } from 'vitest';
 import {
-  decide, INITIAL_CONVERGENCE, ROUNDS_AT_MAX_THROTTLE, THROTTLE_INITIAL, THROTTLE_MAX, type ConvergenceParams, type ConvergenceState, type RoundResult,
+  decide, expectedDowntimeMs, INITIAL_CONVERGENCE, ROUNDS_AT_MAX_THROTTLE, THROTTLE_INITIAL, THROTTLE_MAX, type ConvergenceParams, type ConvergenceState, type RoundResult,
 } from '../../src/migration/convergence.ts';
 import { destinationStep, SOURCE_OWNER, SOURCE_TRANSITIONS, type SourcePhase } from '../../src/migration/ownership.ts';
 import { PushQueue } from '../../src/migration/postcopy-push.ts';
@@ -59,6 +59,17 @@ describe('pre-copy convergence', () => {
     expect(decision).toEqual({ next: 'stop-and-copy', reason: 'converged: expected downtime 50 ms, limit 100 ms' });
   });
 
+  it('the expected downtime counts the state section, and never less than the round trip of its acknowledgement', () => {
+    // A 20 ms link, a round of 5 pages that took 25 ms: 3 dirty pages and 17 KiB of state are not 12 ms away.
+    const small = { rounds: 1, bytes: 5 * 4096, ms: 25, rttMs: 20, dirtyBytes: 3 * 4096, stateBytes: 17_000, stopped: false, postcopyRequested: false };
+    expect(expectedDowntimeMs({ ...small, rttMs: 0, stateBytes: 0 })).toBeCloseTo(15, 5); // the old estimate: 3/5 of the round
+    expect(expectedDowntimeMs(small)).toBeCloseTo(((3 * 4096 + 17_000) * 25) / (5 * 4096), 5); // as that round sent its bytes: 35.7 ms
+    expect(decide({ ...base, downtimeLimitMs: 30 }, INITIAL_CONVERGENCE, small).decision.next).toBe('round');
+    // A big round on the same link: the round trip, then the rest at the round's sending rate.
+    const big = { ...small, bytes: 100_000_000, ms: 1020, dirtyBytes: 1_000_000, stateBytes: 0 };
+    expect(expectedDowntimeMs(big)).toBeCloseTo(20 + 1_000_000 / (100_000_000 / 1000), 5);
+  });
+
   it('at max rounds without converging it throttles (20 %, then +10 %) rather than switch over, and gives up at 99 % after a few rounds', () => {
     let s: ConvergenceState = INITIAL_CONVERGENCE;
     const throttles: number[] = [];
@@ -102,11 +113,15 @@ describe('pre-copy convergence', () => {
       };
       let s = INITIAL_CONVERGENCE;
       for (let r = 1; r <= 60; r++) {
-        const result = round(r, Math.floor(rnd() * 200_000_000), { ms: 1 + rnd() * 3000, stopped: rnd() < 0.01, postcopyRequested: rnd() < 0.01 });
+        const result = round(r, Math.floor(rnd() * 200_000_000), {
+          ms: 1 + rnd() * 3000, rttMs: rnd() < 0.5 ? 0 : rnd() * 100, stateBytes: Math.floor(rnd() * 20_000), stopped: rnd() < 0.01, postcopyRequested: rnd() < 0.01,
+        });
         const { decision, state } = decide(p, s, result);
         s = state;
         if (decision.next === 'stop-and-copy') {
-          const expected = result.dirtyBytes / (result.bytes / result.ms);
+          const expected = expectedDowntimeMs(result);
+          expect(expected).toBeGreaterThanOrEqual((result.dirtyBytes + (result.stateBytes ?? 0)) / (result.bytes / result.ms) - 1e-9);
+          expect(expected).toBeGreaterThanOrEqual(Math.min(result.rttMs ?? 0, result.ms));
           const allowed = result.stopped || (p.switchoverAtMaxRounds && r >= p.maxRounds);
           if (!allowed) expect(expected).toBeLessThanOrEqual(p.downtimeLimitMs);
         }
