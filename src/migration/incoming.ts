@@ -6,6 +6,7 @@ import { PAGE_EVER_WRITTEN, PAGE_PRESENT, PAGE_SIZE } from '../memory/layout.ts'
 import { checkPageFrame, fillMissingPages, isPageFrame } from '../memory/page-frame.ts';
 import { deferSpareRefill } from '../vm/vcpu-threads.ts';
 import { Vm } from '../vm/vm.ts';
+import { ownsItsBuffer } from '../wire/frame-mac.ts';
 import { dropSockets } from '../wire/link.ts';
 import { closeDetail, closeWith, peerText } from '../wire/peer-text.ts';
 import type { LinkSocket } from '../wire/socket.ts';
@@ -554,12 +555,12 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
       const bytes = frame.length;
       this.pushSizes.push([bytes, this.linkGen]);
       this.stats?.sent(bytes, 0, 0, 'postcopy');
-      this.vm!.postPageFrame(frame);
+      this.vm!.postPageFrame(frame, ownsItsBuffer(frame));
       return;
     }
     const vm = this.vm!;
     const bytes = frame.length;
-    vm.postPageFrame(frame);
+    vm.postPageFrame(frame, ownsItsBuffer(frame));
     this.pagesReceived += n;
     this.stats?.sent(bytes, n, 0, 'precopy');
     if (vm.pageFramesPending() > MAX_PENDING_FRAMES && !this.bulk.isPaused) {

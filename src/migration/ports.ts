@@ -51,7 +51,7 @@ export interface DestinationMemory {
 export interface DestinationVm {
   readonly memory: DestinationMemory;
   readonly state: VmState;
-  postPageFrame(frame: Uint8Array): void;
+  postPageFrame(frame: Uint8Array, owned?: boolean): void;
   pageFramesPending(): number;
   pageFramesDone(): number;
   /** Resolves when more than `seen` frames are written, after `ms`, or when the VM goes. */

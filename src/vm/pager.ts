@@ -39,9 +39,9 @@ export class HostPager {
   constructor(private readonly control: HostControlBlock, private readonly memory: GuestMemory, private readonly port: MessagePort) {}
 
   /** Hands a page frame to the vCPU thread; a frame owning its whole ArrayBuffer moves without a copy. */
-  post(frame: Uint8Array): void {
-    const own = frame.byteOffset === 0 && frame.byteLength === frame.buffer.byteLength && frame.buffer instanceof ArrayBuffer;
-    this.port.postMessage(frame, own ? [frame.buffer as ArrayBuffer] : []);
+  /** Posts a frame to the vCPU thread: its buffer moves there when `owned` (nothing else uses it), else it is copied. */
+  post(frame: Uint8Array, owned = frame.byteOffset === 0 && frame.byteLength === frame.buffer.byteLength && frame.buffer instanceof ArrayBuffer): void {
+    this.port.postMessage(frame, owned ? [frame.buffer as ArrayBuffer] : []);
     this.control.framePosted();
   }
 

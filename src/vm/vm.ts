@@ -303,9 +303,10 @@ export class Vm extends EventEmitter {
    * Hands an incoming page frame to this (not yet started) VM's vCPU thread, which writes it
    * into RAM in order (see pager.ts). A frame that owns its whole ArrayBuffer moves without a copy.
    */
-  postPageFrame(frame: Uint8Array): void {
+  /** Hands a checked page frame to the vCPU thread; `owned`: its buffer may move there (see Pager.post). */
+  postPageFrame(frame: Uint8Array, owned?: boolean): void {
     if (this.stateName !== 'created' && !this.postcopyPages) throw new FerryError('ESTATE', 'page frames go only to a VM that has not started');
-    this.pager.post(frame);
+    this.pager.post(frame, owned);
   }
 
   /** Post-copy: from the restore on, posted frames fill missing pages while the guest runs. */

@@ -19,6 +19,17 @@ import type { LinkSocket } from './socket.ts';
 export const TAG_BYTES = 16;
 const KEY_BYTES = 32;
 const NONCE_BYTES = 12;
+/**
+ * Whether a message heard on a link has its ArrayBuffer to itself, so it can be transferred to
+ * another thread instead of copied: ws gives a large message a buffer of its own (a small one
+ * may be a slice of a shared read buffer), and a tagged one ends TAG_BYTES before it (the tag).
+ */
+export function ownsItsBuffer(message: Uint8Array): boolean {
+  if (!(message.buffer instanceof ArrayBuffer) || message.byteOffset !== 0) return false;
+  const rest = message.buffer.byteLength - message.byteLength;
+  return rest === 0 || (rest === TAG_BYTES && message.byteLength >= 64 * 1024);
+}
+
 /** The close code sent when a message fails its tag. */
 export const CLOSE_FRAME_AUTH = 4003;
 
