@@ -9,7 +9,7 @@ import pino from 'pino';
 import { Host } from '../../src/host/host.ts';
 import type { MigrationInfo } from '../../src/migration/stats.ts';
 import { ControlClient } from '../../src/wire/control-client.ts';
-import { sleep } from './helpers.ts';
+import { restartablePort, sleep } from './helpers.ts';
 import { startHost, type StartedHost } from './host-helpers.ts';
 import type { MessageRelay } from './message-relay.ts';
 import type { Info } from './migration-helpers.ts';
@@ -56,10 +56,21 @@ export class CellHost {
 
   private async boot(): Promise<void> {
     if (this.real) {
-      this.proc = await startHost({
-        name: this.name, ...(this.port ? { listen: `127.0.0.1:${this.port}` } : {}), timeoutMs: 30_000,
-        ...(this.advertise ? { args: ['--advertise', this.advertise] } : {}),
-      });
+      // A real host may be SIGKILLed and restarted at the same address: a port no outgoing connection can take meanwhile.
+      const first = !this.port;
+      for (let attempt = 1; ; attempt++) {
+        if (first) this.port = await restartablePort();
+        try {
+          this.proc = await startHost({
+            name: this.name, listen: `127.0.0.1:${this.port}`, timeoutMs: 30_000,
+            ...(this.advertise ? { args: ['--advertise', this.advertise] } : {}),
+          });
+          break;
+        } catch (e) {
+          // Another test took the port between the probe and the listen: a first start picks another.
+          if (!first || attempt >= 5 || !/EADDRINUSE/.test((e as Error).message)) throw e;
+        }
+      }
       this.url = this.proc.url;
       this.port = this.proc.port;
     } else {

@@ -176,6 +176,26 @@ export function onPath(cmd: string): boolean {
   return spawnSync('sh', ['-c', 'command -v "$1"', 'sh', cmd], { stdio: 'ignore' }).status === 0;
 }
 
+/**
+ * A free TCP port on 127.0.0.1 below Linux's ephemeral range (32768-60999), for a host that will be
+ * killed and restarted at the same address: a port from the ephemeral range can be taken in
+ * between by any process's outgoing connection (CI saw EADDRINUSE on a restart).
+ */
+export async function restartablePort(): Promise<number> {
+  for (;;) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    const srv = createNetServer();
+    const ok = await new Promise<boolean>((resolve) => {
+      srv.once('error', () => resolve(false));
+      srv.listen(port, '127.0.0.1', () => resolve(true));
+    });
+    if (ok) {
+      await new Promise<void>((resolve) => srv.close(() => resolve()));
+      return port;
+    }
+  }
+}
+
 /** A free TCP port on 127.0.0.1 (for a relay a host must advertise before the relay exists). */
 export async function freePort(): Promise<number> {
   const srv = createNetServer();
