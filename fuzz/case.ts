@@ -121,14 +121,14 @@ export class CaseRun implements CaseContext {
       ...macFor(auth, path, this.target.token, hello?.challenge, this.rng),
       ...extra,
     };
+    // In with the token over plain TCP: from the host's `ready` on every message is tagged, so what
+    // the fuzzer sends next reaches the host's decoders as an authenticated peer's would.
+    const challenge = hello?.challenge;
+    if (this.target.token !== undefined && challenge instanceof Uint8Array && msg.nonce === ours) {
+      conn.tagAfterReady(frameKeys(this.target.token, 'client', path, challenge, ours));
+    }
     conn.send(encode(msg));
     const ready = await conn.nextMsg(2000, 'ready');
-    // In with the token over plain TCP: from here every message is tagged, so what the fuzzer
-    // sends next reaches the host's decoders as an authenticated peer's would.
-    const challenge = hello?.challenge;
-    if (ready !== undefined && this.target.token !== undefined && challenge instanceof Uint8Array && msg.nonce === ours) {
-      conn.authenticate(frameKeys(this.target.token, 'client', path, challenge, ours));
-    }
     return { ready: ready !== undefined, hello };
   }
 

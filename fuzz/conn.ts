@@ -38,6 +38,7 @@ export class FuzzConn {
   private waiters: (() => void)[] = [];
   private closeInfo: CloseInfo | undefined;
   private tags: { out: TagStream; in: TagStream } | undefined;
+  private armed: FrameKeys | undefined;
   readonly closed: Promise<CloseInfo>;
 
   private constructor(readonly ws: WebSocket, private readonly onSend: () => void) {
@@ -61,6 +62,12 @@ export class FuzzConn {
         } catch {
           msg = undefined;
         }
+      }
+      // Tags start right behind `ready`: switched on here, in the same event, since the host may
+      // push an event in the same read (a caller awaiting `ready` would switch too late).
+      if (msg?.t === 'ready' && this.armed && !this.tags) {
+        this.tags = { out: new TagStream(this.armed.send), in: new TagStream(this.armed.receive) };
+        this.armed = undefined;
       }
       // Pushed events (VM state, console, migration progress) say nothing about a fuzz case.
       if (msg?.t === 'event') return;
@@ -136,9 +143,12 @@ export class FuzzConn {
     return true;
   }
 
-  /** Past a hello with the token over plain TCP: tags what it sends, checks and strips the tags of what it hears (src/wire/frame-mac.ts). */
-  authenticate(keys: FrameKeys): void {
-    this.tags = { out: new TagStream(keys.send), in: new TagStream(keys.receive) };
+  /**
+   * For a hello with the token over plain TCP, before it is sent: from the host's `ready` on, tag
+   * what this sends and check and strip the tags of what it hears (src/wire/frame-mac.ts).
+   */
+  tagAfterReady(keys: FrameKeys): void {
+    this.armed = keys;
   }
 
   /** Sends `msg` msgpack-encoded. */
@@ -218,13 +228,13 @@ export class LegitClient {
       if (!hello) throw new Error(`no hello from ${url} within ${timeoutMs} ms${conn.closedWith ? ` (closed ${conn.closedWith.code} ${conn.closedWith.reason})` : ''}`);
       const challenge = hello.challenge;
       const ours = nonce();
+      if (token !== undefined && challenge instanceof Uint8Array) conn.tagAfterReady(frameKeys(token, 'client', '/control', challenge, ours));
       conn.sendMsg({
         t: 'hello', v: versionFrom(hello, '/control'), client: 'ferry-fuzz-oracle', nonce: ours,
         ...(token !== undefined && challenge instanceof Uint8Array ? { mac: proof(token, 'client', '/control', challenge) } : {}),
       });
       const ready = await conn.nextMsg(left(), 'ready');
       if (!ready) throw new Error(`no ready from ${url} within ${timeoutMs} ms${conn.closedWith ? ` (closed ${conn.closedWith.code} ${conn.closedWith.reason})` : ''}`);
-      if (token !== undefined && challenge instanceof Uint8Array) conn.authenticate(frameKeys(token, 'client', '/control', challenge, ours));
       return new LegitClient(conn);
     } catch (e) {
       conn.terminate();

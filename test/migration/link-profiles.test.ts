@@ -267,7 +267,7 @@ for (const profileName of ['lan', 'datacenter', 'wan'] as const) {
         console.log(`link-profiles wan: counter at limit 30 ms: ${s.status}, rtt ${s['rtt-ms']} ms, state ${s['state-bytes']} bytes, downtime ${s['downtime-ms']} ms, `
           + `expected ${s.rounds.map((r) => r['expected-downtime-ms']).join(', ')} ms: ${s['switchover-reason'] ?? s['error-desc']}`);
         expect(s['rtt-ms']).toBeGreaterThanOrEqual(profile.rttMs);
-        expect(s['rtt-ms']).toBeLessThan(profile.rttMs + 5);
+        expect(s['rtt-ms']).toBeLessThan(profile.rttMs + 10); // the lowest ping seen: under the whole suite on 2 cores, 26 ms once
         for (const r of s.rounds) expect(r['expected-downtime-ms']).toBeGreaterThanOrEqual(s['rtt-ms']!);
         if (s.status === 'completed') expect(s['downtime-ms']).toBeGreaterThanOrEqual(profile.rttMs);
         else expect(s['error-code']).toBe('ENOCONVERGE');

@@ -173,10 +173,14 @@ export interface RawClient {
   next(timeoutMs?: number, events?: boolean): Promise<Record<string, unknown>>;
   /** Sends a msgpack-encoded message in a binary frame. */
   send(msg: unknown): void;
-  /** Sends one frame as it is (tagged, once `authenticate` has been called). */
+  /** Sends one frame as it is (tagged, once tags are on: see `tagAfterReady`). */
   sendFrame(data: Uint8Array | string): void;
-  /** From now on, tags what it sends and checks and strips the tags of what it hears (frame-mac.ts). */
-  authenticate(keys: FrameKeys): void;
+  /**
+   * For a hello with the token over plain TCP, before it is sent: from the host's `ready` on, tag
+   * what this sends and check and strip the tags of what it hears (frame-mac.ts). Switched on as
+   * `ready` arrives: an event the host pushes right behind it is already tagged.
+   */
+  tagAfterReady(keys: FrameKeys): void;
   /** Sends a request and returns its response. */
   request(method: string, params?: unknown): Promise<Record<string, unknown>>;
   /** Resolves with the close code and reason. */
@@ -196,6 +200,7 @@ export async function rawConnect(url: string, path = '/control', o: { localAddre
   const waiters: (() => void)[] = [];
   let isClosed = false;
   let tags: { out: TagStream; in: TagStream } | undefined;
+  let armed: FrameKeys | undefined;
   ws.on('message', (d: Buffer) => {
     if (tags) {
       const message = tags.in.open(d);
@@ -206,7 +211,12 @@ export async function rawConnect(url: string, path = '/control', o: { localAddre
       }
       d = message;
     }
-    queue.push(packr.unpack(d) as Record<string, unknown>);
+    const m = packr.unpack(d) as Record<string, unknown>;
+    if (armed && !tags && m.t === 'ready') {
+      tags = { out: new TagStream(armed.send), in: new TagStream(armed.receive) };
+      armed = undefined;
+    }
+    queue.push(m);
     for (const w of waiters.splice(0)) w();
   });
   ws.on('error', () => {});
@@ -253,8 +263,8 @@ export async function rawConnect(url: string, path = '/control', o: { localAddre
       const bytes = typeof data === 'string' ? Buffer.from(data) : data;
       ws.send(Buffer.concat([bytes, tags.out.tag(bytes)]), { binary: typeof data !== 'string' });
     },
-    authenticate(keys: FrameKeys) {
-      tags = { out: new TagStream(keys.send), in: new TagStream(keys.receive) };
+    tagAfterReady(keys: FrameKeys) {
+      armed = keys;
     },
     async request(method: string, params: unknown = {}) {
       const id = nextId++;
@@ -283,13 +293,13 @@ export async function rawReady(url: string, token?: string): Promise<RawClient> 
   if (hello.t !== 'hello') throw new Error(`expected hello, got ${JSON.stringify(hello)}`);
   const challenge = hello.challenge as Uint8Array | undefined;
   const nonce = new Uint8Array(randomBytes(32));
+  if (token !== undefined && challenge) raw.tagAfterReady(frameKeys(token, 'client', '/control', challenge, nonce));
   raw.send({
     t: 'hello', v: hello.v, client: 'raw-test', nonce,
     ...(token !== undefined && challenge ? { mac: proof(token, 'client', '/control', challenge) } : {}),
   });
   const ready = await raw.next();
   if (ready.t !== 'ready') throw new Error(`expected ready, got ${JSON.stringify(ready)}`);
-  if (token !== undefined && challenge) raw.authenticate(frameKeys(token, 'client', '/control', challenge, nonce));
   return raw;
 }
 

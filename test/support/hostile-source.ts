@@ -27,13 +27,13 @@ export async function sourceLink(url: string, hello: Record<string, unknown>, to
   if (h.t !== 'hello') throw new Error(`expected hello, got ${JSON.stringify(h)}`);
   const challenge = h.challenge as Uint8Array | undefined;
   const nonce = new Uint8Array(randomBytes(32));
+  if (token !== undefined && challenge) link.tagAfterReady(frameKeys(token, 'client', '/migrate', challenge, nonce));
   link.send({
     t: 'hello', v: MIGRATION_PROTOCOL_VERSION, nonce, ...hello,
     ...(token !== undefined && challenge ? { mac: proof(token, 'client', '/migrate', challenge) } : {}),
   });
   const ready = await link.next();
   if (ready.t !== 'ready') throw new Error(`expected ready, got ${JSON.stringify(ready)}`);
-  if (token !== undefined && challenge) link.authenticate(frameKeys(token, 'client', '/migrate', challenge, nonce));
   return link;
 }
 
