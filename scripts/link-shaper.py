@@ -62,6 +62,9 @@ GSO_TCPV4, GSO_TCPV6 = 1, 4
 PCAP_SNAPLEN = 262144
 
 
+# The oldest kernel receive stamp believed (seconds): older means a stamp on another clock.
+MAX_STAMP_AGE = 0.05
+
 def open_port(dev):
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
@@ -235,7 +238,11 @@ def main():
                 for level, kind, data in anc:
                     if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
                         sec, nsec = struct.unpack('qq', data)
-                        at = min(now, sec + nsec * 1e-9 - clock)
+                        stamped = sec + nsec * 1e-9 - clock
+                        # Only a recent wall-clock stamp counts: a frame TCP paced (an earliest
+                        # departure time, on another clock) would otherwise skip its delay.
+                        if now - MAX_STAMP_AGE <= stamped <= now:
+                            at = stamped
                 d.arrive(bytes(view[:n]), at)
         now = time.monotonic()
         for d in dirs:

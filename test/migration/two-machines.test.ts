@@ -3,25 +3,16 @@
 // from scripts/make-certs.sh). Every mode reaches the unmigrated digest across the namespaces, and
 // a post-copy survives the migration link being taken down and up again (a pulled cable).
 // Skips, saying why, where namespaces cannot be made (not root, no `ip`) or openssl is missing.
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MigrationInfo } from '../../src/migration/stats.ts';
 import { ControlClient } from '../../src/wire/control-client.ts';
-import { eventually, MiB, REPO_ROOT, sleep } from '../support/helpers.ts';
+import { eventually, MiB, sleep } from '../support/helpers.ts';
 import { createParams, finalDigest, migrate, oracleDigest, waitInstret, type GuestSpec } from '../support/migration-helpers.ts';
-import { createTestbed, netnsUnavailable, setLink, startHostIn, stopHostIn, type Testbed } from '../support/netns.ts';
+import { createTestbed, netnsUnavailable, opensslMissing, setLink, startTlsHosts, stopHostIn, type Testbed } from '../support/netns.ts';
 
-function opensslMissing(): string | undefined {
-  try {
-    execFileSync('openssl', ['version'], { stdio: 'ignore' });
-    return undefined;
-  } catch {
-    return 'openssl is not installed (scripts/make-certs.sh needs it)';
-  }
-}
 const why = netnsUnavailable() ?? opensslMissing();
 if (why) console.warn(`two-machines.test.ts: SKIPPED, ${why}`);
 
@@ -35,17 +26,8 @@ let cb: ControlClient;
 beforeAll(async () => {
   if (why) return;
   bed = await createTestbed();
-  const { a, b } = bed;
   dir = mkdtempSync(join(tmpdir(), 'ferry-2m-'));
-  execFileSync(join(REPO_ROOT, 'scripts', 'make-certs.sh'), [dir, `a=${a.linkAddr},${a.controlAddr}`, `b=${b.linkAddr},${b.controlAddr}`, 'operator=127.0.0.1'], { stdio: 'ignore' });
-  const tlsArgs = (n: string) => ['--tls-cert', join(dir, `${n}.pem`), '--tls-key', join(dir, `${n}-key.pem`), '--tls-ca', join(dir, 'ca.pem')];
-  await Promise.all([
-    startHostIn(a, ['--listen', `0.0.0.0:${PORT}`, ...tlsArgs('a'), '--advertise', `wss://${a.linkAddr}:${PORT}`]),
-    startHostIn(b, ['--listen', `0.0.0.0:${PORT}`, ...tlsArgs('b'), '--advertise', `wss://${b.linkAddr}:${PORT}`, '--tls-allow', 'a']),
-  ]);
-  const operator = { ca: readFileSync(join(dir, 'ca.pem')), cert: readFileSync(join(dir, 'operator.pem')), key: readFileSync(join(dir, 'operator-key.pem')) };
-  ca = await ControlClient.connect(`wss://${a.controlAddr}:${PORT}`, { client: 'two-machines', tls: operator });
-  cb = await ControlClient.connect(`wss://${b.controlAddr}:${PORT}`, { client: 'two-machines', tls: operator });
+  ({ ca, cb } = await startTlsHosts(bed, dir, PORT, 'two-machines'));
 }, 60_000);
 
 afterAll(async () => {

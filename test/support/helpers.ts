@@ -182,7 +182,7 @@ export function onPath(cmd: string): boolean {
  * between by any process's outgoing connection (CI saw EADDRINUSE on a restart).
  */
 export async function restartablePort(): Promise<number> {
-  for (;;) {
+  for (let attempt = 0; attempt < 200; attempt++) {
     const port = 20_000 + Math.floor(Math.random() * 12_000);
     const srv = createNetServer();
     const ok = await new Promise<boolean>((resolve) => {
@@ -194,6 +194,7 @@ export async function restartablePort(): Promise<number> {
       return port;
     }
   }
+  throw new Error('no free port in 20000-31999 after 200 tries');
 }
 
 /** A free TCP port on 127.0.0.1 (for a relay a host must advertise before the relay exists). */

@@ -16,8 +16,10 @@
 // the tests can skip saying so. Every name carries this process's id and a per-process bed
 // number, and teardown() stops the shaper and deletes everything it made.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ControlClient } from '../../src/wire/control-client.ts';
 
 const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const SHAPER = join(REPO_ROOT, 'scripts', 'link-shaper.py');
@@ -390,4 +392,44 @@ export async function stopHostIn(h: NetnsHost): Promise<void> {
   const t = setTimeout(() => p.kill('SIGKILL'), 5_000);
   await exited;
   clearTimeout(t);
+}
+
+/** Why scripts/make-certs.sh cannot run here (no openssl), or undefined if it can. */
+export function opensslMissing(): string | undefined {
+  try {
+    execFileSync('openssl', ['version'], { stdio: 'ignore' });
+    return undefined;
+  } catch {
+    return 'openssl is not installed (scripts/make-certs.sh needs it)';
+  }
+}
+
+export interface TlsHosts {
+  /** The operator's control clients of host A and host B. */
+  ca: ControlClient;
+  cb: ControlClient;
+  /** Where A migrates to: B's address on the link. */
+  to: string;
+}
+
+/**
+ * Certificates made in `dir` by scripts/make-certs.sh (a, b with their addresses, and an
+ * operator), then `ferry host start` in each namespace over mutual TLS on `port`, B admitting
+ * only A as a source (--tls-allow a); resolves with the operator's clients of both.
+ */
+export async function startTlsHosts(bed: Testbed, dir: string, port: number, client: string): Promise<TlsHosts> {
+  const { a, b } = bed;
+  execFileSync(join(REPO_ROOT, 'scripts', 'make-certs.sh'), [dir, `a=${a.linkAddr},${a.controlAddr}`, `b=${b.linkAddr},${b.controlAddr}`, 'operator=127.0.0.1'], { stdio: 'ignore' });
+  const tlsArgs = (n: string) => ['--tls-cert', join(dir, `${n}.pem`), '--tls-key', join(dir, `${n}-key.pem`), '--tls-ca', join(dir, 'ca.pem')];
+  await Promise.all([
+    startHostIn(a, ['--listen', `0.0.0.0:${port}`, ...tlsArgs('a'), '--advertise', `wss://${a.linkAddr}:${port}`]),
+    startHostIn(b, ['--listen', `0.0.0.0:${port}`, ...tlsArgs('b'), '--advertise', `wss://${b.linkAddr}:${port}`, '--tls-allow', 'a']),
+  ]);
+  const operator = { ca: readFileSync(join(dir, 'ca.pem')), cert: readFileSync(join(dir, 'operator.pem')), key: readFileSync(join(dir, 'operator-key.pem')) };
+  const ca = await ControlClient.connect(`wss://${a.controlAddr}:${port}`, { client, tls: operator });
+  const cb = await ControlClient.connect(`wss://${b.controlAddr}:${port}`, { client, tls: operator }).catch(async (e: unknown) => {
+    await ca.close();
+    throw e;
+  });
+  return { ca, cb, to: `wss://${b.linkAddr}:${port}` };
 }
