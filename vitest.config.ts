@@ -1,11 +1,28 @@
 import { defineConfig } from 'vitest/config';
 
+/** The two-machine bed: its checks are timings (round trips, fault waits), so it runs alone, after the rest. */
+const LINK_BED = ['test/migration/link-profiles.test.ts'];
+
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
     testTimeout: 60_000,
     hookTimeout: 60_000,
-    // Two cores: VMs run in their own worker threads, so keep test files from piling up.
-    maxWorkers: 2,
+    projects: [
+      {
+        extends: true,
+        test: {
+          name: 'suite',
+          include: ['test/**/*.test.ts'],
+          exclude: LINK_BED,
+          // Two cores: VMs run in their own worker threads, so keep test files from piling up.
+          maxWorkers: 2,
+          sequence: { groupOrder: 0 },
+        },
+      },
+      {
+        extends: true,
+        test: { name: 'link-bed', include: LINK_BED, maxWorkers: 1, sequence: { groupOrder: 1 } },
+      },
+    ],
   },
 });

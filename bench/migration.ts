@@ -114,6 +114,7 @@ async function postcopyCase(
     // already posted to the vCPU costs the vCPU its blocked time, averaged here.
     blockPerTrapUs: Math.round(((inc?.['postcopy-blocktime-ms'] ?? 0) * 1000) / Math.max(1, inc?.['postcopy-faults'] ?? 1)),
     faultP50us: inc?.['fault-latency-p50-us'], faultP99us: inc?.['fault-latency-p99-us'], blocktimeMs: inc?.['postcopy-blocktime-ms'],
+    blockP50us: inc?.['fault-block-p50-us'], blockP99us: inc?.['fault-block-p99-us'],
   };
 }
 
@@ -193,7 +194,7 @@ async function main(): Promise<void> {
   process.stdout.write(`| ${cols.join(' | ')} |\n|${cols.map(() => '---').join('|')}|\n`);
   for (const r of rows) process.stdout.write(`| ${cols.map((k) => String(r[k] ?? '')).join(' | ')} |\n`);
   if (postcopyRows.length) {
-    const pcols = ['name', 'status', 'totalMs', 'downtimeMs', 'totalVsIdeal', 'bytesVsTouched', 'faults', 'faultShare', 'traps', 'trapShare', 'faultP50us', 'faultP99us', 'blockPerTrapUs', 'blocktimeMs'];
+    const pcols = ['name', 'status', 'totalMs', 'downtimeMs', 'totalVsIdeal', 'bytesVsTouched', 'faults', 'faultShare', 'traps', 'trapShare', 'faultP50us', 'faultP99us', 'blockP50us', 'blockP99us', 'blockPerTrapUs', 'blocktimeMs'];
     process.stdout.write(`\n| ${pcols.join(' | ')} |\n|${pcols.map(() => '---').join('|')}|\n`);
     for (const r of postcopyRows) process.stdout.write(`| ${pcols.map((k) => String(r[k] ?? '')).join(' | ')} |\n`);
   }

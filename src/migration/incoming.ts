@@ -372,6 +372,7 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
       }
     }
     this.pushedBytes = 0;
+    this.pushReceived = 0;
     this.send({ t: 'recv-bitmap', received, receivedCount });
     const pausedMs = performance.now() - this.pausedAt;
     this.pausedAt = 0;
@@ -556,6 +557,8 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
       this.pushSizes.push([bytes, this.linkGen]);
       this.stats?.sent(bytes, 0, 0, 'postcopy');
       this.vm!.postPageFrame(frame, ownsItsBuffer(frame));
+      this.pushReceived += bytes;
+      this.ackPushed(); // at once: its delay is what paces the push (migration/push-window.ts)
       return;
     }
     const vm = this.vm!;
@@ -712,7 +715,8 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
     }
   }
 
-  /** Pushed (bulk) frame bytes written since the current link came up, acknowledged to the source. */
+  /** Pushed (bulk) frame bytes received and written since the current link came up, acknowledged to the source. */
+  private pushReceived = 0;
   private pushedBytes = 0;
   /** Post-copy: sizes of pushed frames posted to the vCPU thread and not yet written, with their link. */
   private readonly pushSizes: [number, number][] = [];
@@ -738,7 +742,7 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
       this.countVcpuFills();
       if (bytes > 0) {
         this.pushedBytes += bytes;
-        if (this.prio?.readyState === this.prio?.OPEN) this.prio!.send(encodeMsg({ t: 'pushed', bytes: this.pushedBytes }));
+        this.ackPushed();
       }
       // Faults whose page came in a pushed frame: their latency ends about now.
       if (pc.faults.size > 0) {
@@ -753,6 +757,10 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
       }
       this.checkPostcopyComplete();
     }
+  }
+
+  private ackPushed(): void {
+    if (this.prio?.readyState === this.prio?.OPEN) this.prio!.send(encodeMsg({ t: 'pushed', bytes: this.pushedBytes, received: this.pushReceived }));
   }
 
   /** Adds the pages the vCPU thread has filled since the last call to the statistics. */
@@ -796,6 +804,7 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
     this.hooks.settled(this.setup!.vm);
     this.countVcpuFills();
     this.stats?.faultLatencies(pc.latencies);
+    this.stats?.faultBlocks(this.vm!.blockedHistogram());
     if (this.stats) this.stats.info['postcopy-faults'] = this.vm!.traps();
     if (this.stats) this.stats.info['postcopy-blocktime-ms'] = Math.round(this.vm!.blockedMs() * 100) / 100;
     this.stats?.setStatus('completed');

@@ -54,11 +54,6 @@ export const MIGRATE_DEFAULTS: Omit<MigrateParams, 'to'> = {
   postcopyAfterRounds: 30, pushDelayMs: 0, autoRecover: true, giveUpAfterMs: 0,
 };
 
-/**
- * After a post-copy switch-over, pushed bytes not yet written at the destination (by its
- * `pushed` acknowledgements): a fault's page never waits behind more than this.
- */
-const POSTCOPY_WINDOW_BYTES = 1024 * 1024;
 const ACK_TIMEOUT_MS = 30_000;
 /** The state section less its console output, as the downtime estimate counts it (CPU and devices: about 500 bytes). */
 const STATE_SECTION_ESTIMATE = 1024;
@@ -742,11 +737,16 @@ export class OutgoingMigration {
         return;
       }
       if (m.t === 'pushed') {
-        push.ackedBytes = m.bytes;
+        try {
+          push.window.onAck(m.received, m.bytes, performance.now());
+        } catch (e) {
+          link.inbox.interrupt(new FerryError('EPROTO', `${this.p.to} ${(e as Error).message}`));
+        }
         this.pushWake?.();
         return;
       }
       this.stats.info['postcopy-requests']++;
+      push.window.onFault();
       if (!push.fault(m.page)) return; // already on its way on the bulk stream
       if (push.left === 0) this.pushWake?.(); // a push held back (pushDelayMs) has nothing left to wait for
       const { frame, zero } = encodePages(ram, [m.page], 0, 1);
@@ -767,32 +767,33 @@ export class OutgoingMigration {
     let ackWaitMs = 0;
     for (;;) {
       link.inbox.check();
-      const chunk = push.nextChunk();
+      const chunk = push.nextChunk(push.window.framePages(PAGE_SIZE));
       if (chunk.length === 0) break;
-      push.pushedBytes += await link.sender.send(chunk, 'postcopy');
+      const bytes = await link.sender.send(chunk, 'postcopy');
+      push.window.onSent(bytes, chunk.length, performance.now());
       const ta = performance.now();
       await this.pushWindow(push, link);
       ackWaitMs += performance.now() - ta;
     }
-    this.log.debug({ pushMs: round2(performance.now() - t0), ackWaitMs: round2(ackWaitMs) }, 'post-copy push');
+    this.log.debug({ pushMs: round2(performance.now() - t0), ackWaitMs: round2(ackWaitMs), windowBytes: Math.round(push.window.bytes) }, 'post-copy push');
     this.send({ t: 'postcopy-done', pages: push.order.length });
     await link.inbox.next(['completed'], ACK_TIMEOUT_MS);
     this.stats.info['remaining-bytes'] = 0;
   }
 
   /**
-   * Waits until at most POSTCOPY_WINDOW_BYTES of the push are beyond what the destination has
-   * written (its `pushed` acknowledgements): a fault's page, on the priority channel, never
-   * waits behind a bulk backlog in socket buffers. No acknowledgement for ACK_TIMEOUT_MS is a
-   * lost link.
+   * Waits until the push window has room (migration/push-window.ts): a fault's page, on the
+   * priority channel, never waits behind a bulk backlog on the path. No acknowledgement for
+   * ACK_TIMEOUT_MS is a lost link.
    */
   private async pushWindow(push: PushQueue, link: Link): Promise<void> {
-    let acked = push.ackedBytes;
+    const w = push.window;
+    let acked = w.received + w.written;
     let deadline = performance.now() + ACK_TIMEOUT_MS;
-    while (push.pushedBytes - push.ackedBytes > POSTCOPY_WINDOW_BYTES) {
+    while (!w.hasRoom()) {
       link.inbox.check();
-      if (push.ackedBytes !== acked) {
-        acked = push.ackedBytes;
+      if (w.received + w.written !== acked) {
+        acked = w.received + w.written;
         deadline = performance.now() + ACK_TIMEOUT_MS;
       }
       const left = deadline - performance.now();

@@ -62,6 +62,8 @@ export interface DestinationVm {
   wakeVcpu(): void;
   traps(): number;
   blockedMs(): number;
+  /** Each blocked trap's wait, counted in vm/latency-histogram.ts buckets. */
+  blockedHistogram(): number[];
   on(event: 'fault', listener: (page: number) => void): unknown;
   restore(st: VmStateExport, run: RunState, onRunning?: () => void): Promise<void>;
   destroy(): Promise<void>;

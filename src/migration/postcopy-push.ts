@@ -6,8 +6,10 @@
  * received-page bitmap says which pages to send again.
  */
 
+import { PushWindow } from './push-window.ts';
+
 const MIN_CHUNK = 16;
-/** 256 KiB: a pushed frame is small next to the push window, so faults interleave with the push. */
+/** 256 KiB at most: faults interleave with the push. */
 const MAX_CHUNK = 64;
 
 export class PushQueue {
@@ -19,9 +21,8 @@ export class PushQueue {
   left: number;
   /** The background push waits until then (pushDelayMs). */
   notBefore = 0;
-  /** Bytes of pushed frames sent on this link, and written at the destination (its acknowledgements). */
-  pushedBytes = 0;
-  ackedBytes = 0;
+  /** How far the push may run ahead of the destination on this link. */
+  window = new PushWindow();
 
   /**
    * `order`: the pages the destination lacks, in push order; `indexOf`: each page's position in
@@ -32,11 +33,15 @@ export class PushQueue {
     this.left = order.length;
   }
 
-  /** The next chunk of unsent pages from the cursor on, wrapping around (marked sent); empty when all went. */
-  nextChunk(): number[] {
+  /**
+   * The next chunk of unsent pages from the cursor on, wrapping around (marked sent), of at most
+   * `maxPages`; empty when all went.
+   */
+  nextChunk(maxPages = MAX_CHUNK): number[] {
     const chunk: number[] = [];
     const { order, sent } = this;
-    for (let k = 0; k < order.length && chunk.length < this.chunkPages; k++) {
+    const size = Math.max(1, Math.min(maxPages, this.chunkPages));
+    for (let k = 0; k < order.length && chunk.length < size; k++) {
       const p = order[(this.cursor + k) % order.length]!;
       if (sent[p]) continue;
       sent[p] = 1;
@@ -82,8 +87,7 @@ export class PushQueue {
       left++;
     }
     this.left = left;
-    this.pushedBytes = 0;
-    this.ackedBytes = 0;
+    this.window = new PushWindow();
     return resent;
   }
 }

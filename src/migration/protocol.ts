@@ -29,7 +29,7 @@
  *   prio:                                   <-----    page-req {page}                for each fault
  *          page frame ------------------------->   written, PRESENT stored, the vCPU woken
  *   bulk:  pushed page frames ----------------->   written between polls (faults first)
- *   prio:                                   <-----    pushed {bytes}                 paces the push window
+ *   prio:                                   <-----    pushed {bytes, received}       paces the push window
  *   bulk:  postcopy-done ---------------------->
  *                                           <-----    completed                      every page is there
  * If the link drops in post-copy both sides keep their state (postcopy-paused) and the source
@@ -55,8 +55,11 @@ import { machineConfigSchema, safeCount, vmNameSchema, vmStateSchema } from '../
 import { packMsg, unpackChecked, type MsgpackLimits } from '../wire/codec.ts';
 import { peerText } from '../wire/peer-text.ts';
 
-/** 2: token proofs name their endpoint, and messages after the hello carry tags over plain TCP (wire/frame-mac.ts). */
-export const MIGRATION_PROTOCOL_VERSION = 2;
+/**
+ * 2: token proofs name their endpoint, and messages after the hello carry tags over plain TCP (wire/frame-mac.ts).
+ * 3: post-copy `pushed` acknowledges receipt as well as writing.
+ */
+export const MIGRATION_PROTOCOL_VERSION = 3;
 export const ISA = 'rv32im_zicsr';
 export const DEVICES = ['uart16550@0x10000000', 'clint@0x2000000', 'test-finisher@0x100000'];
 /** The largest message on an authenticated migration link: a page frame, or a state section. */
@@ -143,11 +146,12 @@ const MESSAGES = {
   /** The destination has prepared its page states: the source may pause (so that work is not downtime). */
   'advise-ok': z.strictObject({ t: z.literal('advise-ok') }),
   /**
-   * Post-copy, destination -> source on prio: bytes of pushed (bulk) frames written into guest
-   * RAM so far on this link. The source keeps at most a small window beyond it, so pushed data
-   * never queues up in socket buffers ahead of a fault's page.
+   * Post-copy, destination -> source on prio: bytes of pushed (bulk) frames received, and written
+   * into guest RAM, so far on this link; sent as each frame arrives and as the vCPU thread writes
+   * them. They pace the push (migration/push-window.ts), so pushed data never queues up on the
+   * path ahead of a fault's page.
    */
-  pushed: z.strictObject({ t: z.literal('pushed'), bytes: safeCount }),
+  pushed: z.strictObject({ t: z.literal('pushed'), bytes: safeCount, received: safeCount }),
   /** Post-copy: every page has been sent once. */
   'postcopy-done': z.strictObject({ t: z.literal('postcopy-done'), pages: pageCount }),
   /** Post-copy recovery, source -> destination, first on a bulk link opened with `recover` in its hello. */
@@ -282,7 +286,7 @@ export function warmCodec(): void {
       t: 'state', run: 'paused', console: new Uint8Array(16),
       state: { version: 1, config: { ramSize: 8 << 20, clock: 'realtime', tohost: -1 }, insnLimit: 0, cpu, devices: devices('realtime', 2 ** 40, []) },
     }, 2048],
-    [{ t: 'resumed' }, 256], [{ t: 'page-req', page: 123 }, 256], [{ t: 'pushed', bytes: 1 << 30 }, 256], [{ t: 'advise-ok' }, 256],
+    [{ t: 'resumed' }, 256], [{ t: 'page-req', page: 123 }, 256], [{ t: 'pushed', bytes: 1 << 30, received: 1 << 30 }, 256], [{ t: 'advise-ok' }, 256],
     [{ t: 'completed', resumedAt: Date.now() }, 256], [{ t: 'round-ack', round: 3, pages: 1000 }, 256], [{ t: 'setup-ok' }, 256],
   ];
   for (let i = 0; i < 300; i++) for (const [m, pages] of samples) decodeMsg(encodeMsg(m), { pages });

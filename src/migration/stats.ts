@@ -1,4 +1,5 @@
 import { PAGE_SIZE } from '../memory/layout.ts';
+import { latencyPercentile } from '../vm/latency-histogram.ts';
 
 /**
  * QEMU query-migrate status names (DESIGN §6), plus `outcome-unknown`: the source sent the
@@ -46,6 +47,14 @@ export interface MigrationInfo {
   /** Destination: fault latency, from the vCPU's fault to the page being present. */
   'fault-latency-p50-us'?: number;
   'fault-latency-p99-us'?: number;
+  /**
+   * Destination: each blocked trap's wait, from the vCPU's trap to its page being present, as the
+   * vCPU thread times it (what the guest waits; to within 1/16). fault-latency-* is the host's
+   * view: from its hearing of the fault to its seeing the page written, for the faults it heard of
+   * before the page came (so it misses the quickest, and adds its event loop's lag).
+   */
+  'fault-block-p50-us'?: number;
+  'fault-block-p99-us'?: number;
   /** Destination: total time the vCPU spent blocked on missing pages (QEMU's postcopy-blocktime). */
   'postcopy-blocktime-ms'?: number;
   /** Pages ever written when the migration started sending (the RAM the guest has touched). */
@@ -121,6 +130,14 @@ export class MigrationStats {
     const s = [...us].sort((a, b) => a - b);
     this.info['fault-latency-p50-us'] = Math.round(s[Math.floor(s.length * 0.5)]!);
     this.info['fault-latency-p99-us'] = Math.round(s[Math.min(s.length - 1, Math.floor(s.length * 0.99))]!);
+  }
+
+  /** The blocked traps' waits, from the vCPU's histogram (vm/latency-histogram.ts). */
+  faultBlocks(histogram: ArrayLike<number>): void {
+    const p50 = latencyPercentile(histogram, 0.5);
+    if (p50 === undefined) return;
+    this.info['fault-block-p50-us'] = Math.round(p50);
+    this.info['fault-block-p99-us'] = Math.round(latencyPercentile(histogram, 0.99)!);
   }
 
   round(r: RoundInfo, remainingPages: number): void {

@@ -32,9 +32,11 @@
  *   counter and rings; the vCPU writes frames in order and bumps the done counter, notifying it.
  *   Frames below "frames before the restore" are pre-copy (written whole); later ones are
  *   post-copy pushes (missing pages only).
- * - Post-copy counters (vCPU -> host): traps, pages the vCPU filled, microseconds blocked.
+ * - Post-copy counters (vCPU -> host): traps, pages the vCPU filled, microseconds blocked, and a
+ *   histogram of each blocked trap's wait.
  */
 import { waitWord, type WaitResult } from '../memory/wait-async.ts';
+import { LATENCY_BUCKETS, latencyBucket } from './latency-histogram.ts';
 
 // Int32 words.
 const DOORBELL = 0;
@@ -57,7 +59,9 @@ const BLOCKED_US = 1;
 /** Two slots: a step's count sits in STEP_COUNT + (seq & 1). */
 const STEP_COUNT = 2;
 const BIGINT_WORDS = 4;
-const BYTES = INT32_WORDS * 4 + BIGINT_WORDS * 8;
+// Int32 counters, after the 64-bit words: each blocked trap's wait (latency-histogram.ts).
+const BLOCK_HISTOGRAM_OFFSET = INT32_WORDS * 4 + BIGINT_WORDS * 8;
+const BYTES = BLOCK_HISTOGRAM_OFFSET + LATENCY_BUCKETS * 4;
 
 /** A power of two: head and tail are free-running Int32 counters, masked into the ring. */
 const RX_RING_SIZE = 4096;
@@ -102,11 +106,17 @@ export interface Command {
 interface Views {
   i32: Int32Array;
   i64: BigInt64Array;
+  blockHistogram: Int32Array;
   rx: Uint8Array;
 }
 
 function views(b: ControlBuffers): Views {
-  return { i32: new Int32Array(b.words, 0, INT32_WORDS), i64: new BigInt64Array(b.words, INT32_WORDS * 4, BIGINT_WORDS), rx: new Uint8Array(b.rx) };
+  return {
+    i32: new Int32Array(b.words, 0, INT32_WORDS),
+    i64: new BigInt64Array(b.words, INT32_WORDS * 4, BIGINT_WORDS),
+    blockHistogram: new Int32Array(b.words, BLOCK_HISTOGRAM_OFFSET, LATENCY_BUCKETS),
+    rx: new Uint8Array(b.rx),
+  };
 }
 
 /** The host thread's side of a VM's control block. */
@@ -114,6 +124,7 @@ export class HostControlBlock {
   readonly buffers: ControlBuffers;
   private readonly i32: Int32Array;
   private readonly i64: BigInt64Array;
+  private readonly blockHistogram: Int32Array;
   private readonly rx: Uint8Array;
   /** Sequence number of the last command issued (not wrapped). */
   private issued = 0;
@@ -121,7 +132,7 @@ export class HostControlBlock {
   /** A fresh block; progress starts at the VM's own pc and instret (a restored VM is not at 0). */
   constructor(pc: number, instret: number) {
     this.buffers = { words: new SharedArrayBuffer(BYTES), rx: new SharedArrayBuffer(RX_RING_SIZE) };
-    ({ i32: this.i32, i64: this.i64, rx: this.rx } = views(this.buffers));
+    ({ i32: this.i32, i64: this.i64, blockHistogram: this.blockHistogram, rx: this.rx } = views(this.buffers));
     Atomics.store(this.i32, FRAMES_BEFORE_RESTORE, NO_RESTORE);
     this.setProgress(pc, instret);
   }
@@ -222,17 +233,23 @@ export class HostControlBlock {
   blockedUs(): number {
     return Number(Atomics.load(this.i64, BLOCKED_US));
   }
+
+  /** How many blocked traps waited how long (latency-histogram.ts buckets). */
+  blockedHistogram(): number[] {
+    return Array.from({ length: LATENCY_BUCKETS }, (_, b) => Atomics.load(this.blockHistogram, b));
+  }
 }
 
 /** The vCPU thread's side of a VM's control block. */
 export class VcpuControlBlock {
   private readonly i32: Int32Array;
   private readonly i64: BigInt64Array;
+  private readonly blockHistogram: Int32Array;
   private readonly rx: Uint8Array;
   private restoresSeen = 0;
 
   constructor(buffers: ControlBuffers) {
-    ({ i32: this.i32, i64: this.i64, rx: this.rx } = views(buffers));
+    ({ i32: this.i32, i64: this.i64, blockHistogram: this.blockHistogram, rx: this.rx } = views(buffers));
   }
 
   /** The doorbell's value: read it before looking for work, then wait on it. */
@@ -326,7 +343,9 @@ export class VcpuControlBlock {
     if (n > 0) Atomics.add(this.i32, PAGES_FILLED, n);
   }
 
+  /** One blocked trap waited `us`: added to the total and counted in its histogram bucket. */
   addBlockedUs(us: number): void {
     Atomics.add(this.i64, BLOCKED_US, BigInt(us));
+    Atomics.add(this.blockHistogram, latencyBucket(us), 1);
   }
 }

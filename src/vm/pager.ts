@@ -80,6 +80,10 @@ export class HostPager {
   blockedMs(): number {
     return this.control.blockedUs() / 1000;
   }
+
+  blockedHistogram(): number[] {
+    return this.control.blockedHistogram();
+  }
 }
 
 export class VcpuPager {

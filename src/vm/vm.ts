@@ -350,6 +350,11 @@ export class Vm extends EventEmitter {
     return this.pager.blockedMs();
   }
 
+  /** Post-copy: how many blocked traps waited how long (vm/latency-histogram.ts buckets). */
+  blockedHistogram(): number[] {
+    return this.pager.blockedHistogram();
+  }
+
   /** Page frames posted but not yet written into RAM. */
   pageFramesPending(): number {
     return this.pager.pending();

@@ -299,6 +299,10 @@ export class FakeVm extends EventEmitter implements SourceVm, DestinationVm {
     return 0;
   }
 
+  blockedHistogram(): number[] {
+    return [];
+  }
+
   async restore(st: VmStateExport, run: RunState, onRunning?: () => void): Promise<void> {
     if (this.dead) return FakeVm.never();
     if (this.state !== 'created') throw new FerryError('ESTATE', `restore needs a VM that never ran (this one is ${this.state})`);
