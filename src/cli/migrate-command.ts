@@ -77,8 +77,9 @@ function progressBar(): { update(s: MigrationInfo): void; stop(): void } {
 /** One line of live status (migrate status, the monitor): status, round, remaining, rate, expected downtime. */
 function progressLine(s: MigrationInfo): string {
   const exp = s['expected-downtime-ms'] !== undefined ? `, expected downtime ${s['expected-downtime-ms']} ms` : '';
+  const warning = s['convergence-warning'] !== undefined ? `; ${s['convergence-warning']}` : '';
   return `${s.vm} ${s.status}: round ${s['dirty-sync-count']}, ${fmtBytes(s['transferred-bytes'])} sent, `
-    + `${fmtBytes(s['remaining-bytes'])} dirty, ${s.mbps.toFixed(0)} Mbit/s${exp}`;
+    + `${fmtBytes(s['remaining-bytes'])} dirty, ${s.mbps.toFixed(0)} Mbit/s${exp}${warning}`;
 }
 
 /**
@@ -122,13 +123,20 @@ export function waitForMigration(
   });
 }
 
-/** A line on stderr when a post-copy migration being waited for enters postcopy-paused. */
+/**
+ * A line on stderr when a migration being waited for enters postcopy-paused or outcome-unknown,
+ * or when pre-copy starts not converging.
+ */
 function pausedNotice(name: string): (s: MigrationInfo) => void {
   let last: string | undefined;
+  let lastWarning: string | undefined;
   return (s) => {
     if (s.status === 'postcopy-paused' && last !== 'postcopy-paused') {
       process.stderr.write(`${name}: postcopy-paused: ${s['error-desc'] ?? 'link lost'} ("ferry migrate recover ${name}" reconnects now)\n`);
     }
+    const warning = s['convergence-warning'];
+    if (warning !== undefined && warning.split(':')[0] !== lastWarning) process.stderr.write(`${name}: ${warning}\n`);
+    lastWarning = warning?.split(':')[0];
     if (s.status === 'outcome-unknown' && last !== 'outcome-unknown') {
       process.stderr.write(`${name}: outcome-unknown: ${s['error-desc'] ?? 'the link was lost at the switch-over'}; the VM stays paused here until the destination answers ("ferry migrate resolve ${name} --release|--resume" decides)\n`);
     }

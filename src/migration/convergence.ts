@@ -48,7 +48,8 @@ export interface RoundResult {
 }
 
 export type Decision =
-  | { next: 'round'; throttle: number }
+  /** `notConverging`: pre-copy is plainly not converging by itself (said as early as that is known: QEMU's trigger, two rounds in a row). */
+  | { next: 'round'; throttle: number; notConverging?: string }
   | { next: 'stop-and-copy'; reason: string }
   | { next: 'postcopy'; reason: string }
   | { next: 'give-up'; reason: string };
@@ -121,7 +122,16 @@ export function decide(p: ConvergenceParams, s: ConvergenceState, r: RoundResult
     next.throttle = s.throttle === 0 ? THROTTLE_INITIAL : Math.min(THROTTLE_MAX, s.throttle + THROTTLE_STEP);
     next.hot = 0;
   }
-  return { decision: { next: 'round', throttle: next.throttle }, state: next };
+  if (next.inARow < 2) return { decision: { next: 'round', throttle: next.throttle }, state: next };
+  const what = next.throttle > 0 ? `the vCPU is throttled ${next.throttle} %`
+    : `it throttles the vCPU from round ${p.maxRounds} (--max-rounds); --auto-converge throttles sooner, --mode hybrid switches to post-copy`;
+  const notConverging = `pre-copy is not converging: round ${r.rounds} left ${mib(r.dirtyBytes)} dirty of ${mib(r.bytes)} sent (the guest dirties memory `
+    + `about as fast as the link sends it), expected downtime ${round2(expected)} ms against a limit of ${p.downtimeLimitMs} ms; ${what}`;
+  return { decision: { next: 'round', throttle: next.throttle, notConverging }, state: next };
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
 }
 
 function round2(n: number): number {

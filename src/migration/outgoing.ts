@@ -483,6 +483,12 @@ export class OutgoingMigration {
       pages = dirty;
       this.checkCancelled();
       const { decision, state } = decide({ ...this.p, mode: this.p.mode === 'hybrid' ? 'hybrid' : 'precopy' }, conv, result);
+      const warned = this.stats.info['convergence-warning'];
+      this.stats.info['convergence-warning'] = decision.next === 'round' ? decision.notConverging : undefined;
+      if (this.stats.info['convergence-warning'] !== undefined && warned === undefined) {
+        this.log.warn({ round, why: this.stats.info['convergence-warning'] }, 'pre-copy is not converging');
+      }
+      if (this.stats.info['convergence-warning'] !== warned) this.hooks.update(this.stats);
       if (decision.next === 'postcopy') {
         this.log.info({ round, why: decision.reason }, 'switching to post-copy');
         this.stats.info['postcopy-switch'] = decision.reason;

@@ -63,6 +63,8 @@ export interface MigrationInfo {
   'postcopy-switch'?: string;
   /** Why the source stopped the guest for the switch-over (converged, requested, max rounds allowed, ...). */
   'switchover-reason'?: string;
+  /** Source, pre-copy: set while it is plainly not converging by itself (why, and what happens next). */
+  'convergence-warning'?: string;
   /** Post-copy: links lost and recovered (each loss is one postcopy-paused period). */
   'postcopy-recoveries'?: number;
   /** Post-copy, source: pages sent again after a recovery because the destination never got them. */
@@ -110,6 +112,7 @@ export class MigrationStats {
     }
     this.tick();
     this.info.status = s;
+    if (s !== 'active') delete this.info['convergence-warning']; // it speaks of pre-copy rounds
     if (error !== undefined) this.info['error-desc'] = error;
     // A migration that completes after a fault it recovered from (a lost link, an outcome learned
     // late) has no error left to report.

@@ -88,6 +88,21 @@ describe('pre-copy convergence', () => {
     expect(throttles.filter((t) => t === THROTTLE_MAX).length).toBe(ROUNDS_AT_MAX_THROTTLE);
   });
 
+  it('pre-copy says it is not converging from the second round in a row that leaves over half dirty, and what comes next', () => {
+    const p = { ...base, maxRounds: 30 };
+    const first = decide(p, INITIAL_CONVERGENCE, round(1, 60_000_000));
+    expect(first.decision).toEqual({ next: 'round', throttle: 0 });
+    const second = decide(p, first.state, round(2, 60_000_000));
+    expect(second.decision.next).toBe('round');
+    if (second.decision.next !== 'round') return;
+    expect(second.decision.notConverging).toMatch(/^pre-copy is not converging: round 2 left 57\.2 MiB dirty of 95\.4 MiB sent .* expected downtime 600 ms against a limit of 100 ms; it throttles the vCPU from round 30/);
+    // Throttled (auto-converge), it says so; a round that converges says nothing.
+    const auto = decide({ ...p, autoConverge: true }, first.state, round(2, 60_000_000)).decision;
+    expect(auto.next === 'round' && auto.notConverging).toMatch(/the vCPU is throttled 20 %$/);
+    const calm = decide(p, second.state, round(3, 20_000_000));
+    expect(calm.decision).toEqual({ next: 'round', throttle: 0 });
+  });
+
   it('--switchover-at-max-rounds switches over there, saying it was allowed above the limit', () => {
     const { decision } = decide({ ...base, switchoverAtMaxRounds: true }, INITIAL_CONVERGENCE, round(3, 60_000_000));
     expect(decision).toEqual({ next: 'stop-and-copy', reason: 'max rounds (3), allowed above the limit: expected downtime 600 ms' });

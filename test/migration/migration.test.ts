@@ -6,6 +6,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { ControlClient } from '../../src/wire/control-client.ts';
 import { PAGE_SIZE, RAM_BASE } from '../../src/memory/layout.ts';
 import type { MigrationInfo } from '../../src/migration/stats.ts';
+import { waitForMigration } from '../../src/cli/migrate-command.ts';
 import { eventually, MiB, runCli, sleep } from '../support/helpers.ts';
 import { startHost, TOKEN, type StartedHost } from '../support/host-helpers.ts';
 import {
@@ -355,6 +356,23 @@ describe('limits: rounds, downtime, bandwidth', () => {
     // Never switched over: the destination drops its half-built VM, the source runs on unthrottled.
     await eventually(() => cb.request('vm.info', { name: 'maxr' }).then(() => false, (e: { code?: string }) => e.code === 'ENOVM'), 'the destination to drop its half');
     expect((await ca.request<Info>('vm.info', { name: 'maxr' })).state).toBe('running');
+  });
+
+  it('a pre-copy that is not converging says so by its second round, with why and what comes next (issue 12), and stops saying so once it ends', async () => {
+    // 4 MiB rewritten for ever over a 20 MiB/s cap: every round leaves all it sent dirty again.
+    const g: GuestSpec = { program: 'memstress', memory: 16 * MiB, args: ['ws_mib=4'], insnLimit: 0 };
+    const { b, ca } = await guestRunningOnA(hosts, g, 'stall', 0);
+    await waitInstret(ca, 'stall', 20_000_000);
+    await ca.request('migrate.start', { name: 'stall', to: b.url, downtimeLimitMs: 1, maxRounds: 30, maxBandwidth: 20 * MiB });
+    const warned = await waitForMigration(ca, 'stall', undefined, (s) => s['convergence-warning'] !== undefined);
+    expect(warned.status).toBe('active');
+    expect(warned['dirty-sync-count']).toBe(2);
+    expect(warned['convergence-warning']).toMatch(/^pre-copy is not converging: round 2 left 4\.0 MiB dirty of [\d.]+ MiB sent .* against a limit of 1 ms; it throttles the vCPU from round 30 \(--max-rounds\); --auto-converge throttles sooner, --mode hybrid switches to post-copy$/);
+    const ended = waitForMigration(ca, 'stall');
+    await ca.request('migrate.cancel', { name: 'stall' });
+    const end = await ended;
+    expect(end.status).toBe('cancelled');
+    expect(end['convergence-warning']).toBeUndefined();
   });
 
   it('max-bandwidth 20M keeps each round under the cap and makes it take as long as the cap implies', async () => {
