@@ -1,16 +1,17 @@
 /**
- * Live-migration benchmark between two real host processes on this machine. First the raw
- * WebSocket throughput between two processes (the yardstick), then pre-copy migrations of idle
- * VMs and of `memstress` working sets, each reporting total time, downtime, setup time, bytes,
- * rounds and page throughput as a ratio of the raw figure measured in this same run.
- * Prints one JSON object per line, then a markdown table.
+ * Live-migration benchmark between two real host processes on this machine. First raw TCP and
+ * raw WebSocket throughput between two processes (the yardsticks), then, FERRY_BENCH_RUNS times
+ * (default 10) on fresh hosts, pre-copy migrations of idle VMs and of `memstress` working sets
+ * and post-copy/hybrid migrations: the first migration of each pair of fresh hosts is a row of
+ * its own. Prints one JSON object per migration, one summary per case (medians; downtime p50,
+ * p99 and max; the downtime's page throughput ÷ raw TCP), then markdown tables.
  *
- *   npx tsx bench/migration.ts            (FERRY_BENCH_QUICK=1: smaller cases)
+ *   npx tsx bench/migration.ts            (FERRY_BENCH_QUICK=1: smaller cases, one run)
  */
 import { startHostProcess, type HostProcess } from '../src/host/spawn.ts';
 import { waitForMigration } from '../src/cli/migrate-command.ts';
 import type { MigrationInfo } from '../src/migration/stats.ts';
-import { rawWsThroughput } from './ws-raw.ts';
+import { rawTcpThroughput, rawWsThroughput } from './ws-raw.ts';
 
 const quick = process.env.FERRY_BENCH_QUICK === '1';
 /** FERRY_BENCH_ONLY=postcopy runs just the post-copy and hybrid cases. */
@@ -71,7 +72,7 @@ async function migrateOnce(a: HostProcess, b: HostProcess, c: Case, raw: number)
   const roundMbs = s.rounds.length ? Math.max(...s.rounds.map((r) => r.mbps / 8)) : 0;
   return {
     name: c.name, status: s.status, error: s['error-desc'],
-    totalMs: s['total-time-ms'], downtimeMs: s['downtime-ms'], setupMs: s['setup-time-ms'],
+    totalMs: s['total-time-ms'], downtimeMs: s['downtime-ms'], setupMs: s['setup-time-ms'], downtimeBytes: s['downtime-bytes'],
     bytes: s['transferred-bytes'], pages: s['pages-sent'], rounds: s['dirty-sync-count'], throttle: s['throttle-percent'],
     throughputMBs: Math.round(mbs), bestRoundMBs: Math.round(roundMbs), throughputVsRaw: Math.round((mbs / raw) * 100) / 100,
     bestRoundVsRaw: Math.round((roundMbs / raw) * 100) / 100,
@@ -147,56 +148,81 @@ async function idlePingPong(a: HostProcess, b: HostProcess, times: number): Prom
   };
 }
 
+/** p-quantile of the numbers among `v` (undefined ones skipped), the sorted-array way. */
+function quantile(v: unknown[], p: number): number | undefined {
+  const n = v.filter((x): x is number => typeof x === 'number' && Number.isFinite(x)).sort((x, y) => x - y);
+  return n.length ? n[Math.min(n.length - 1, Math.floor(p * n.length))] : undefined;
+}
+
+/** One row per case: the runs' medians (and p99 of downtime), their statuses, and the downtime's throughput ÷ raw TCP. */
+function aggregate(name: string, runs: Record<string, unknown>[], rawTcp: number): Record<string, unknown> {
+  const col = (k: string) => runs.map((r) => r[k]);
+  const statuses = [...new Set(runs.map((r) => String(r.status)))].map((st) => `${runs.filter((r) => r.status === st).length} ${st}`).join(', ');
+  const downtimeMBs = runs.map((r) => (typeof r.downtimeBytes === 'number' && typeof r.downtimeMs === 'number' && r.downtimeMs > 0 ? r.downtimeBytes / r.downtimeMs / 1000 : undefined));
+  const p50MBs = quantile(downtimeMBs, 0.5);
+  return {
+    name, runs: runs.length, status: statuses,
+    downtimeP50: quantile(col('downtimeMs'), 0.5), downtimeP99: quantile(col('downtimeMs'), 0.99), downtimeMax: quantile(col('downtimeMs'), 1),
+    totalP50: quantile(col('totalMs'), 0.5), bytesP50: quantile(col('bytes'), 0.5), roundsP50: quantile(col('rounds'), 0.5),
+    downtimeMBsP50: p50MBs === undefined ? undefined : Math.round(p50MBs), downtimeVsTcp: p50MBs === undefined ? undefined : round2(p50MBs / rawTcp),
+    throughputVsRawP50: quantile(col('throughputVsRaw'), 0.5),
+    ...(runs[0]?.faultP50us !== undefined || runs[0]?.blockP50us !== undefined ? {
+      totalVsIdealP50: quantile(col('totalVsIdeal'), 0.5), faultsP50: quantile(col('faults'), 0.5), trapsP50: quantile(col('traps'), 0.5),
+      faultP50us: quantile(col('faultP50us'), 0.5), blockP50us: quantile(col('blockP50us'), 0.5), blockP99us: quantile(col('blockP99us'), 0.5),
+      blocktimeMsP50: quantile(col('blocktimeMs'), 0.5),
+    } : {}),
+  };
+}
+
 async function main(): Promise<void> {
+  // Each run starts fresh hosts: its first migration (code paths not compiled yet) is a row of
+  // its own, the rest are warm. FERRY_BENCH_RUNS runs (default 10; 1 with FERRY_BENCH_QUICK).
+  const runs = Number(process.env.FERRY_BENCH_RUNS ?? (quick ? 1 : 10));
+  // A second's worth: a short burst does not reach TCP's full rate.
+  const rawTcp = await rawTcpThroughput(quick ? 256 * MiB : 2048 * MiB);
   const raw = await rawWsThroughput(quick ? 128 * MiB : 512 * MiB);
+  emit({ name: 'tcp.raw-throughput', unit: 'MB/s', value: Math.round(rawTcp) });
   emit({ name: 'ws.raw-throughput', unit: 'MB/s', value: Math.round(raw) });
-  const a = await startHostProcess('bench-a');
-  const b = await startHostProcess('bench-b');
-  const rows: Record<string, unknown>[] = [];
-  const postcopyRows: Record<string, unknown>[] = [];
-  try {
-    // A host's first migration also pays for compiling its code paths: report it on its own
-    // row, then measure warm hosts, as long-running hosts are.
-    const first = only === 'postcopy' ? undefined : await migrateOnce(a, b, { name: 'first-migration-idle-64MiB', program: 'counter', memory: 64 * MiB, args: ['period_ms=1000'], warmMs: 300 }, raw);
-    if (first) {
-      emit(first);
-      rows.push(first);
-    }
-    for (const c of only === 'postcopy' ? [] : CASES) {
-      const r = await migrateOnce(a, b, c, raw);
-      emit(r);
-      rows.push(r);
-    }
-    if (!quick) {
+  const samples = new Map<string, Record<string, unknown>[]>();
+  const add = (r: Record<string, unknown>) => {
+    emit(r);
+    const name = String(r.name);
+    samples.set(name, [...(samples.get(name) ?? []), r]);
+  };
+  for (let run = 0; run < runs; run++) {
+    const a = await startHostProcess(`bench-a${run}`);
+    const b = await startHostProcess(`bench-b${run}`);
+    try {
       if (only !== 'postcopy') {
-        const r = await idlePingPong(a, b, 7);
-        emit(r);
-        rows.push(r);
+        add(await migrateOnce(a, b, { name: 'first-migration-idle-64MiB', program: 'counter', memory: 64 * MiB, args: ['period_ms=1000'], warmMs: 300 }, raw));
+        for (const c of CASES) add(await migrateOnce(a, b, c, raw));
+        if (!quick) add(await idlePingPong(a, b, 7));
       }
-      // With the push held back for 3 s, pages move only on faults meanwhile: latency without push.
-      const pc: [string, Record<string, unknown>, number][] = [
-        ['postcopy-memstress-768MiB-in-1GiB', { mode: 'postcopy' }, 768],
-        ['hybrid-after-1-round-memstress-768MiB-in-1GiB', { mode: 'hybrid', postcopyAfterRounds: 1 }, 768],
-        ['postcopy-memstress-64MiB-in-1GiB', { mode: 'postcopy' }, 64],
-        ['postcopy-push-delayed-3s-memstress-64MiB-in-1GiB', { mode: 'postcopy', pushDelayMs: 3000 }, 64],
-      ];
-      for (const [name, params, ws] of pc) {
-        const r2 = await postcopyCase(a, b, name, params, raw, ws);
-        emit(r2);
-        postcopyRows.push(r2);
+      if (!quick) {
+        // With the push held back for 3 s, pages move only on faults meanwhile: latency without push.
+        const pc: [string, Record<string, unknown>, number][] = [
+          ['postcopy-memstress-768MiB-in-1GiB', { mode: 'postcopy' }, 768],
+          ['hybrid-after-1-round-memstress-768MiB-in-1GiB', { mode: 'hybrid', postcopyAfterRounds: 1 }, 768],
+          ['postcopy-memstress-64MiB-in-1GiB', { mode: 'postcopy' }, 64],
+          ['postcopy-push-delayed-3s-memstress-64MiB-in-1GiB', { mode: 'postcopy', pushDelayMs: 3000 }, 64],
+        ];
+        for (const [name, params, ws] of pc) add(await postcopyCase(a, b, name, params, raw, ws));
       }
+    } finally {
+      await Promise.all([a.stop(), b.stop()]);
     }
-  } finally {
-    await Promise.all([a.stop(), b.stop()]);
   }
-  const cols = ['name', 'status', 'totalMs', 'downtimeMs', 'setupMs', 'bytes', 'rounds', 'throttle', 'throughputMBs', 'throughputVsRaw', 'bestRoundVsRaw'];
-  process.stdout.write(`\nraw WebSocket throughput between two processes: ${Math.round(raw)} MB/s\n\n`);
+  const rows = [...samples.entries()].map(([name, rs]) => aggregate(name, rs, rawTcp));
+  for (const r of rows) emit({ summary: true, ...r });
+  const cols = ['name', 'runs', 'status', 'downtimeP50', 'downtimeP99', 'totalP50', 'bytesP50', 'roundsP50', 'downtimeMBsP50', 'downtimeVsTcp', 'throughputVsRawP50'];
+  process.stdout.write(`\nraw TCP between two processes: ${Math.round(rawTcp)} MB/s; raw WebSocket: ${Math.round(raw)} MB/s; ${runs} runs on fresh hosts, medians and p99\n\n`);
   process.stdout.write(`| ${cols.join(' | ')} |\n|${cols.map(() => '---').join('|')}|\n`);
-  for (const r of rows) process.stdout.write(`| ${cols.map((k) => String(r[k] ?? '')).join(' | ')} |\n`);
-  if (postcopyRows.length) {
-    const pcols = ['name', 'status', 'totalMs', 'downtimeMs', 'totalVsIdeal', 'bytesVsTouched', 'faults', 'faultShare', 'traps', 'trapShare', 'faultP50us', 'faultP99us', 'blockP50us', 'blockP99us', 'blockPerTrapUs', 'blocktimeMs'];
+  for (const r of rows.filter((x) => x.faultP50us === undefined && x.blockP50us === undefined)) process.stdout.write(`| ${cols.map((k) => String(r[k] ?? '')).join(' | ')} |\n`);
+  const pcRows = rows.filter((x) => x.faultP50us !== undefined || x.blockP50us !== undefined);
+  if (pcRows.length) {
+    const pcols = ['name', 'runs', 'status', 'downtimeP50', 'downtimeP99', 'totalP50', 'totalVsIdealP50', 'faultsP50', 'trapsP50', 'faultP50us', 'blockP50us', 'blockP99us', 'blocktimeMsP50'];
     process.stdout.write(`\n| ${pcols.join(' | ')} |\n|${pcols.map(() => '---').join('|')}|\n`);
-    for (const r of postcopyRows) process.stdout.write(`| ${pcols.map((k) => String(r[k] ?? '')).join(' | ')} |\n`);
+    for (const r of pcRows) process.stdout.write(`| ${pcols.map((k) => String(r[k] ?? '')).join(' | ')} |\n`);
   }
 }
 
