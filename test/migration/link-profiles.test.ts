@@ -155,12 +155,13 @@ for (const profileName of ['lan', 'datacenter', 'wan'] as const) {
       console.log(`link-profiles ${profileName}: post-copy downtime ${s['downtime-ms']} ms, ${inc['postcopy-requests']} demand faults, `
         + `p50 ${p50} us, p99 ${inc['fault-latency-p99-us']} us; the vCPU's wait p50 ${block50} us, p99 ${inc['fault-block-p99-us']} us (RTT ${profile.rttMs} ms), total ${s['total-time-ms']} ms`);
       expect(inc['postcopy-requests']).toBeGreaterThanOrEqual(20);
-      // Both clocks see a demand fault take at least the round trip, and little more. The vCPU's
-      // cannot beat the wire either; its histogram gives a bucket's midpoint, within 1/16 of the
-      // true value, so each bound is checked against the bucket's far end.
+      // A demand fault takes at least the round trip, and little more. The vCPU's clock counts
+      // every wait, those on pages the push brought once it started (after 1 s: on the WAN the
+      // guest still faults then, and such a wait can be shorter than a round trip), so it is held
+      // to the upper bound only; its histogram gives a bucket's midpoint, within 1/16 of the true
+      // value, so the bound is checked against the bucket's far end.
       expect(p50).toBeGreaterThanOrEqual(profile.rttMs * 1000);
       expect(p50).toBeLessThanOrEqual((profile.rttMs + FAULT_SLACK_MS[profileName]) * 1000);
-      expect(block50 * (16 / 17)).toBeGreaterThanOrEqual(profile.rttMs * 1000);
       expect(block50 * (17 / 16)).toBeLessThanOrEqual((profile.rttMs + FAULT_SLACK_MS[profileName]) * 1000);
       expect(await finalDigest(env.cb, name, 60_000)).toBe(oracle);
       await env.cb.request('vm.destroy', { name });
