@@ -21,6 +21,7 @@ import { waitForMigration } from '../src/cli/migrate-command.ts';
 import type { MigrationInfo } from '../src/migration/stats.ts';
 import { ControlClient } from '../src/wire/control-client.ts';
 import { createTestbed, LINK_PROFILES, netnsUnavailable, startHostIn, stopHostIn, type LinkProfileName, type Testbed } from '../test/support/netns.ts';
+import { median } from './quantile.ts';
 
 const MiB = 1024 * 1024;
 const PORT = 7400;
@@ -103,11 +104,6 @@ async function once(env: Env, c: CaseName, mode: Mode, i: number): Promise<Migra
   await env.b.request('vm.destroy', { name }).catch(() => undefined);
   await env.a.request('vm.destroy', { name }).catch(() => undefined);
   return result;
-}
-
-function median(v: number[]): number {
-  const s = [...v].sort((x, y) => x - y);
-  return s[Math.floor(s.length / 2)]!;
 }
 
 interface Figure { status: string; totalMs: number; downtimeMs: number; bytes: number; mbs: number }

@@ -11,6 +11,7 @@
 import { startHostProcess, type HostProcess } from '../src/host/spawn.ts';
 import { waitForMigration } from '../src/cli/migrate-command.ts';
 import type { MigrationInfo } from '../src/migration/stats.ts';
+import { quantile } from './quantile.ts';
 import { rawTcpThroughput, rawWsThroughput } from './ws-raw.ts';
 
 const quick = process.env.FERRY_BENCH_QUICK === '1';
@@ -146,12 +147,6 @@ async function idlePingPong(a: HostProcess, b: HostProcess, times: number): Prom
     totalMs: med('total-time-ms'), downtimeMs: med('downtime-ms'), setupMs: med('setup-time-ms'),
     downtimes: runs.map((r) => r['downtime-ms']), rounds: runs[0]?.['dirty-sync-count'],
   };
-}
-
-/** p-quantile of the numbers among `v` (undefined ones skipped), the sorted-array way. */
-function quantile(v: unknown[], p: number): number | undefined {
-  const n = v.filter((x): x is number => typeof x === 'number' && Number.isFinite(x)).sort((x, y) => x - y);
-  return n.length ? n[Math.min(n.length - 1, Math.floor(p * n.length))] : undefined;
 }
 
 /** One row per case: the runs' medians (and p99 of downtime), their statuses, and the downtime's throughput ÷ raw TCP. */

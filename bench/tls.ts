@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { waitForMigration } from '../src/cli/migrate-command.ts';
 import { startHostProcess, type HostProcess } from '../src/host/spawn.ts';
 import type { MigrationInfo } from '../src/migration/stats.ts';
+import { median } from './quantile.ts';
 
 const MiB = 1024 * 1024;
 const RUNS = Number(process.env.FERRY_BENCH_RUNS ?? 3);
@@ -36,11 +37,6 @@ async function once(a: HostProcess, b: HostProcess, c: (typeof CASES)[number], i
   await b.client.request('vm.destroy', { name }).catch(() => undefined);
   await a.client.request('vm.destroy', { name }).catch(() => undefined);
   return s;
-}
-
-function median(v: number[]): number {
-  const s = [...v].sort((x, y) => x - y);
-  return s[Math.floor(s.length / 2)]!;
 }
 
 async function main(): Promise<void> {

@@ -129,14 +129,15 @@ export function waitForMigration(
  */
 function pausedNotice(name: string): (s: MigrationInfo) => void {
   let last: string | undefined;
-  let lastWarning: string | undefined;
+  /** A convergence warning was printed and still holds. */
+  let warned = false;
   return (s) => {
     if (s.status === 'postcopy-paused' && last !== 'postcopy-paused') {
       process.stderr.write(`${name}: postcopy-paused: ${s['error-desc'] ?? 'link lost'} ("ferry migrate recover ${name}" reconnects now)\n`);
     }
     const warning = s['convergence-warning'];
-    if (warning !== undefined && warning.split(':')[0] !== lastWarning) process.stderr.write(`${name}: ${warning}\n`);
-    lastWarning = warning?.split(':')[0];
+    if (warning !== undefined && !warned) process.stderr.write(`${name}: ${warning}\n`);
+    warned = warning !== undefined;
     if (s.status === 'outcome-unknown' && last !== 'outcome-unknown') {
       process.stderr.write(`${name}: outcome-unknown: ${s['error-desc'] ?? 'the link was lost at the switch-over'}; the VM stays paused here until the destination answers ("ferry migrate resolve ${name} --release|--resume" decides)\n`);
     }

@@ -371,7 +371,7 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
         receivedCount++;
       }
     }
-    this.pushedBytes = 0;
+    this.pushWritten = 0;
     this.pushReceived = 0;
     this.send({ t: 'recv-bitmap', received, receivedCount });
     const pausedMs = performance.now() - this.pausedAt;
@@ -717,7 +717,7 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
 
   /** Pushed (bulk) frame bytes received and written since the current link came up, acknowledged to the source. */
   private pushReceived = 0;
-  private pushedBytes = 0;
+  private pushWritten = 0;
   /** Post-copy: sizes of pushed frames posted to the vCPU thread and not yet written, with their link. */
   private readonly pushSizes: [number, number][] = [];
 
@@ -741,7 +741,7 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
       }
       this.countVcpuFills();
       if (bytes > 0) {
-        this.pushedBytes += bytes;
+        this.pushWritten += bytes;
         this.ackPushed();
       }
       // Faults whose page came in a pushed frame: their latency ends about now.
@@ -760,7 +760,7 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
   }
 
   private ackPushed(): void {
-    if (this.prio?.readyState === this.prio?.OPEN) this.prio!.send(encodeMsg({ t: 'pushed', bytes: this.pushedBytes, received: this.pushReceived }));
+    if (this.prio?.readyState === this.prio?.OPEN) this.prio!.send(encodeMsg({ t: 'pushed', bytes: this.pushWritten, received: this.pushReceived }));
   }
 
   /** Adds the pages the vCPU thread has filled since the last call to the statistics. */
