@@ -603,9 +603,15 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
       await this.startPostcopy(vm, m);
       return;
     }
-    await vm.restore(m.state, m.run); // for a running guest: restores and resumes it
-    // The acknowledgement ends the source's downtime clock: send it before any bookkeeping.
-    this.send({ t: 'completed', resumedAt: Date.now() });
+    // The acknowledgement ends the source's downtime clock: sent before any bookkeeping, for a
+    // running guest as soon as it runs (before the VM's state listeners: logs, control pushes).
+    let told = false;
+    const tell = () => {
+      told = true;
+      this.send({ t: 'completed', resumedAt: Date.now() });
+    };
+    await vm.restore(m.state, m.run, tell); // for a running guest: restores and resumes it
+    if (!told) tell();
     this.stats?.setStatus('completed'); // before end(): the host keeps (and reports) what completed
     this.end();
     this.hooks.adopt(this.setup.vm, this.consoleOf(m));

