@@ -375,6 +375,30 @@ describe('limits: rounds, downtime, bandwidth', () => {
     expect(end['convergence-warning']).toBeUndefined();
   });
 
+  it('a host predicts a destination\'s downtime from its earlier stop-and-copies there, capped by --max-bandwidth (issue 12)', async () => {
+    const { b, ca, cb } = await twoHosts();
+    const oracle = oracleDigest(MEM8);
+    const runs: MigrationInfo[] = [];
+    for (const [i, params] of [{}, {}, { maxBandwidth: 20 * 1000 * 1000, downtimeLimitMs: 1000 }].entries()) {
+      await ca.request('vm.create', createParams(`learn${i}`, MEM8));
+      await waitInstret(ca, `learn${i}`, MEM8.insnLimit * 0.2);
+      runs.push(await migrate(ca, `learn${i}`, { to: b.url, ...params }));
+    }
+    const [first, second, capped] = runs as [MigrationInfo, MigrationInfo, MigrationInfo];
+    console.log(`switch-over history: first downtime ${first['downtime-ms']} ms (${first['downtime-bytes']} B); second: ${second['expected-downtime-basis']}, `
+      + `expected ${second['expected-downtime-ms']} ms, downtime ${second['downtime-ms']} ms; capped: ${capped['expected-downtime-basis']}`);
+    for (const s of runs) expect(s.status).toBe('completed');
+    // The whole 8 MiB working set is dirty at each switch-over: enough to time the stop-and-copy's rate.
+    expect(first['downtime-bytes']).toBeGreaterThanOrEqual(4 * MiB);
+    expect(first['expected-downtime-basis']).toBeUndefined();
+    expect(second['expected-downtime-basis']).toMatch(/^measured stop-and-copy to this destination: [\d.]+ MB\/s \+ [\d.]+ ms \(1 samples\)$/);
+    // A capped migration does not expect to move faster than its cap (20 MB/s), nor counts as a sample.
+    const cappedRate = Number(/: ([\d.]+) MB\/s/.exec(capped['expected-downtime-basis'] ?? '')?.[1]);
+    expect(cappedRate).toBeLessThanOrEqual(20);
+    expect(capped['expected-downtime-basis']).toMatch(/\(2 samples\)$/);
+    expect(await finalDigest(cb, 'learn1')).toBe(await oracle);
+  });
+
   it('max-bandwidth 20M keeps each round under the cap and makes it take as long as the cap implies', async () => {
     const cap = 20 * MiB;
     const g: GuestSpec = { program: 'memstress', memory: 16 * MiB, args: ['ws_mib=4'], insnLimit: 300_000_000 };
