@@ -56,6 +56,8 @@ export const MIGRATE_DEFAULTS: Omit<MigrateParams, 'to'> = {
 };
 
 const ACK_TIMEOUT_MS = 30_000;
+/** Switch-overs given up at the pause (too much dirty there) before pre-copy gives up altogether. */
+const MAX_SWITCHOVER_DEFERRALS = 5;
 /** The state section less its console output, as the downtime estimate counts it (CPU and devices: about 500 bytes). */
 const STATE_SECTION_ESTIMATE = 1024;
 /** Reconnecting (post-copy recovery) and asking (outcome unknown): the first after this long, doubling up to the max. */
@@ -459,6 +461,8 @@ export class OutgoingMigration {
     let pages: Uint32Array = this.everWrittenPages();
     this.stats.info['touched-pages'] = pages.length;
     let conv: ConvergenceState = INITIAL_CONVERGENCE;
+    /** The pause the switch-over starts from, once the guest stopped with a set that fits. */
+    let stopped: { tPause: number; tPaused: number; tSynced: number; last: Uint32Array } | undefined;
     for (let round = 1; ; round++) {
       const link = this.link!;
       const r0 = performance.now();
@@ -502,6 +506,36 @@ export class OutgoingMigration {
         return;
       }
       if (decision.next === 'stop-and-copy') {
+        if (vm.state === 'running') {
+          // Pause, then judge what the guest really left dirty: a throttled vCPU runs in bursts,
+          // and one between the last harvest and the pause can dirty its whole working set again.
+          const tPause = performance.now();
+          this.pausedByUs = true;
+          await vm.pause();
+          const tPaused = performance.now();
+          const last = vm.dirtyWhileStopped();
+          const tSynced = performance.now();
+          const all = union(pages, last);
+          const expectedNow = expectedDowntimeMs({ ...result, dirtyBytes: all.length * PAGE_SIZE });
+          const allowedAbove = this.p.switchoverAtMaxRounds && round >= this.p.maxRounds;
+          // (vm.state moved across the await: the guest may have halted meanwhile.)
+          if ((vm.state as SourceVm['state']) === 'paused' && !allowedAbove && expectedNow > this.p.downtimeLimitMs) {
+            vm.resume();
+            this.pausedByUs = false;
+            const deferred = (this.stats.info['switchover-deferrals'] ?? 0) + 1;
+            this.stats.info['switchover-deferrals'] = deferred;
+            this.log.info({ round, expectedMs: round2(expectedNow), dirtyAtPause: all.length, pausedMs: round2(performance.now() - tPause) },
+              'switch-over deferred: at the pause more was dirty than fits the downtime limit; the guest runs on for another round');
+            if (deferred >= MAX_SWITCHOVER_DEFERRALS) {
+              throw new FerryError('ENOCONVERGE', `pre-copy cannot converge: ${deferred} times the guest had dirtied more by the pause than the last round left `
+                + `(expected downtime ${round2(expectedNow)} ms against a limit of ${this.p.downtimeLimitMs} ms); raise --downtime-limit, use --mode hybrid, or allow --switchover-at-max-rounds`);
+            }
+            pages = all;
+            conv = state;
+            continue;
+          }
+          stopped = { tPause, tPaused, tSynced, last };
+        }
         this.stats.info['switchover-reason'] = decision.reason;
         break;
       }
@@ -514,12 +548,18 @@ export class OutgoingMigration {
       conv = state;
     }
     // Stop-and-copy: from here the guest is paused until the destination resumes it.
-    const tPause = await this.stopGuest();
-    const tPaused = performance.now();
+    let tPause: number, tPaused: number, tSynced: number, last: Uint32Array;
+    if (stopped) {
+      this.enter('stop-and-copy');
+      ({ tPause, tPaused, tSynced, last } = stopped);
+    } else {
+      tPause = await this.stopGuest();
+      tPaused = performance.now();
+      // Paused (or halted): no handshake needed to take what was dirtied since the last round.
+      last = vm.state === 'created' ? await vm.syncDirty() : vm.dirtyWhileStopped();
+      tSynced = performance.now();
+    }
     if (conv.throttle) vm.setThrottle(0);
-    // Paused (or halted): no handshake needed to take what was dirtied since the last round.
-    const last = vm.state === 'created' ? await vm.syncDirty() : vm.dirtyWhileStopped();
-    const tSynced = performance.now();
     await this.link!.sender.sendAll(union(pages, last), 'downtime');
     const tSent = performance.now();
     const acknowledged = await this.switchOver();

@@ -65,6 +65,11 @@ export interface MigrationInfo {
   'postcopy-switch'?: string;
   /** Why the source stopped the guest for the switch-over (converged, requested, max rounds allowed, ...). */
   'switchover-reason'?: string;
+  /**
+   * Source, pre-copy: switch-overs given up at the pause because the guest had dirtied more since
+   * the last round than fits the downtime limit (it ran on after a pause of about a millisecond).
+   */
+  'switchover-deferrals'?: number;
   /** Source, pre-copy: set while it is plainly not converging by itself (why, and what happens next). */
   'convergence-warning'?: string;
   /** Post-copy: links lost and recovered (each loss is one postcopy-paused period). */

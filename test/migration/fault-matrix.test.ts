@@ -20,7 +20,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, it, type ExpectStatic } from 'vitest';
 import type { MigrationInfo, MigrationStatus } from '../../src/migration/stats.ts';
-import { eventually, freePort, MiB, REPO_ROOT, sleep } from '../support/helpers.ts';
+import { eventually, MiB, REPO_ROOT, restartablePort, sleep } from '../support/helpers.ts';
 import { CellHost, keyLogLines, Monitor, writeCellLog } from '../support/fault-cell.ts';
 import { killAllSpawned } from '../support/host-helpers.ts';
 import { startMessageRelay, type MessageRelay, type RelayedMessage } from '../support/message-relay.ts';
@@ -252,7 +252,7 @@ async function runCell(cell: Cell, expect: ExpectStatic): Promise<void> {
   try {
     // Other hosts reach the source through a relay of its own (`back`), so a partition cuts both
     // ways: the destination can neither check on the source nor tell it an outcome across it.
-    const backPort = await freePort();
+    const backPort = await restartablePort(); // the back relay may refuse, then listen on it again
     const a = await CellHost.start('a', fault === 'kill-source', `ws://127.0.0.1:${backPort}`);
     hosts.push(a);
     back = await startMessageRelay(a.url, { port: backPort });

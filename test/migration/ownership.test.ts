@@ -5,7 +5,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { MigrationInfo, MigrationStatus } from '../../src/migration/stats.ts';
 import type { ControlClient } from '../../src/wire/control-client.ts';
-import { eventually, freePort, MiB } from '../support/helpers.ts';
+import { eventually, restartablePort, MiB } from '../support/helpers.ts';
 import { startMessageRelay, type MessageRelay } from '../support/message-relay.ts';
 import { finalDigest, guestRunningOnA, hostTracker, oracleDigest, type GuestSpec, type Info } from '../support/migration-helpers.ts';
 
@@ -41,7 +41,7 @@ async function copies(c: ControlClient, name: string): Promise<string[]> {
  * source) through a relay of its own, `back`: a partition can then cut both directions.
  */
 async function withBackPath(g: GuestSpec, name: string) {
-  const port = await freePort();
+  const port = await restartablePort(); // the back relay may refuse, then listen on it again
   const ends = await guestRunningOnA(hosts, g, name, 0.1, { advertise: `ws://127.0.0.1:${port}` });
   const back = await startMessageRelay(ends.a.url, { port });
   relays.push(back);

@@ -1,5 +1,5 @@
 // Shared bits for the test suites: paths, guest ELFs, in-process runs, the CLI, polling.
-import { createServer as createNetServer, type AddressInfo } from 'node:net';
+import { createServer as createNetServer } from 'node:net';
 import { spawn, spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -197,11 +197,3 @@ export async function restartablePort(): Promise<number> {
   throw new Error('no free port in 20000-31999 after 200 tries');
 }
 
-/** A free TCP port on 127.0.0.1 (for a relay a host must advertise before the relay exists). */
-export async function freePort(): Promise<number> {
-  const srv = createNetServer();
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const port = (srv.address() as AddressInfo).port;
-  await new Promise<void>((resolve) => srv.close(() => resolve()));
-  return port;
-}

@@ -9,6 +9,7 @@ import { createServer, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import { Packr } from 'msgpackr';
 import WebSocket, { WebSocketServer } from 'ws';
+import { restartablePort } from './helpers.ts';
 
 const packr = new Packr({ useRecords: false, moreTypes: true });
 
@@ -228,7 +229,9 @@ export async function startMessageRelay(target: string, o: { port?: number } = {
     });
   }
 
-  await listen(o.port ?? 0);
+  // A relay that refuses closes its port and listens on it again later: not an ephemeral port,
+  // which some client connection could take as its source port meanwhile (EADDRINUSE).
+  await listen(o.port ?? await restartablePort());
   relay.port = (http.address() as { port: number }).port;
   relay.url = `ws://127.0.0.1:${relay.port}`;
   return relay;
