@@ -5,6 +5,7 @@
 // is whatever the test's fake timers say.
 import { EventEmitter } from 'node:events';
 import pino from 'pino';
+import { afterAll, beforeAll, vi } from 'vitest';
 import { CPU_STATE_WORDS, PRIV_M, S_INSTRET_HI, S_INSTRET_LO, S_PC, S_PRIV } from '../../src/cpu/state.ts';
 import { FerryError } from '../../src/errors.ts';
 import type { Logger } from '../../src/log.ts';
@@ -837,4 +838,15 @@ function guestOf(program: string): { seed: number; haltAt: number } {
 export function modelLogger(): Logger {
   const level = process.env.FERRY_MODEL_LOG ?? 'silent';
   return pino({ level, base: {} }, pino.destination({ dest: 2, sync: true }));
+}
+
+/** Inside a describe: fake time (timers, performance.now, Date) for the engine, from its first test to its last. */
+export function useEngineFakeTimers(): void {
+  beforeAll(() => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'performance', 'Date'] });
+  });
+  afterAll(() => {
+    vi.clearAllTimers();
+    vi.useRealTimers();
+  });
 }

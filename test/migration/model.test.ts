@@ -17,12 +17,12 @@
 //
 // FERRY_MODEL_SEED=N runs one seed and prints its steps (FERRY_MODEL_LOG=debug adds the engine's
 // logs); FERRY_MODEL_RUNS=N sets how many seeds run (default below).
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { MIGRATE_DEFAULTS, type MigrateParams, type MigrationMode, type OutgoingMigration } from '../../src/migration/outgoing.ts';
 import { SOURCE_OWNER } from '../../src/migration/ownership.ts';
 import { decodeMsg } from '../../src/migration/protocol.ts';
 import { isPageFrame } from '../../src/memory/page-frame.ts';
-import { FakeHost, FakeNetwork, FakeVm, modelLogger, referenceGuest } from './fakes.ts';
+import { FakeHost, FakeNetwork, FakeVm, modelLogger, referenceGuest, useEngineFakeTimers } from './fakes.ts';
 
 const RUNS = Number(process.env.FERRY_MODEL_RUNS ?? 1500);
 const ONLY_SEED = process.env.FERRY_MODEL_SEED === undefined ? undefined : Number(process.env.FERRY_MODEL_SEED);
@@ -476,13 +476,7 @@ function describeFrame(data: Buffer): string {
 }
 
 describe('migration model: random messages, faults and operator commands through both state machines', () => {
-  beforeAll(() => {
-    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'performance', 'Date'] });
-  });
-  afterAll(() => {
-    vi.clearAllTimers();
-    vi.useRealTimers();
-  });
+  useEngineFakeTimers();
 
   it(`keeps one owner after every step, and ends with one right copy (or a loss a death explains), over ${ONLY_SEED ?? RUNS} seeded runs`, { timeout: 120_000 }, async () => {
     const seeds = ONLY_SEED !== undefined ? [ONLY_SEED] : process.env.FERRY_MODEL_SEEDS ? process.env.FERRY_MODEL_SEEDS.split(',').map(Number) : Array.from({ length: RUNS }, (_, i) => 1000 + i).concat(REGRESSION_SEEDS);

@@ -2,10 +2,10 @@
 // last round's harvest and the pause (as a throttled vCPU does, in slices) must not be switched
 // over above the limit. Two fake hosts (fakes.ts), fake time, and a guest that runs a burst when
 // it is first asked to pause.
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { MIGRATE_DEFAULTS } from '../../src/migration/outgoing.ts';
 import { PAGE_SIZE } from '../../src/memory/layout.ts';
-import { FakeNetwork, FakeVm, modelLogger, referenceGuest } from './fakes.ts';
+import { FakeNetwork, FakeVm, modelLogger, referenceGuest, useEngineFakeTimers } from './fakes.ts';
 
 /** Runs `burst` guest steps each time it is asked to pause, for the first `bursts` pauses. */
 class BurstyVm extends FakeVm {
@@ -39,13 +39,7 @@ async function settle(net: FakeNetwork, until: () => boolean): Promise<void> {
 const LIMIT_MS = 4.5;
 
 describe('switch-over at the pause', () => {
-  beforeAll(() => {
-    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'performance', 'Date'] });
-  });
-  afterAll(() => {
-    vi.clearAllTimers();
-    vi.useRealTimers();
-  });
+  useEngineFakeTimers();
 
   for (const bursts of [1, 5]) {
     it(bursts === 1
