@@ -565,7 +565,7 @@ export class OutgoingMigration {
     const acknowledged = await this.switchOver();
     const tDone = performance.now();
     this.stats.info['downtime-ms'] = round2(tDone - tPause);
-    if (acknowledged && this.p.mode !== 'cold') this.recordSwitchover(tDone - tPause, tSynced - tPause);
+    if (acknowledged) this.recordSwitchover(tDone - tPause, tSynced - tPause);
     this.log.debug({
       pauseMs: round2(tPaused - tPause), syncMs: round2(tSynced - tPaused), lastPagesMs: round2(tSent - tSynced),
       stateAckMs: round2(tDone - tSent), lastPages: last.length,
@@ -609,9 +609,9 @@ export class OutgoingMigration {
   }
 
   /**
-   * Records this stop-and-copy for the next to this destination. Only an uncapped one says what
-   * the link and both hosts can do; a cold one writes into never-touched RAM at the destination,
-   * slower than any pre-copy stop-and-copy will.
+   * Records this pre-copy stop-and-copy for the next to this destination. Only an uncapped one
+   * says what the link and both hosts can do (and cold migrations record none: they write into
+   * never-touched RAM at the destination, slower than any pre-copy stop-and-copy will).
    */
   private recordSwitchover(downtimeMs: number, pauseAndHarvestMs: number): void {
     if (this.p.maxBandwidth > 0) return;
