@@ -445,9 +445,11 @@ export class Vm extends EventEmitter {
     }
     if (run === 'running') {
       // The vCPU restores before it reads this command: nothing to wait for. `onRunning` runs
-      // before the state listeners (logs, control pushes), which need not count as downtime.
-      this.command(Cmd.Run);
+      // first (nothing can fail from here on): a migration's acknowledgement then leaves before
+      // the ring wakes the vCPU thread, which on a busy machine can take this core for a
+      // millisecond or more; and before the state listeners (logs, control pushes).
       onRunning?.();
+      this.command(Cmd.Run);
       this.setState('running');
       return;
     }
