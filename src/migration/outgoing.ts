@@ -565,7 +565,7 @@ export class OutgoingMigration {
     const acknowledged = await this.switchOver();
     const tDone = performance.now();
     this.stats.info['downtime-ms'] = round2(tDone - tPause);
-    if (acknowledged) this.recordSwitchover(tDone - tPause, tSynced - tPause);
+    if (acknowledged) this.recordSwitchover(tDone - tPause);
     this.log.debug({
       pauseMs: round2(tPaused - tPause), syncMs: round2(tSynced - tPaused), lastPagesMs: round2(tSent - tSynced),
       stateAckMs: round2(tDone - tSent), lastPages: last.length,
@@ -613,13 +613,9 @@ export class OutgoingMigration {
    * says what the link and both hosts can do (and cold migrations record none: they write into
    * never-touched RAM at the destination, slower than any pre-copy stop-and-copy will).
    */
-  private recordSwitchover(downtimeMs: number, pauseAndHarvestMs: number): void {
+  private recordSwitchover(downtimeMs: number): void {
     if (this.p.maxBandwidth > 0) return;
-    const rtt = this.link?.liveness.rttMs() ?? 0;
-    const fixedMs = pauseAndHarvestMs + rtt;
-    this.hooks.switchovers?.record(this.p.to, {
-      bytes: this.stats.info['downtime-bytes'] + (this.stats.info['state-bytes'] ?? 0), sendMs: Math.max(0, downtimeMs - fixedMs), fixedMs,
-    });
+    this.hooks.switchovers?.record(this.p.to, { bytes: this.stats.info['downtime-bytes'] + (this.stats.info['state-bytes'] ?? 0), downtimeMs });
   }
 
   /**

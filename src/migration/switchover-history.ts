@@ -1,66 +1,74 @@
 /**
  * What a host's stop-and-copies to each destination have measured, for the expected downtime of
  * the next (convergence.ts). A pre-copy round runs beside the guest and waits for its
- * acknowledgement, so its rate is not the stop-and-copy's: on loopback here rounds of a 64 MiB
- * working set moved 0.3 GB/s where its stop-and-copy moved 0.7, and under a 99 % throttle rounds
- * moved 1.5 GB/s where the stop-and-copy moved 1.1 (bench/migration.ts). So once a destination
- * has been switched over to, its own figures predict the downtime:
+ * acknowledgement, so its rate is not the stop-and-copy's: on loopback here a round of a 64 MiB
+ * working set moved 0.27-0.37 GB/s where its stop-and-copy moved 0.67-0.73 (bench/migration.ts).
  *
- *   expected = fixed + bytes left / rate
+ * Nor is one rate right for every size: the pipeline has to fill and drain (frames queued at the
+ * destination are written before it resumes the guest), so a big stop-and-copy moves more bytes
+ * per millisecond than a small one (16 MiB at ~0.38 GB/s, 256 MiB at ~1.1 here). The model is a
+ * line fitted to the stop-and-copies of at least MIN_RATE_SAMPLE_BYTES, once two of them differ
+ * in size by half again:
  *
- * `fixed` is what a switch-over costs besides moving pages (the pause, the last dirty-log harvest,
- * the state section's round trip), `rate` how fast the pages left at the pause moved. Both are
- * taken conservatively (the slowest rate and the median fixed cost of the last few), so a noisy
- * fast sample does not promise a downtime the next switch-over misses.
+ *   expected downtime = fixed + bytes left / rate       (least squares over the last KEEP)
+ *
+ * Until then (or when the fit makes no sense: a rate that does not rise with size), there is no
+ * estimate and the rounds' own rate is used.
  */
 
-/** One stop-and-copy, as the source measured it. */
+/** One pre-copy stop-and-copy, as the source measured it. */
 export interface SwitchoverSample {
   /** Page and state bytes sent while the guest was paused. */
   bytes: number;
-  /** Time spent moving them: the downtime less `fixedMs`. */
-  sendMs: number;
-  /** The rest of the downtime: pause, last harvest, and the acknowledgement's round trip. */
-  fixedMs: number;
+  /** From the pause to the destination's acknowledgement. */
+  downtimeMs: number;
 }
 
 /** What the next switch-over to a destination is expected to cost. */
 export interface SwitchoverEstimate {
-  /** Bytes per millisecond the stop-and-copy moves. */
+  /** Bytes per millisecond the stop-and-copy moves (the fitted line's slope, inverted). */
   bytesPerMs: number;
+  /** The fitted line's intercept: the downtime of a switch-over with nothing left to send. */
   fixedMs: number;
-  /** Samples behind the rate. */
+  /** Samples behind the fit. */
   samples: number;
 }
 
 /** Samples kept per destination. */
 const KEEP = 5;
-/** The rate is the slowest of this many latest samples. */
-const RATE_OF = 3;
-/**
- * A stop-and-copy this small says little of the rate (its time is mostly fixed cost and noise):
- * it counts toward the fixed cost only.
- */
+/** A stop-and-copy this small says little of the rate: its time is mostly fixed cost and noise. */
 export const MIN_RATE_SAMPLE_BYTES = 4 * 1024 * 1024;
+/** The fit needs samples this far apart in size (largest ÷ smallest). */
+const SPREAD = 1.5;
+/** No fit is believed that says the stop-and-copy moves more than this (bytes per ms: 20 GB/s). */
+const MAX_BYTES_PER_MS = 20_000_000;
 
 export class SwitchoverHistory {
   private readonly byPeer = new Map<string, SwitchoverSample[]>();
 
   record(peer: string, s: SwitchoverSample): void {
-    if (!(s.bytes >= 0 && s.sendMs >= 0 && s.fixedMs >= 0)) return;
+    if (!(s.bytes >= MIN_RATE_SAMPLE_BYTES && s.downtimeMs > 0 && Number.isFinite(s.downtimeMs))) return;
     const list = this.byPeer.get(peer) ?? [];
     list.push(s);
     if (list.length > KEEP) list.shift();
     this.byPeer.set(peer, list);
   }
 
-  /** The estimate for `peer`, once a stop-and-copy of at least MIN_RATE_SAMPLE_BYTES went there. */
+  /** The fitted estimate for `peer`, or undefined while the samples cannot give one. */
   estimate(peer: string): SwitchoverEstimate | undefined {
-    const list = this.byPeer.get(peer);
-    if (!list) return undefined;
-    const rates = list.filter((s) => s.bytes >= MIN_RATE_SAMPLE_BYTES && s.sendMs > 0).slice(-RATE_OF).map((s) => s.bytes / s.sendMs);
-    if (rates.length === 0) return undefined;
-    const fixed = list.map((s) => s.fixedMs).sort((a, b) => a - b);
-    return { bytesPerMs: Math.min(...rates), fixedMs: fixed[Math.floor(fixed.length / 2)]!, samples: rates.length };
+    const list = this.byPeer.get(peer) ?? [];
+    const sizes = list.map((s) => s.bytes);
+    if (list.length < 2 || Math.max(...sizes) < SPREAD * Math.min(...sizes)) return undefined;
+    const mx = sizes.reduce((a, b) => a + b, 0) / list.length;
+    const my = list.reduce((a, s) => a + s.downtimeMs, 0) / list.length;
+    let sxy = 0;
+    let sxx = 0;
+    for (const s of list) {
+      sxy += (s.bytes - mx) * (s.downtimeMs - my);
+      sxx += (s.bytes - mx) ** 2;
+    }
+    const msPerByte = sxy / sxx;
+    if (!(msPerByte >= 1 / MAX_BYTES_PER_MS)) return undefined;
+    return { bytesPerMs: 1 / msPerByte, fixedMs: Math.max(0, my - msPerByte * mx), samples: list.length };
   }
 }

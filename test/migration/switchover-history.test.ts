@@ -3,33 +3,46 @@ import { MIN_RATE_SAMPLE_BYTES, SwitchoverHistory } from '../../src/migration/sw
 
 const MB = 1_000_000;
 
-describe('SwitchoverHistory: what stop-and-copies to each destination measured', () => {
-  it('knows nothing of a destination until a stop-and-copy big enough to time its rate went there', () => {
+describe('SwitchoverHistory: a line fitted to the stop-and-copies to each destination', () => {
+  it('has no estimate until two stop-and-copies of 4 MiB or more, half again apart in size, went there', () => {
     const h = new SwitchoverHistory();
     expect(h.estimate('ws://b')).toBeUndefined();
-    h.record('ws://b', { bytes: 16_384, sendMs: 0.1, fixedMs: 1.5 }); // an idle VM: fixed cost only
+    h.record('ws://b', { bytes: 16_384, downtimeMs: 1.5 }); // an idle VM: not a sample
+    h.record('ws://b', { bytes: 17 * MB, downtimeMs: 44 });
     expect(h.estimate('ws://b')).toBeUndefined();
-    h.record('ws://b', { bytes: MIN_RATE_SAMPLE_BYTES, sendMs: 4, fixedMs: 2.5 });
-    expect(h.estimate('ws://b')).toEqual({ bytesPerMs: MIN_RATE_SAMPLE_BYTES / 4, fixedMs: 2.5, samples: 1 });
+    h.record('ws://b', { bytes: 20 * MB, downtimeMs: 50 }); // too close in size to fit a line
+    expect(h.estimate('ws://b')).toBeUndefined();
+    h.record('ws://b', { bytes: 67 * MB, downtimeMs: 97 });
+    expect(h.estimate('ws://b')).toBeDefined();
     expect(h.estimate('ws://c')).toBeUndefined();
   });
 
-  it('takes the slowest of the last three rates and the median fixed cost of the last five', () => {
+  it('fits fixed cost and rate by least squares: big stop-and-copies move more per millisecond than small ones', () => {
     const h = new SwitchoverHistory();
-    const rates = [50, 900, 700, 1100, 800]; // bytes per ms ÷ 1000 (MB/s): the slow first one ages out
-    rates.forEach((r, i) => h.record('ws://b', { bytes: 100 * MB, sendMs: (100 * MB) / (r * 1000), fixedMs: [9, 1, 2, 3, 8][i]! }));
+    // Exactly on the line downtime = 20 ms + bytes / (1 GB/s).
+    for (const mb of [16, 64, 48]) h.record('ws://b', { bytes: mb * MB, downtimeMs: 20 + mb });
     const e = h.estimate('ws://b')!;
-    expect(e.bytesPerMs).toBeCloseTo(700 * 1000, 6);
-    expect(e.fixedMs).toBe(3);
+    expect(e.bytesPerMs).toBeCloseTo(1 * MB, 3);
+    expect(e.fixedMs).toBeCloseTo(20, 6);
     expect(e.samples).toBe(3);
-    h.record('ws://b', { bytes: 100 * MB, sendMs: 100, fixedMs: 4 }); // 1 GB/s: 700 MB/s ages out, 800 is the slowest left
-    expect(h.estimate('ws://b')!.bytesPerMs).toBeCloseTo(800 * 1000, 6);
+    // 256 MB is expected at 276 ms, where the slowest sample's rate (16 MB in 36 ms) would say 576.
+    expect(e.fixedMs + (256 * MB) / e.bytesPerMs).toBeCloseTo(276, 6);
   });
 
-  it('ignores a sample that is not a measurement (negative or NaN)', () => {
+  it('keeps the last five, and believes no fit whose rate does not rise with size or passes 20 GB/s', () => {
     const h = new SwitchoverHistory();
-    h.record('ws://b', { bytes: 100 * MB, sendMs: Number.NaN, fixedMs: 1 });
-    h.record('ws://b', { bytes: 100 * MB, sendMs: 10, fixedMs: -1 });
+    h.record('ws://b', { bytes: 10 * MB, downtimeMs: 50 });
+    h.record('ws://b', { bytes: 40 * MB, downtimeMs: 40 }); // bigger, yet faster: noise
     expect(h.estimate('ws://b')).toBeUndefined();
+    for (let i = 0; i < 5; i++) h.record('ws://b', { bytes: (10 + 10 * i) * MB, downtimeMs: 5 + 10 * i });
+    expect(h.estimate('ws://b')!.samples).toBe(5);
+    const flat = new SwitchoverHistory();
+    flat.record('ws://b', { bytes: MIN_RATE_SAMPLE_BYTES, downtimeMs: 10 });
+    flat.record('ws://b', { bytes: 10 * MIN_RATE_SAMPLE_BYTES, downtimeMs: 10.0001 }); // 377 GB/s
+    expect(flat.estimate('ws://b')).toBeUndefined();
+    const bad = new SwitchoverHistory();
+    bad.record('ws://b', { bytes: 10 * MB, downtimeMs: Number.NaN });
+    bad.record('ws://b', { bytes: 40 * MB, downtimeMs: -1 });
+    expect(bad.estimate('ws://b')).toBeUndefined();
   });
 });
