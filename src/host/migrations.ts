@@ -8,7 +8,6 @@ import { MIGRATE_DEFAULTS, OutgoingMigration, type MigrateParams, type Migration
 import { decodeMsg, encodeMsg, type MigrationMsg } from '../migration/protocol.ts';
 import { Backoff } from '../migration/recovery.ts';
 import type { MigrationInfo, MigrationStats } from '../migration/stats.ts';
-import { SwitchoverHistory } from '../migration/switchover-history.ts';
 import type { migrateHelloSchema } from '../wire/auth.ts';
 import { ControlClient } from '../wire/control-client.ts';
 import { closeWith } from '../wire/peer-text.ts';
@@ -53,8 +52,6 @@ const STATUS_KEPT = 256;
  */
 export class MigrationManager {
   private readonly outgoing = new Map<string, OutgoingMigration>();
-  /** Stop-and-copies measured by destination: the next one's expected downtime (convergence.ts). */
-  private readonly switchovers = new SwitchoverHistory();
   /** Each outgoing migration's end (its VM dropped, if it was lost). */
   private readonly ended = new Map<OutgoingMigration, Promise<void>>();
   private readonly incoming = new Map<string, IncomingMigration>();
@@ -119,7 +116,6 @@ export class MigrationManager {
       update: (s) => this.publish(rec.name, s.snapshot()),
       consoleOutput: () => this.registry.consoleOutput(rec.name),
       self: () => ({ url: this.selfUrl, incarnation: this.incarnation }),
-      switchovers: this.switchovers,
     });
     rec.migrating = true;
     this.outgoing.set(rec.name, m);

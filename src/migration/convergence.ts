@@ -10,7 +10,6 @@
  * still does not converge after ROUNDS_AT_MAX_THROTTLE rounds at the highest throttle gives up:
  * the migration fails and the guest runs on at the source (a wait that could never end, else).
  */
-import type { SwitchoverEstimate } from './switchover-history.ts';
 
 /** Auto-converge as QEMU: trigger when dirtying outpaces 50 % of sending twice, 20 % then +10 %, cap 99 %. */
 export const THROTTLE_TRIGGER = 0.5;
@@ -46,12 +45,6 @@ export interface RoundResult {
   stopped: boolean;
   /** `migrate start-postcopy` was asked for. */
   postcopyRequested: boolean;
-  /**
-   * What earlier stop-and-copies to this destination measured (switchover-history.ts), its rate
-   * already capped by --max-bandwidth: when known, the downtime is expected from it, not from
-   * this round's rate.
-   */
-  switchover?: SwitchoverEstimate;
 }
 
 export type Decision =
@@ -75,9 +68,7 @@ export interface ConvergenceState {
 export const INITIAL_CONVERGENCE: ConvergenceState = { hot: 0, inARow: 0, throttle: 0, atMax: 0 };
 
 /**
- * Expected downtime of switching over now. Once stop-and-copies to this destination have been
- * measured (`r.switchover`): their fixed cost (never less than the round trip) plus what is
- * dirty and the state section at their rate. Before: what is dirty and the state section, sent as this
+ * Expected downtime of switching over now: what is dirty and the state section, sent as this
  * round sent its bytes, and never less than the round trip of the state section's
  * acknowledgement plus their sending time alone. The first is what a round of that size took,
  * latency and TCP's window included (on a 20 ms link a few dozen kilobytes take two round trips
@@ -87,7 +78,6 @@ export const INITIAL_CONVERGENCE: ConvergenceState = { hot: 0, inARow: 0, thrott
  */
 export function expectedDowntimeMs(r: RoundResult): number {
   const toSend = r.dirtyBytes + (r.stateBytes ?? 0);
-  if (r.switchover) return Math.max(r.switchover.fixedMs, r.rttMs ?? 0) + toSend / r.switchover.bytesPerMs;
   if (r.bytes <= 0) return toSend > 0 ? Infinity : 0;
   const rtt = Math.min(r.rttMs ?? 0, r.ms);
   const asThisRound = (toSend * r.ms) / r.bytes;

@@ -20,7 +20,6 @@ import {
   decodeMsg, DEVICES, encodeMsg, ISA, LINK_PING_MS, LINK_SILENT_MS, MIGRATION_MAX_PAYLOAD, MIGRATION_PROTOCOL_VERSION, type MigrationMsg, type RunState,
 } from './protocol.ts';
 import { MigrationStats, round2, type MigrationStatus } from './stats.ts';
-import type { SwitchoverEstimate, SwitchoverHistory } from './switchover-history.ts';
 
 export type MigrationMode = 'precopy' | 'cold' | 'postcopy' | 'hybrid';
 
@@ -83,8 +82,6 @@ export interface OutgoingHooks {
   update(stats: MigrationStats): void;
   /** Console history so far (carried to the destination), and the bytes of output seen in all. */
   consoleOutput(): { history: Uint8Array; total: number };
-  /** This host's measured stop-and-copies, by destination: they predict the next one's downtime. */
-  switchovers?: SwitchoverHistory;
 }
 
 /** One link to the destination: the bulk stream, the priority channel, and what serves them. */
@@ -476,10 +473,9 @@ export class OutgoingMigration {
       const rttMs = link.liveness.rttMs() ?? 0;
       this.stats.info['rtt-ms'] = round2(rttMs);
       const dirty = await vm.syncDirty();
-      const switchover = this.switchoverEstimate();
       const result = {
         rounds: round, bytes, ms, rttMs, stateBytes: STATE_SECTION_ESTIMATE + this.consoleSection().console.length, dirtyBytes: dirty.length * PAGE_SIZE,
-        stopped: vm.state !== 'running', postcopyRequested: this.asked.postcopy, ...(switchover ? { switchover } : {}),
+        stopped: vm.state !== 'running', postcopyRequested: this.asked.postcopy,
       };
       const expected = expectedDowntimeMs(result);
       this.stats.round({
@@ -562,10 +558,9 @@ export class OutgoingMigration {
     if (conv.throttle) vm.setThrottle(0);
     await this.link!.sender.sendAll(union(pages, last), 'downtime');
     const tSent = performance.now();
-    const acknowledged = await this.switchOver();
+    await this.switchOver();
     const tDone = performance.now();
     this.stats.info['downtime-ms'] = round2(tDone - tPause);
-    if (acknowledged) this.recordSwitchover(tDone - tPause);
     this.log.debug({
       pauseMs: round2(tPaused - tPause), syncMs: round2(tSynced - tPaused), lastPagesMs: round2(tSent - tSynced),
       stateAckMs: round2(tDone - tSent), lastPages: last.length,
@@ -596,35 +591,11 @@ export class OutgoingMigration {
   }
 
   /**
-   * What earlier stop-and-copies to this destination measured, the rate capped by --max-bandwidth;
-   * undefined until there is one (the rounds' own rate is used then).
-   */
-  private switchoverEstimate(): SwitchoverEstimate | undefined {
-    const e = this.hooks.switchovers?.estimate(this.p.to);
-    if (!e) return undefined;
-    const cap = this.p.maxBandwidth > 0 ? this.p.maxBandwidth / 1000 : Infinity;
-    const est = { ...e, bytesPerMs: Math.min(e.bytesPerMs, cap) };
-    this.stats.info['expected-downtime-basis'] = `measured stop-and-copy to this destination: ${round2(est.bytesPerMs / 1000)} MB/s + ${round2(est.fixedMs)} ms (${e.samples} samples)`;
-    return est;
-  }
-
-  /**
-   * Records this pre-copy stop-and-copy for the next to this destination. Only an uncapped one
-   * says what the link and both hosts can do (and cold migrations record none: they write into
-   * never-touched RAM at the destination, slower than any pre-copy stop-and-copy will).
-   */
-  private recordSwitchover(downtimeMs: number): void {
-    if (this.p.maxBandwidth > 0) return;
-    this.hooks.switchovers?.record(this.p.to, { bytes: this.stats.info['downtime-bytes'] + (this.stats.info['state-bytes'] ?? 0), downtimeMs });
-  }
-
-  /**
    * Pre-copy and cold switch-over: the state section, then the destination's acknowledgement
    * that the guest runs there. A link lost in between leaves the outcome unknown: the copy here
-   * stays paused until the destination says what it did (or the operator decides). Returns
-   * whether the acknowledgement came on the link.
+   * stays paused until the destination says what it did (or the operator decides).
    */
-  private async switchOver(): Promise<boolean> {
+  private async switchOver(): Promise<void> {
     this.checkCancelled();
     const state = this.vm.exportState();
     this.stats.info['state-bytes'] = this.send({ t: 'state', state, run: this.runState(), ...this.consoleSection() });
@@ -635,11 +606,8 @@ export class OutgoingMigration {
       // Whatever went wrong (a lost or silent link, a peer that broke the protocol), the
       // destination may have resumed the guest: only it can say.
       await this.learnOutcome(e instanceof FerryError ? e : new FerryError('EINTERNAL', (e as Error).message));
-      this.stats.info['remaining-bytes'] = 0;
-      return false;
     }
     this.stats.info['remaining-bytes'] = 0;
-    return true;
   }
 
   /**

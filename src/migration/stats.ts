@@ -25,8 +25,6 @@ export interface MigrationInfo {
   'setup-time-ms': number;
   'downtime-ms'?: number;
   'expected-downtime-ms'?: number;
-  /** Source: what the expected downtime is computed from (earlier stop-and-copies to this destination), when not from the rounds. */
-  'expected-downtime-basis'?: string;
   /** Source: the link's round-trip time, the lowest measured (pings on the priority channel, round acknowledgements). */
   'rtt-ms'?: number;
   /** Source: the size of the state section (CPU, devices, console history) sent at the switch-over. */
