@@ -459,7 +459,7 @@ export class OutgoingMigration {
     this.stats.info['touched-pages'] = pages.length;
     let conv: ConvergenceState = INITIAL_CONVERGENCE;
     /** The pause the switch-over starts from, once the guest stopped with a set that fits. */
-    let stopped: { tPause: number; tPaused: number; tSynced: number; last: Uint32Array } | undefined;
+    let pausedHere: { tPause: number; tPaused: number; tSynced: number; last: Uint32Array } | undefined;
     for (let round = 1; ; round++) {
       const link = this.link!;
       const r0 = performance.now();
@@ -530,7 +530,7 @@ export class OutgoingMigration {
             conv = state;
             continue;
           }
-          stopped = { tPause, tPaused, tSynced, last };
+          pausedHere = { tPause, tPaused, tSynced, last };
         }
         this.stats.info['switchover-reason'] = decision.reason;
         break;
@@ -545,9 +545,9 @@ export class OutgoingMigration {
     }
     // Stop-and-copy: from here the guest is paused until the destination resumes it.
     let tPause: number, tPaused: number, tSynced: number, last: Uint32Array;
-    if (stopped) {
+    if (pausedHere) {
       this.enter('stop-and-copy');
-      ({ tPause, tPaused, tSynced, last } = stopped);
+      ({ tPause, tPaused, tSynced, last } = pausedHere);
     } else {
       tPause = await this.stopGuest();
       tPaused = performance.now();

@@ -1,7 +1,7 @@
 /**
  * A latency histogram in microseconds with log-linear buckets: exact below 8 µs, then eight
  * buckets per power of two (HdrHistogram with three significant bits), so a percentile read back
- * as its bucket's midpoint is within 1/16 of the true value. 224 buckets reach 2^28 µs (4.5 min);
+ * as its bucket's midpoint is within 1/16 of the true value. 224 buckets reach 2^30 µs (18 min);
  * longer waits count in the last.
  */
 export const LATENCY_BUCKETS = 224;

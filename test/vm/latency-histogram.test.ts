@@ -15,6 +15,10 @@ describe('latency histogram', () => {
     }
     expect(latencyBucket(-5)).toBe(0);
     expect(latencyBucket(2 ** 40)).toBe(LATENCY_BUCKETS - 1);
+    // The last bucket begins at 15 × 2^26 µs: the buckets reach 2^30 µs (18 min), each within 1/16.
+    expect(latencyBucket(15 * 2 ** 26 - 1)).toBe(LATENCY_BUCKETS - 2);
+    expect(latencyBucket(15 * 2 ** 26)).toBe(LATENCY_BUCKETS - 1);
+    expect(Math.abs(bucketMidpoint(LATENCY_BUCKETS - 1) - (2 ** 30 - 1)) / (2 ** 30)).toBeLessThanOrEqual(1 / 16);
   });
 
   it('p50 and p99 match the sorted samples to within 1/16', () => {
