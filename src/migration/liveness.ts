@@ -55,8 +55,10 @@ export class LinkLiveness {
     const ws = this.pinged;
     // 64 pings unanswered: the link has long been declared silent; more would only pile up.
     if (!ws || ws.readyState !== ws.OPEN || this.unanswered.length >= 64) return;
-    ws.ping();
+    // The clock is read before the ping leaves: read after, a preemption between the two (ms on
+    // a loaded machine) would shorten the round trip, and the lowest sample wins.
     this.unanswered.push(performance.now());
+    ws.ping();
   }
 
   /** Milliseconds since any watched socket said anything. */

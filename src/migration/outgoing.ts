@@ -464,8 +464,8 @@ export class OutgoingMigration {
       const link = this.link!;
       const r0 = performance.now();
       const bytes = await link.sender.sendAll(pages, 'precopy') + this.sendConsoleAhead();
+      const tEnd = performance.now(); // before the send, so a preemption can only lengthen the round trip sampled below
       this.send({ t: 'round-end', round: round - 1 });
-      const tEnd = performance.now();
       await link.inbox.next(['round-ack'], ACK_TIMEOUT_MS);
       const tAck = performance.now();
       link.liveness.rttSample(tAck - tEnd); // at least a round trip (and what was still queued)
