@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { CPU_STATE_WORDS, S_MTVEC, S_PC, S_PRIV } from '../src/cpu/state.ts';
 import { PAGE_SIZE } from '../src/memory/layout.ts';
+import { FRAME_LZ4 } from '../src/memory/page-compression.ts';
 import { FRAME_PAGES, ZERO_PAGE } from '../src/memory/page-frame.ts';
 import { DEVICES, ISA, MIGRATION_PROTOCOL_VERSION } from '../src/migration/protocol.ts';
 import { proof } from '../src/wire/auth.ts';
@@ -13,7 +14,7 @@ import { frameKeys } from '../src/wire/frame-mac.ts';
 import { CONTROL_PROTOCOL_VERSION } from '../src/wire/control-protocol.ts';
 import type { Rng } from './rng.ts';
 
-export { CONTROL_PROTOCOL_VERSION, DEVICES, FRAME_PAGES, frameKeys, ISA, MIGRATION_PROTOCOL_VERSION, PAGE_SIZE, proof, ZERO_PAGE };
+export { CONTROL_PROTOCOL_VERSION, DEVICES, FRAME_LZ4, FRAME_PAGES, frameKeys, ISA, MIGRATION_PROTOCOL_VERSION, PAGE_SIZE, proof, ZERO_PAGE };
 
 export const MiB = 1024 * 1024;
 export const CPU_WORDS = CPU_STATE_WORDS;

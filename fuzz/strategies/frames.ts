@@ -6,7 +6,7 @@
 import type { Rng } from '../rng.ts';
 import { concat, deepNesting, encode, ext, lyingHeader, raw, type Raw } from '../msgpack.ts';
 import { hostileRaw, longString } from '../values.ts';
-import { FRAME_PAGES, type Path } from '../wire.ts';
+import { FRAME_LZ4, FRAME_PAGES, type Path } from '../wire.ts';
 import { probeControl, sampleMessage, setField } from './common.ts';
 import type { CaseContext, Strategy } from './types.ts';
 
@@ -51,6 +51,7 @@ function randomBytesFrame(rng: Rng): Uint8Array {
   if (r === 0 && b.length > 0) b[0] = FRAME_PAGES; // looks like a page frame
   if (r === 1 && b.length > 0) b[0] = 0x80 | (b[0]! & 0x0f); // a fixmap
   if (r === 2 && b.length > 1) { b[0] = 0x81; b[1] = 0xa1; } // {"?": ...}
+  if (r === 3 && b.length > 0) b[0] = FRAME_LZ4; // looks like a compressed page frame
   return b;
 }
 

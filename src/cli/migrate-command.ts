@@ -13,6 +13,9 @@ interface MigrateOpts {
   mode: string;
   downtimeLimit?: string;
   maxBandwidth?: string;
+  xbzrle?: string;
+  compress?: string;
+  xbzrleCache?: string;
   maxRounds?: string;
   autoConverge?: boolean;
   postcopyAfterRounds?: string;
@@ -173,6 +176,9 @@ export function migrateCommand(): Command {
     .option('--postcopy-after-rounds <n>', 'hybrid: switch to post-copy after N pre-copy rounds (it also switches when pre-copy does not converge)')
     .option('--no-auto-recover', 'post-copy: when the link drops, wait for "migrate recover" instead of reconnecting with backoff')
     .option('--give-up-after <ms>', 'post-copy: give the VM up (lost, on both hosts) after this long without a link (default: never)')
+    .addOption(new Option('--xbzrle <mode>', 'pre-copy: send re-sent pages as deltas against the version sent before (auto: when the link is the bottleneck)').choices(['auto', 'on', 'off']))
+    .addOption(new Option('--compress <mode>', 'pre-copy: compress page frames with LZ4 (auto: when the link is the bottleneck and it shrinks them)').choices(['auto', 'on', 'off']))
+    .option('--xbzrle-cache <bytes>', 'the delta cache: the last-sent versions of this much memory, e.g. 256M (default: the dirty set when deltas start, and a quarter more)')
     .option('--no-wait', 'return as soon as the migration has started')
     .option('--json', 'print the final statistics as JSON')
     .action(async (name: string, o: MigrateOpts, self: Command) => {
@@ -185,6 +191,9 @@ export function migrateCommand(): Command {
       if (o.postcopyAfterRounds !== undefined) params.postcopyAfterRounds = parseCount(o.postcopyAfterRounds, 'post-copy after rounds');
       if (o.switchoverAtMaxRounds) params.switchoverAtMaxRounds = true;
       if (o.giveUpAfter !== undefined) params.giveUpAfterMs = parseCount(o.giveUpAfter, 'give-up-after');
+      if (o.xbzrle !== undefined) params.xbzrle = o.xbzrle;
+      if (o.compress !== undefined) params.compress = o.compress;
+      if (o.xbzrleCache !== undefined) params.xbzrleCacheBytes = parseSize(o.xbzrleCache, 'xbzrle cache');
       const c = await connect(self.optsWithGlobals<GlobalOptions>(), 'ferry-migrate');
       try {
         const started = await c.request<MigrationInfo>('migrate.start', params);

@@ -128,7 +128,7 @@ const VERBS: Record<string, Verb> = {
     },
   },
   migrate: {
-    usage: 'migrate NAME ws://HOST:PORT [cold|postcopy|hybrid] [downtime-limit=MS] [max-bandwidth=SIZE] [max-rounds=N] [switchover-at-max-rounds] [auto-converge] [postcopy-after-rounds=N] [no-auto-recover] [give-up-after=MS]',
+    usage: 'migrate NAME ws://HOST:PORT [cold|postcopy|hybrid] [downtime-limit=MS] [max-bandwidth=SIZE] [max-rounds=N] [switchover-at-max-rounds] [auto-converge] [postcopy-after-rounds=N] [no-auto-recover] [give-up-after=MS] [xbzrle=auto|on|off] [compress=auto|on|off] [xbzrle-cache=SIZE]',
     help: 'migrate a VM live to another host (progress shows here; the monitor stays usable)',
     async run(args, m) {
       need(args, 2, VERBS.migrate!.usage);
@@ -144,6 +144,8 @@ const VERBS: Record<string, Verb> = {
         else if (a.startsWith('downtime-limit=')) params.downtimeLimitMs = parseCount(a.slice(15), 'downtime limit');
         else if (a.startsWith('max-bandwidth=')) params.maxBandwidth = parseSize(a.slice(14), 'max bandwidth');
         else if (a.startsWith('max-rounds=')) params.maxRounds = parseCount(a.slice(11), 'max rounds');
+        else if (/^(xbzrle|compress)=(auto|on|off)$/.test(a)) params[a.split('=')[0]!] = a.split('=')[1];
+        else if (a.startsWith('xbzrle-cache=')) params.xbzrleCacheBytes = parseSize(a.slice(13), 'xbzrle cache');
         else throw new UsageError(`usage: ${VERBS.migrate!.usage}`);
       }
       await m.client.request('migrate.start', params);

@@ -25,6 +25,7 @@ const name = z.string({ error: nonEmpty }).min(1, nonEmpty).regex(VM_NAME_RE, "m
 const count = (max = Number.MAX_SAFE_INTEGER) => z.number({ error: 'must be a non-negative integer' })
   .int('must be a non-negative integer').min(0, 'must be a non-negative integer').max(max, `must be at most ${max}`)
   .nullish().transform((v) => v ?? undefined);
+const encodingMode = z.enum(['auto', 'on', 'off'], { error: 'must be one of auto, on, off' });
 const flag = z.boolean({ error: 'must be a boolean' }).nullish().transform((v) => v ?? undefined);
 const bytes = (max: number) => z.custom<Uint8Array>((v) => v instanceof Uint8Array, 'must be bytes').refine((b) => b.length <= max, `must be at most ${max} bytes`);
 const named = z.strictObject({ name });
@@ -100,6 +101,9 @@ export const METHODS: Record<string, Method<z.ZodType>> = {
     autoRecover: flag,
     switchoverAtMaxRounds: flag,
     giveUpAfterMs: count(),
+    xbzrle: encodingMode.optional(),
+    compress: encodingMode.optional(),
+    xbzrleCacheBytes: count(),
   }), (p, c) => c.migrations.start(defined(p))),
   'migrate.start-postcopy': method(named, (p, c) => c.migrations.startPostcopy(p.name)),
   'migrate.status': method(named, (p, c) => c.migrations.status(p.name)),

@@ -4,6 +4,8 @@ import { FerryError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { queryAnswer, recoveryAnswer } from '../migration/finished.ts';
 import { IncomingMigration, type FinishedIncoming } from '../migration/incoming.ts';
+import { PAGE_SIZE } from '../memory/layout.ts';
+import type { EncodingMode } from '../migration/encoding-policy.ts';
 import { MIGRATE_DEFAULTS, OutgoingMigration, type MigrateParams, type MigrationMode } from '../migration/outgoing.ts';
 import { decodeMsg, encodeMsg, type MigrationMsg } from '../migration/protocol.ts';
 import { Backoff } from '../migration/recovery.ts';
@@ -28,6 +30,9 @@ export interface MigrateRequest {
   autoRecover?: boolean;
   switchoverAtMaxRounds?: boolean;
   giveUpAfterMs?: number;
+  xbzrle?: EncodingMode;
+  compress?: EncodingMode;
+  xbzrleCacheBytes?: number;
 }
 
 /** How long a finished incoming migration still answers a late recovery (with its outcome), and how many are kept. */
@@ -108,6 +113,9 @@ export class MigrationManager {
     if (r.autoRecover !== undefined) p.autoRecover = r.autoRecover;
     if (r.switchoverAtMaxRounds !== undefined) p.switchoverAtMaxRounds = r.switchoverAtMaxRounds;
     if (r.giveUpAfterMs !== undefined) p.giveUpAfterMs = r.giveUpAfterMs;
+    if (r.xbzrle !== undefined) p.xbzrle = r.xbzrle;
+    if (r.compress !== undefined) p.compress = r.compress;
+    if (r.xbzrleCacheBytes !== undefined) p.xbzrleCacheBytes = Math.max(PAGE_SIZE, r.xbzrleCacheBytes);
     if (p.mode === 'cold' && rec.vm.state === 'running') {
       throw new FerryError('ESTATE', `cold migration needs a stopped VM: pause "${r.name}" first, or use --mode precopy`);
     }

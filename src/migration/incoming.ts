@@ -3,6 +3,7 @@ import { FerryError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { checkRamSize, GuestMemory } from '../memory/guest-memory.ts';
 import { PAGE_EVER_WRITTEN, PAGE_PRESENT, PAGE_SIZE } from '../memory/layout.ts';
+import { inflatePageFrame, isCompressedFrame } from '../memory/page-compression.ts';
 import { checkPageFrame, fillMissingPages, isPageFrame } from '../memory/page-frame.ts';
 import { deferSpareRefill } from '../vm/vcpu-threads.ts';
 import { Vm } from '../vm/vm.ts';
@@ -470,7 +471,7 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
   /** One frame of the bulk stream, checked against what the current phase accepts (destinationStep). */
   private onFrame(data: Buffer, isBinary: boolean): Promise<void> | undefined {
     if (this.done) return undefined;
-    if (isBinary && isPageFrame(data)) {
+    if (isBinary && (isPageFrame(data) || isCompressedFrame(data))) {
       const refusal = destinationStep(this.phase, 'page-frame');
       if (refusal !== undefined) throw new FerryError('EPROTO', refusal);
       this.receivePages(data);
@@ -546,10 +547,14 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
    * only receives. If that thread falls behind, the socket is paused so frames back up in TCP,
    * not in memory.
    */
-  private receivePages(frame: Buffer): void {
+  private receivePages(data: Buffer): void {
+    // Pre-copy only: LZ4 frames, and deltas against the versions sent before.
+    const compressed = isCompressedFrame(data);
+    if (compressed && this.postcopy) throw new FerryError('EPROTO', 'a compressed frame in post-copy (its pages go plain)');
+    const frame = compressed ? inflatePageFrame(data) : data;
     // Checked whole here, before the vCPU thread copies a byte of it: a bad frame fails this
     // migration, never the vCPU.
-    const n = checkPageFrame(frame, this.ctx!.pages);
+    const n = checkPageFrame(frame, this.ctx!.pages, !this.postcopy);
     if (this.postcopy) {
       // The vCPU thread writes pushed frames (between slices, and while it waits for a page),
       // so this thread only receives: a fault's page on the priority channel is never behind them.
@@ -562,8 +567,8 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
       return;
     }
     const vm = this.vm!;
-    const bytes = frame.length;
-    vm.postPageFrame(frame, ownsItsBuffer(frame));
+    const bytes = data.length;
+    vm.postPageFrame(frame, !compressed && ownsItsBuffer(frame)); // (an inflated frame's buffer is the addon's: copied)
     this.pagesReceived += n;
     this.stats?.sent(bytes, n, 0, 'precopy');
     if (vm.pageFramesPending() > MAX_PENDING_FRAMES && !this.bulk.isPaused) {

@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { FerryError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { PAGE_EVER_WRITTEN, PAGE_SIZE } from '../memory/layout.ts';
-import { encodePages } from '../memory/page-frame.ts';
+import { encodePages, PAGES_PER_FRAME } from '../memory/page-frame.ts';
+import { XbzrleCache } from '../memory/xbzrle-cache.ts';
 import { dropSockets, openLink, type Dial } from '../wire/link.ts';
 import { closeWith, peerText } from '../wire/peer-text.ts';
 import type { PeerCredentials } from '../wire/tls.ts';
@@ -13,7 +14,9 @@ import { LinkLiveness } from './liveness.ts';
 import { queryOutcome } from './outcome.ts';
 import { Backoff, giveUpLeftMs, recoveryAttemptIsFinal } from './recovery.ts';
 import { SOURCE_OWNER, SOURCE_TRANSITIONS, type SourcePhase } from './ownership.ts';
-import { PageSender } from './page-sender.ts';
+import { encodeOnPool, ENCODE_THREADS } from './encode-pool.ts';
+import { chooseEncoding, encodingName, type EncodingMode, type EncodingRates } from './encoding-policy.ts';
+import { PageSender, type PageEncoding } from './page-sender.ts';
 import type { SourceVm } from './ports.ts';
 import { PushQueue } from './postcopy-push.ts';
 import {
@@ -46,13 +49,31 @@ export interface MigrateParams {
   autoRecover: boolean;
   /** Post-copy: give the VM up (lost, on both sides) after this long without a link; 0 = never. */
   giveUpAfterMs: number;
+  /**
+   * Pre-copy: re-sent pages as XBZRLE deltas, and frames compressed with LZ4, encoded on the
+   * page pool. 'auto': both when the link is the bottleneck (encoding-policy.ts).
+   */
+  xbzrle: EncodingMode;
+  compress: EncodingMode;
+  /**
+   * The XBZRLE cache: the versions last sent of this many bytes of pages. 0 (the default): the
+   * set about to be sent when deltas start, and a quarter more (bounded by XBZRLE_CACHE_MIN and
+   * the RAM): QEMU's fixed 64 MiB default misses every page of a larger working set.
+   */
+  xbzrleCacheBytes: number;
 }
 
 /** QEMU's defaults where they exist (downtime-limit 300 ms; guestperf's 30 iterations). */
 export const MIGRATE_DEFAULTS: Omit<MigrateParams, 'to'> = {
   mode: 'precopy', downtimeLimitMs: 300, maxBandwidth: 0, maxRounds: 30, switchoverAtMaxRounds: false, autoConverge: false,
   postcopyAfterRounds: 30, pushDelayMs: 0, autoRecover: true, giveUpAfterMs: 0,
+  xbzrle: 'auto', compress: 'auto', xbzrleCacheBytes: 0,
 };
+
+/** Trial frames the pool encodes to measure its rate (encoding-policy.ts). */
+const ENCODE_TRIALS = 8;
+/** The smallest XBZRLE cache sized by itself. */
+export const XBZRLE_CACHE_MIN = 4 * 1024 * 1024;
 
 const ACK_TIMEOUT_MS = 30_000;
 /** Switch-overs given up at the pause (too much dirty there) before pre-copy gives up altogether. */
@@ -130,6 +151,12 @@ export class OutgoingMigration {
   private pushWake: (() => void) | undefined;
   /** Switch-over milestones for the debug log. */
   private timing: Record<string, number> = {};
+  /** How pre-copy frames are encoded (undefined: plain), and whether 'auto' has been decided. */
+  private encoding: PageEncoding | undefined;
+  private encodingDecided = false;
+  /** Page bytes per ms of the best plain round, and rounds sent encoded since (judgeEncoding). */
+  private plainPageRate = 0;
+  private encodedRounds = 0;
 
   constructor(
     private readonly vm: SourceVm,
@@ -343,6 +370,7 @@ export class OutgoingMigration {
     const liveness = new LinkLiveness();
     liveness.watch(bulk.ws);
     liveness.pingThrough(bulk.ws);
+    sender.setEncoding(this.encoding);
     const link: Link = { gen, bulk: bulk.ws, prio: undefined, inbox, sender, liveness };
     bulk.ws.on('close', () => sender.wake());
     liveness.start(LINK_PING_MS, (silentMs) => {
@@ -460,16 +488,22 @@ export class OutgoingMigration {
     let conv: ConvergenceState = INITIAL_CONVERGENCE;
     /** The pause the switch-over starts from, once the guest stopped with a set that fits. */
     let pausedHere: { tPause: number; tPaused: number; tSynced: number; last: Uint32Array } | undefined;
+    if (this.p.xbzrle !== 'auto' && this.p.compress !== 'auto') this.useEncoding(undefined, pages.length);
     for (let round = 1; ; round++) {
       const link = this.link!;
       const r0 = performance.now();
-      const bytes = await link.sender.sendAll(pages, 'precopy') + this.sendConsoleAhead();
+      const sent = await link.sender.sendAll(pages, 'precopy');
+      const consoleBytes = this.sendConsoleAhead();
+      // The rate the estimates use is in plain page-frame bytes: what the dirty pages weigh.
+      const bytes = sent.raw + consoleBytes;
+      const wire = sent.wire + consoleBytes;
       const tEnd = performance.now(); // before the send, so a preemption can only lengthen the round trip sampled below
       this.send({ t: 'round-end', round: round - 1 });
       await link.inbox.next(['round-ack'], ACK_TIMEOUT_MS);
       const tAck = performance.now();
       link.liveness.rttSample(tAck - tEnd); // at least a round trip (and what was still queued)
       const ms = Math.max(tAck - r0, 0.001);
+      this.judgeEncoding(bytes / ms);
       const rttMs = link.liveness.rttMs() ?? 0;
       this.stats.info['rtt-ms'] = round2(rttMs);
       const dirty = await vm.syncDirty();
@@ -479,10 +513,10 @@ export class OutgoingMigration {
       };
       const expected = expectedDowntimeMs(result);
       this.stats.round({
-        round: round - 1, pages: pages.length, bytes, ms: round2(ms), mbps: round2((bytes / ms) * 8 / 1000),
+        round: round - 1, pages: pages.length, bytes: wire, ms: round2(ms), mbps: round2((wire / ms) * 8 / 1000),
         'dirty-pages': dirty.length, 'expected-downtime-ms': round2(expected),
       }, dirty.length);
-      this.log.info({ round: round - 1, pages: pages.length, ms: round2(ms), mbps: round2((bytes / ms) * 8 / 1000), dirty: dirty.length, expectedDowntimeMs: round2(expected) }, 'pre-copy round');
+      this.log.info({ round: round - 1, pages: pages.length, ms: round2(ms), mbps: round2((wire / ms) * 8 / 1000), dirty: dirty.length, expectedDowntimeMs: round2(expected) }, 'pre-copy round');
       this.hooks.update(this.stats);
       pages = dirty;
       this.checkCancelled();
@@ -536,6 +570,11 @@ export class OutgoingMigration {
         break;
       }
       if (decision.next === 'give-up') throw new FerryError('ENOCONVERGE', decision.reason);
+      if (!this.encodingDecided && pages.length > 0) {
+        // Another round it is: measure whether encoding would carry it faster (once, on its pages).
+        this.useEncoding(await this.measureEncoding(pages, wire / ms), pages.length);
+        this.checkCancelled();
+      }
       if (decision.throttle !== conv.throttle) {
         vm.setThrottle(decision.throttle);
         this.stats.info['throttle-percent'] = decision.throttle;
@@ -565,6 +604,67 @@ export class OutgoingMigration {
       pauseMs: round2(tPaused - tPause), syncMs: round2(tSynced - tPaused), lastPagesMs: round2(tSent - tSynced),
       stateAckMs: round2(tDone - tSent), lastPages: last.length,
     }, 'stop-and-copy timing');
+  }
+
+  /**
+   * Auto encoding, judged by its results: a round's page bytes per ms (`pageRate`) with plain
+   * frames is the bar, and encoding that, its cache warm (its second round on), carries pages
+   * slower than plain frames did is turned off again (pages that do not delta or compress).
+   */
+  private judgeEncoding(pageRate: number): void {
+    if (this.encoding === undefined) {
+      this.plainPageRate = Math.max(this.plainPageRate, pageRate);
+      return;
+    }
+    if (this.p.xbzrle !== 'auto' && this.p.compress !== 'auto') return;
+    if (++this.encodedRounds < 2 || pageRate >= this.plainPageRate) return;
+    const why = `auto: encoded, pages went at ${Math.round(pageRate / 1000)} MB/s, plain at ${Math.round(this.plainPageRate / 1000)} MB/s: back to plain frames`;
+    this.encoding = undefined;
+    this.link?.sender.setEncoding(undefined);
+    this.stats.info.encoding = 'none';
+    this.stats.info['encoding-reason'] = why;
+    this.log.info({ why }, 'pre-copy page encoding');
+  }
+
+  /**
+   * Encodes pre-copy's frames as chosen from `rates` (undefined: by the forced modes only) from
+   * the next send on, of `setPages` pages.
+   */
+  private useEncoding(rates: EncodingRates | undefined, setPages: number): void {
+    this.encodingDecided = true;
+    const choice = chooseEncoding(this.p, rates);
+    const ram = this.vm.memory.size;
+    const cacheBytes = this.p.xbzrleCacheBytes > 0 ? Math.min(this.p.xbzrleCacheBytes, ram) : Math.min(ram, Math.max(XBZRLE_CACHE_MIN, Math.ceil(setPages * 1.25) * PAGE_SIZE));
+    const cache = choice.xbzrle ? XbzrleCache.create(cacheBytes) : undefined;
+    if (cache) this.stats.info['xbzrle-cache-bytes'] = cache.slots * PAGE_SIZE;
+    this.encoding = cache !== undefined || choice.compress ? { xbzrle: cache, compress: choice.compress } : undefined;
+    this.link?.sender.setEncoding(this.encoding);
+    this.stats.info.encoding = encodingName(choice);
+    this.stats.info['encoding-reason'] = choice.reason;
+    this.log.info({ encoding: this.stats.info.encoding, why: choice.reason, ...(rates ?? {}) }, 'pre-copy page encoding');
+  }
+
+  /**
+   * The pool's rate and LZ4's ratio on a trial frame of `pages`, encoded twice against a cache of
+   * its own (never the one sent with): the first starts the pool's threads and fills the cache,
+   * the next pay what a re-sent page costs (its whole compare); the fastest of them counts (the
+   * first few run before the threads' code is optimized).
+   */
+  private async measureEncoding(pages: Uint32Array, wireBytesPerMs: number): Promise<EncodingRates> {
+    const ram = this.vm.memory.ram;
+    const trial = pages.slice(0, PAGES_PER_FRAME);
+    const task = { ram: ram.buffer as SharedArrayBuffer, ramBytes: ram.length, pages: trial, compress: true, cache: XbzrleCache.create(trial.length * PAGE_SIZE).buffers };
+    const first = await encodeOnPool(task);
+    let r = await encodeOnPool(task);
+    for (let i = 0; i < ENCODE_TRIALS; i++) {
+      const again = await encodeOnPool(task);
+      if (again.ms < r.ms) r = again;
+    }
+    return {
+      wireBytesPerMs,
+      poolBytesPerMs: ((r.pages - r.zero) * PAGE_SIZE / Math.max(r.ms, 0.001)) * ENCODE_THREADS, // page bytes taken in
+      lz4Ratio: first.frame.length / first.innerBytes, // of whole pages: what a page sent the first time shrinks to
+    };
   }
 
   /** Stops the guest at a slice boundary (stop-and-copy); returns when the downtime clock started. */

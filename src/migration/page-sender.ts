@@ -6,12 +6,29 @@
  */
 import type { LinkSocket } from '../wire/socket.ts';
 import { FerryError } from '../errors.ts';
+import { PAGE_SIZE } from '../memory/layout.ts';
 import { encodePages, MAX_FRAME_BYTES, PAGES_PER_FRAME } from '../memory/page-frame.ts';
+import type { XbzrleCache } from '../memory/xbzrle-cache.ts';
+import { ENCODE_THREADS, encodeOnPool, type EncodeResult } from './encode-pool.ts';
 import type { MigrationStats } from './stats.ts';
 
 const WINDOW_BYTES = 8 * 1024 * 1024;
+/** Frames being encoded on the pool ahead of the one being sent. */
+const ENCODE_AHEAD = ENCODE_THREADS * 2;
 
 export type SendPhase = 'precopy' | 'downtime' | 'postcopy';
+
+/** How pre-copy and stop-and-copy frames are encoded (post-copy's always go plain). */
+export interface PageEncoding {
+  xbzrle: XbzrleCache | undefined;
+  compress: boolean;
+}
+
+/** What a send moved: bytes on the wire, and what they would have weighed as plain page frames. */
+export interface SendTotals {
+  wire: number;
+  raw: number;
+}
 
 export class PageSender {
   private inflight = 0;
@@ -19,6 +36,9 @@ export class PageSender {
   private wakeUp: (() => void) | undefined;
   private readonly bucket = { t: performance.now(), bytes: 0 };
   private dead = false;
+  private encoding: PageEncoding | undefined;
+  /** The pool's work so far: page-frame bytes it built, and its threads' milliseconds on them. */
+  readonly encoded = { bytes: 0, ms: 0 };
 
   /**
    * `check` throws when the migration must stop sending (the link failed, a cancel); it runs
@@ -33,14 +53,71 @@ export class PageSender {
     private readonly onError: (e: FerryError) => void,
   ) {}
 
+  /** From now on, pre-copy and stop-and-copy frames are encoded on the pool so (undefined: plain). */
+  setEncoding(e: PageEncoding | undefined): void {
+    this.encoding = e !== undefined && (e.xbzrle !== undefined || e.compress) ? e : undefined;
+  }
+
   /**
    * Sends pages in frames of up to PAGES_PER_FRAME; resolves once the last is handed to the
    * socket (what follows on the stream, a round end or the state section, queues behind it).
    */
-  async sendAll(pages: ArrayLike<number>, phase: SendPhase): Promise<number> {
+  async sendAll(pages: ArrayLike<number>, phase: SendPhase): Promise<SendTotals> {
+    const ram = this.ram.buffer;
+    if (this.encoding && phase !== 'postcopy' && ram instanceof SharedArrayBuffer) return this.sendAllEncoded(ram, this.encoding, pages, phase);
     let bytes = 0;
     for (let i = 0; i < pages.length; i += PAGES_PER_FRAME) bytes += await this.send(pages, phase, i, Math.min(pages.length, i + PAGES_PER_FRAME));
-    return bytes;
+    return { wire: bytes, raw: bytes };
+  }
+
+  /**
+   * The pool encodes up to ENCODE_AHEAD frames ahead while this thread sends, in order. A page is
+   * in one frame of a send, and a send ends before the next begins, so a page's deltas reach the
+   * destination in the order the cache took its versions.
+   */
+  private async sendAllEncoded(ram: SharedArrayBuffer, enc: PageEncoding, pages: ArrayLike<number>, phase: SendPhase): Promise<SendTotals> {
+    const totals = { wire: 0, raw: 0 };
+    const ahead: Promise<EncodeResult>[] = [];
+    try {
+      for (let i = 0; i < pages.length || ahead.length > 0;) {
+        if (i < pages.length && ahead.length < ENCODE_AHEAD) {
+          this.check();
+          const to = Math.min(pages.length, i + PAGES_PER_FRAME);
+          const list = pages instanceof Uint32Array ? pages.slice(i, to) : Uint32Array.from({ length: to - i }, (_, k) => pages[i + k]!);
+          ahead.push(encodeOnPool({ ram, ramBytes: this.ram.length, pages: list, compress: enc.compress, ...(enc.xbzrle ? { cache: enc.xbzrle.buffers } : {}) }));
+          i = to;
+          continue;
+        }
+        const r = await ahead.shift()!;
+        const sent = await this.sendEncoded(r, phase, enc.xbzrle !== undefined);
+        totals.wire += sent.wire;
+        totals.raw += sent.raw;
+      }
+    } finally {
+      for (const p of ahead) p.catch(() => {}); // abandoned with the send: their results go nowhere
+    }
+    return totals;
+  }
+
+  private async sendEncoded(r: EncodeResult, phase: SendPhase, xbzrle: boolean): Promise<SendTotals> {
+    this.encoded.bytes += r.innerBytes;
+    this.encoded.ms += r.ms;
+    const raw = 8 + r.pages * 4 + (r.pages - r.zero) * PAGE_SIZE;
+    const frame = r.frame;
+    await this.waitWindow(frame.length);
+    await this.pace(frame.length);
+    this.inflight += frame.length;
+    this.ws.send(frame, (err) => {
+      if (this.dead) return;
+      this.inflight -= frame.length;
+      if (err) this.onError(new FerryError('ELINK', `link failed: ${err.message}`));
+      else {
+        this.stats.sent(frame.length, r.pages, r.zero, phase);
+        this.stats.encoded(raw, frame.length, r.deltas, r.misses, xbzrle);
+      }
+      this.wake();
+    });
+    return { wire: frame.length, raw };
   }
 
   /** Encodes pages[from, to) into a reused buffer and sends it within the window and the bandwidth; returns its bytes. */

@@ -45,7 +45,9 @@
  * against its schema below when it is decoded (types, ranges, sizes, and, once the setup has
  * named the VM, page numbers and bitmaps against its RAM); what may arrive in which phase is
  * each side's business (see IncomingMigration's BULK_ACCEPTS, and the Inbox's awaited types).
- * Page frames are raw binary (src/memory/page-frame.ts) so page bytes never pass the encoder.
+ * Page frames are raw binary (src/memory/page-frame.ts) so page bytes never pass the encoder. In
+ * pre-copy they may carry XBZRLE deltas and come LZ4-compressed (page-compression.ts), built on
+ * the page pool (encode-pool.ts) when forced or when the link is the bottleneck (encoding-policy.ts).
  */
 import { z } from 'zod';
 import { FerryError } from '../errors.ts';
@@ -58,8 +60,9 @@ import { peerText } from '../wire/peer-text.ts';
 /**
  * 2: token proofs name their endpoint, and messages after the hello carry tags over plain TCP (wire/frame-mac.ts).
  * 3: post-copy `pushed` acknowledges receipt as well as writing.
+ * 4: pre-copy page frames may hold XBZRLE delta pages, and may come LZ4-compressed (memory/xbzrle.ts, page-compression.ts).
  */
-export const MIGRATION_PROTOCOL_VERSION = 3;
+export const MIGRATION_PROTOCOL_VERSION = 4;
 export const ISA = 'rv32im_zicsr';
 export const DEVICES = ['uart16550@0x10000000', 'clint@0x2000000', 'test-finisher@0x100000'];
 /** The largest message on an authenticated migration link: a page frame, or a state section. */

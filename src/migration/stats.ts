@@ -74,6 +74,19 @@ export interface MigrationInfo {
   'postcopy-recoveries'?: number;
   /** Post-copy, source: pages sent again after a recovery because the destination never got them. */
   'postcopy-resent-pages'?: number;
+  /**
+   * Source, pre-copy: how pages are encoded ('none', 'xbzrle', 'lz4', 'xbzrle+lz4') and why
+   * (forced, or chosen from the measured link and pool rates: encoding-policy.ts).
+   */
+  encoding?: string;
+  'encoding-reason'?: string;
+  /** Source: pages sent as XBZRLE deltas, and pages sent whole that the cache did not hold. */
+  'xbzrle-pages'?: number;
+  'xbzrle-cache-miss'?: number;
+  'xbzrle-cache-bytes'?: number;
+  /** Source: what the encoded frames would have weighed as plain page frames, and what they did weigh. */
+  'encoded-raw-bytes'?: number;
+  'encoded-wire-bytes'?: number;
   /** Post-copy: time spent in postcopy-paused, in all. */
   'postcopy-paused-ms'?: number;
   'throttle-percent': number;
@@ -130,6 +143,16 @@ export class MigrationStats {
     this.info['pages-sent'] += pages;
     this.info['zero-pages'] += zero;
     this.info[`${phase}-bytes`] += bytes;
+  }
+
+  /** Counts an encoded frame (after `sent` counted its wire bytes). */
+  encoded(rawBytes: number, wireBytes: number, deltas: number, misses: number, xbzrle: boolean): void {
+    this.info['encoded-raw-bytes'] = (this.info['encoded-raw-bytes'] ?? 0) + rawBytes;
+    this.info['encoded-wire-bytes'] = (this.info['encoded-wire-bytes'] ?? 0) + wireBytes;
+    if (xbzrle) {
+      this.info['xbzrle-pages'] = (this.info['xbzrle-pages'] ?? 0) + deltas;
+      this.info['xbzrle-cache-miss'] = (this.info['xbzrle-cache-miss'] ?? 0) + misses;
+    }
   }
 
   /** Fault latencies in microseconds, summarised as p50/p99. */

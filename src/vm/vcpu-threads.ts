@@ -1,26 +1,9 @@
-import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
+import { threadCode } from '../thread-code.ts';
 
-let entry: URL | undefined;
-
-/**
- * The vCPU thread's code, as plain JavaScript a thread loads without a TypeScript loader. Run
- * from the TypeScript sources (tsx: the repo's tests, demo and CLI), the vCPU worker is bundled
- * once per process with esbuild (tsx's own compiler) into a data: URL. Each thread used to
- * register tsx's loader hooks itself: that cost ~100 ms per thread, and a thread that ended while
- * those hooks were still loading leaked their file descriptors (Node 20; measured 3.5 per thread,
- * the leak behind aborted incoming migrations). Compiled JavaScript loads vcpu-worker.js directly.
- */
+/** The vCPU thread's code (thread-code.ts: bundled once per process when run from the .ts sources). */
 function vcpuEntry(): URL {
-  if (entry) return entry;
-  const self = new URL(import.meta.url);
-  if (!self.pathname.endsWith('.ts')) return (entry = new URL('./vcpu-worker.js', self));
-  // Present wherever the .ts sources run (tsx depends on it); loaded only then.
-  const esbuild = createRequire(self)('esbuild') as typeof import('esbuild');
-  const out = esbuild.buildSync({
-    entryPoints: [new URL('./vcpu-worker.ts', self).pathname], bundle: true, format: 'esm', platform: 'node', target: 'node20', write: false,
-  });
-  return (entry = new URL(`data:text/javascript;base64,${Buffer.from(out.outputFiles[0]!.contents).toString('base64')}`));
+  return threadCode(new URL('./vcpu-worker.ts', import.meta.url));
 }
 
 /**

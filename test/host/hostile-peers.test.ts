@@ -11,6 +11,8 @@ import {
   sourceLink,
 } from '../support/hostile-source.ts';
 import { migrate, startFakeDestination, type FakeDestination } from '../support/migration-helpers.ts';
+import { compressPageFrame } from '../../src/memory/page-compression.ts';
+import { DELTA_PAGE } from '../../src/memory/page-frame.ts';
 import { MIGRATION_PROTOCOL_VERSION } from '../../src/migration/protocol.ts';
 import { CONTROL_PROTOCOL_VERSION } from '../../src/wire/control-protocol.ts';
 
@@ -219,7 +221,24 @@ describe('a hostile source on /migrate', () => {
     }
   }, T);
 
-  it('page frames are checked before any byte is copied: beyond RAM, short, trailing bytes, a count that lies', async () => {
+  /** A page frame of one delta page. */
+  function deltaFrame(page: number, delta: Buffer): Buffer {
+    const f = Buffer.alloc(8 + 4 + 2 + delta.length);
+    f[0] = 0x50;
+    f.writeUInt32LE(1, 4);
+    f.writeUInt32LE((page | DELTA_PAGE) >>> 0, 8);
+    f.writeUInt16LE(delta.length, 12);
+    delta.copy(f, 14);
+    return f;
+  }
+  /** `inner` compressed as a source would, its stated length optionally a lie. */
+  function lz4Frame(inner: Buffer, statedExtra = 0): Buffer {
+    const z = Buffer.from(compressPageFrame(inner)!);
+    z.writeUInt32LE(z.readUInt32LE(4) + statedExtra, 4);
+    return z;
+  }
+
+  it('page frames are checked before any byte is copied: beyond RAM, short, trailing bytes, a count that lies, bad deltas and LZ4', async () => {
     const frames: [string, Buffer][] = [
       ['a page beyond RAM', pageFrame([SCRIPT_PAGES])],
       ['a page at 2^31-1', pageFrame([0x7fff_ffff])],
@@ -227,6 +246,13 @@ describe('a hostile source on /migrate', () => {
       ['trailing bytes', Buffer.concat([pageFrame([1]), Buffer.alloc(10)])],
       ['a count larger than the list', pageFrame([1], 1, 0xab, 1_000_000)],
       ['a header only', pageFrame([]).subarray(0, 6)],
+      // Pre-copy's encoded frames (src/memory/xbzrle.ts, page-compression.ts):
+      ['a delta that runs past its page', deltaFrame(1, Buffer.from([0x80, 0x08, 1, 1, 2, 3, 4]))],
+      ['a delta longer than its frame', deltaFrame(1, Buffer.from([0, 1, 1, 2, 3, 4])).subarray(0, 14)],
+      ['an LZ4 frame stating 2 GiB', Buffer.concat([Buffer.from([0x51, 0, 0, 0, 0, 0, 0, 0x80]), Buffer.alloc(64)])],
+      ['an LZ4 frame that inflates short of what it states', lz4Frame(pageFrame([1]), 4096)],
+      ['an LZ4 frame of garbage', Buffer.concat([Buffer.from([0x51, 0, 0, 0, 0, 16, 0, 0]), Buffer.alloc(64, 0xff)])],
+      ['an LZ4 frame holding a bad page frame', lz4Frame(pageFrame([SCRIPT_PAGES]))],
     ];
     const c = await clients.connect(open.url);
     for (const [what, frame] of frames) {

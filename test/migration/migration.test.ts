@@ -333,7 +333,8 @@ describe('limits: rounds, downtime, bandwidth', () => {
   it('downtime-limit 1 ms with max-rounds 3 and --switchover-at-max-rounds: stop-and-copy after exactly 3 rounds, and it says why; digest unchanged', async () => {
     // Long enough that the guest is still running after 3 rounds (it would end them early by halting).
     const g: GuestSpec = { ...MEM8, insnLimit: 600_000_000 };
-    const s = await precopyAndCompare(g, 0.1, 'rounds3', { downtimeLimitMs: 1, maxRounds: 3, switchoverAtMaxRounds: true });
+    // Plain frames: the bytes below are the pages' own (encoding.test.ts covers deltas and LZ4).
+    const s = await precopyAndCompare(g, 0.1, 'rounds3', { downtimeLimitMs: 1, maxRounds: 3, switchoverAtMaxRounds: true, xbzrle: 'off', compress: 'off' });
     expect(s['switchover-reason']).toMatch(/^max rounds \(3\), allowed above the limit/);
     expect(s['dirty-sync-count']).toBe(3);
     expect(s.rounds.map((r) => r.round)).toEqual([0, 1, 2]);
@@ -346,7 +347,7 @@ describe('limits: rounds, downtime, bandwidth', () => {
     const g: GuestSpec = { program: 'memstress', memory: 16 * MiB, args: ['ws_mib=4'], insnLimit: 0 };
     const { b, ca, cb } = await guestRunningOnA(hosts, g, 'maxr', 0);
     await waitInstret(ca, 'maxr', 20_000_000);
-    const s = await migrate(ca, 'maxr', { to: b.url, downtimeLimitMs: 1, maxRounds: 2, maxBandwidth: 40 * MiB }, 60_000);
+    const s = await migrate(ca, 'maxr', { to: b.url, downtimeLimitMs: 1, maxRounds: 2, maxBandwidth: 40 * MiB, xbzrle: 'off', compress: 'off' }, 60_000);
     expect(s.status).toBe('failed');
     expect(s['error-code']).toBe('ENOCONVERGE');
     expect(s['error-desc']).toMatch(/^pre-copy cannot converge: .* throttled 99 %; raise --downtime-limit, use --mode hybrid, or allow --switchover-at-max-rounds$/);
@@ -378,7 +379,7 @@ describe('limits: rounds, downtime, bandwidth', () => {
   it('max-bandwidth 20M keeps each round under the cap and makes it take as long as the cap implies', async () => {
     const cap = 20 * MiB;
     const g: GuestSpec = { program: 'memstress', memory: 16 * MiB, args: ['ws_mib=4'], insnLimit: 300_000_000 };
-    const s = await precopyAndCompare(g, 0.2, 'bw', { maxBandwidth: cap, maxRounds: 2, switchoverAtMaxRounds: true, downtimeLimitMs: 1 });
+    const s = await precopyAndCompare(g, 0.2, 'bw', { maxBandwidth: cap, maxRounds: 2, switchoverAtMaxRounds: true, downtimeLimitMs: 1, xbzrle: 'off', compress: 'off' });
     expect(s['dirty-sync-count']).toBe(2);
     const capMbps = (cap * 8) / 1e6;
     for (const r of s.rounds) {
@@ -475,10 +476,11 @@ describe('through real host processes and the ferry CLI', () => {
     await ca.request('vm.create', createParams('cli', g));
     await waitInstret(ca, 'cli', g.insnLimit * 0.02);
 
-    const r = await runCli(['--host', ha.url, 'migrate', 'cli', '--to', hb.url, '--downtime-limit', '1', '--max-rounds', '3', '--switchover-at-max-rounds', '--json']);
+    const r = await runCli(['--host', ha.url, 'migrate', 'cli', '--to', hb.url, '--downtime-limit', '1', '--max-rounds', '3', '--switchover-at-max-rounds', '--xbzrle', 'off', '--compress', 'off', '--json']);
     expect(r.code, r.stderr).toBe(0);
     const s = JSON.parse(r.stdout) as MigrationInfo;
     expect(s).toMatchObject({ vm: 'cli', status: 'completed', direction: 'outgoing', mode: 'precopy', 'dirty-sync-count': 3, peer: hb.url });
+    expect(s.encoding).toBe('none'); // --xbzrle off --compress off reached the host
     expect(s['transferred-bytes']).toBeGreaterThan(3 * 8 * MiB);
     expect(s['downtime-ms']).toBeGreaterThanOrEqual(0);
     expect(s['pages-sent']).toBeGreaterThanOrEqual(3 * 8 * 256);

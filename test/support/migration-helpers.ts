@@ -243,7 +243,7 @@ export async function startFakeDestination(b: FakeBehaviour): Promise<FakeDestin
         ws.send(packr.pack({ t: 'ready', v: MIGRATION_PROTOCOL_VERSION, host: 'fake' }));
         return;
       }
-      if (isBinary && data[0] === 0x50) {
+      if (isBinary && (data[0] === 0x50 || data[0] === 0x51)) { // a page frame, plain or LZ4
         fake.pageFrames++;
         if ('drop' in b && b.drop === 'pages' && fake.pageFrames >= b.afterFrames) drop();
         return;
