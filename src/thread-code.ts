@@ -20,7 +20,8 @@ import { pathToFileURL } from 'node:url';
 const built = new Map<string, URL>();
 
 export function threadCode(entry: URL, o: { packages?: string[]; asFile?: boolean } = {}): URL {
-  if (!entry.pathname.endsWith('.ts')) return new URL(entry.href.replace(/\.ts$/, '.js'));
+  // Compiled (this module is JavaScript itself): the entry's own .js sits beside it.
+  if (!import.meta.url.endsWith('.ts')) return new URL(entry.href.replace(/\.ts$/, '.js'));
   const known = built.get(entry.href);
   if (known) return known;
   // Present wherever the .ts sources run (tsx depends on it); loaded only then.

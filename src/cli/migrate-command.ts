@@ -178,7 +178,7 @@ export function migrateCommand(): Command {
     .option('--give-up-after <ms>', 'post-copy: give the VM up (lost, on both hosts) after this long without a link (default: never)')
     .addOption(new Option('--xbzrle <mode>', 'pre-copy: send re-sent pages as deltas against the version sent before (auto: when the link is the bottleneck)').choices(['auto', 'on', 'off']).default('auto'))
     .addOption(new Option('--compress <mode>', 'pre-copy: compress page frames with LZ4 (auto: when the link is the bottleneck and it shrinks them)').choices(['auto', 'on', 'off']).default('auto'))
-    .option('--xbzrle-cache <bytes>', 'the delta cache: the last-sent versions of this much memory, e.g. 256M (default: the dirty set when deltas start, and a quarter more)')
+    .option('--xbzrle-cache <bytes>', 'the delta cache: the last-sent versions of this much memory, e.g. 256M (default: the dirty set when deltas start, and a quarter more, up to 512M)')
     .option('--no-wait', 'return as soon as the migration has started')
     .option('--json', 'print the final statistics as JSON')
     .action(async (name: string, o: MigrateOpts, self: Command) => {

@@ -115,7 +115,7 @@ export class MigrationManager {
     if (r.giveUpAfterMs !== undefined) p.giveUpAfterMs = r.giveUpAfterMs;
     if (r.xbzrle !== undefined) p.xbzrle = r.xbzrle;
     if (r.compress !== undefined) p.compress = r.compress;
-    if (r.xbzrleCacheBytes !== undefined) p.xbzrleCacheBytes = Math.max(PAGE_SIZE, r.xbzrleCacheBytes);
+    if (r.xbzrleCacheBytes !== undefined) p.xbzrleCacheBytes = r.xbzrleCacheBytes === 0 ? 0 : Math.max(PAGE_SIZE, r.xbzrleCacheBytes); // 0: sized by itself
     if (p.mode === 'cold' && rec.vm.state === 'running') {
       throw new FerryError('ESTATE', `cold migration needs a stopped VM: pause "${r.name}" first, or use --mode precopy`);
     }

@@ -57,8 +57,9 @@ export interface MigrateParams {
   compress: EncodingMode;
   /**
    * The XBZRLE cache: the versions last sent of this many bytes of pages. 0 (the default): the
-   * set about to be sent when deltas start, and a quarter more (bounded by XBZRLE_CACHE_MIN and
-   * the RAM): QEMU's fixed 64 MiB default misses every page of a larger working set.
+   * set about to be sent when deltas start, and a quarter more (bounded by XBZRLE_CACHE_MIN,
+   * XBZRLE_CACHE_AUTO_MAX and the RAM): QEMU's fixed 64 MiB default misses every page of a larger
+   * working set.
    */
   xbzrleCacheBytes: number;
 }
@@ -72,8 +73,12 @@ export const MIGRATE_DEFAULTS: Omit<MigrateParams, 'to'> = {
 
 /** Trial frames the pool encodes to measure its rate (encoding-policy.ts). */
 const ENCODE_TRIALS = 8;
-/** The smallest XBZRLE cache sized by itself. */
+/**
+ * The XBZRLE cache sized by itself: at least this, and at most XBZRLE_CACHE_AUTO_MAX (memory the
+ * source host takes beside the guest's, outside its --max-memory; a larger one is --xbzrle-cache's).
+ */
 export const XBZRLE_CACHE_MIN = 4 * 1024 * 1024;
+export const XBZRLE_CACHE_AUTO_MAX = 512 * 1024 * 1024;
 
 const ACK_TIMEOUT_MS = 30_000;
 /** Switch-overs given up at the pause (too much dirty there) before pre-copy gives up altogether. */
@@ -634,7 +639,9 @@ export class OutgoingMigration {
     this.encodingDecided = true;
     const choice = chooseEncoding(this.p, rates);
     const ram = this.vm.memory.size;
-    const cacheBytes = this.p.xbzrleCacheBytes > 0 ? Math.min(this.p.xbzrleCacheBytes, ram) : Math.min(ram, Math.max(XBZRLE_CACHE_MIN, Math.ceil(setPages * 1.25) * PAGE_SIZE));
+    const cacheBytes = this.p.xbzrleCacheBytes > 0
+      ? Math.min(this.p.xbzrleCacheBytes, ram)
+      : Math.min(ram, XBZRLE_CACHE_AUTO_MAX, Math.max(XBZRLE_CACHE_MIN, Math.ceil(setPages * 1.25) * PAGE_SIZE));
     const cache = choice.xbzrle ? XbzrleCache.create(cacheBytes) : undefined;
     if (cache) this.stats.info['xbzrle-cache-bytes'] = cache.slots * PAGE_SIZE;
     this.encoding = cache !== undefined || choice.compress ? { xbzrle: cache, compress: choice.compress } : undefined;

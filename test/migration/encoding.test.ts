@@ -45,10 +45,12 @@ describe('pre-copy with forced page encoding reaches the unmigrated digest', () 
     expect(s['encoded-wire-bytes']!).toBeLessThan(s['encoded-raw-bytes']! / 10);
   }, 90_000);
 
-  it('XBZRLE alone', async () => {
-    const s = await migrateAndCompare(MEM16, 'xbz', { xbzrle: 'on', compress: 'off', maxBandwidth: 64 * MiB, maxRounds: 6 });
+  it('XBZRLE alone, its cache three quarters of the working set (a third of the pages evict each other from their slots)', async () => {
+    const s = await migrateAndCompare(MEM16, 'xbz', { xbzrle: 'on', compress: 'off', maxBandwidth: 64 * MiB, maxRounds: 6, xbzrleCacheBytes: 12 * MiB });
     expect(s.encoding).toBe('xbzrle');
+    expect(s['xbzrle-cache-bytes']).toBe(12 * MiB);
     expect(s['xbzrle-pages']).toBeGreaterThan(0);
+    expect(s['xbzrle-cache-miss']).toBeGreaterThan(16 * 256); // more than the first sending of the set
   }, 90_000);
 
   it('LZ4 alone', async () => {
