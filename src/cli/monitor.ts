@@ -132,22 +132,8 @@ const VERBS: Record<string, Verb> = {
     help: 'migrate a VM live to another host (progress shows here; the monitor stays usable)',
     async run(args, m) {
       need(args, 2, VERBS.migrate!.usage);
-      const [name, to, ...rest] = args;
-      const params: Record<string, unknown> = { name, to };
-      for (const a of rest) {
-        if (a === 'cold' || a === 'postcopy' || a === 'hybrid') params.mode = a;
-        else if (a.startsWith('postcopy-after-rounds=')) params.postcopyAfterRounds = parseCount(a.slice(22), 'post-copy after rounds');
-        else if (a === 'auto-converge') params.autoConverge = true;
-        else if (a === 'no-auto-recover') params.autoRecover = false;
-        else if (a === 'switchover-at-max-rounds') params.switchoverAtMaxRounds = true;
-        else if (a.startsWith('give-up-after=')) params.giveUpAfterMs = parseCount(a.slice(14), 'give-up-after');
-        else if (a.startsWith('downtime-limit=')) params.downtimeLimitMs = parseCount(a.slice(15), 'downtime limit');
-        else if (a.startsWith('max-bandwidth=')) params.maxBandwidth = parseSize(a.slice(14), 'max bandwidth');
-        else if (a.startsWith('max-rounds=')) params.maxRounds = parseCount(a.slice(11), 'max rounds');
-        else if (/^(xbzrle|compress)=(auto|on|off)$/.test(a)) params[a.split('=')[0]!] = a.split('=')[1];
-        else if (a.startsWith('xbzrle-cache=')) params.xbzrleCacheBytes = parseSize(a.slice(13), 'xbzrle cache');
-        else throw new UsageError(`usage: ${VERBS.migrate!.usage}`);
-      }
+      const [name, to] = args;
+      const params = monitorMigrateParams(args);
       await m.client.request('migrate.start', params);
       m.watching.add(name!);
       return `${name}: migration to ${to} started; "info migrate ${name}" shows progress`;
@@ -219,6 +205,27 @@ class Monitor {
 }
 
 /** Tab completion: verbs first, then `info` topics, program names for `create`, VM names elsewhere. */
+/** The `migrate.start` request for the monitor's `migrate NAME URL [word ...]` (a UsageError for a word it does not know). */
+export function monitorMigrateParams(args: readonly string[]): Record<string, unknown> {
+  const [name, to, ...rest] = args;
+  const params: Record<string, unknown> = { name, to };
+  for (const a of rest) {
+    if (a === 'cold' || a === 'postcopy' || a === 'hybrid') params.mode = a;
+    else if (a.startsWith('postcopy-after-rounds=')) params.postcopyAfterRounds = parseCount(a.slice(22), 'post-copy after rounds');
+    else if (a === 'auto-converge') params.autoConverge = true;
+    else if (a === 'no-auto-recover') params.autoRecover = false;
+    else if (a === 'switchover-at-max-rounds') params.switchoverAtMaxRounds = true;
+    else if (a.startsWith('give-up-after=')) params.giveUpAfterMs = parseCount(a.slice(14), 'give-up-after');
+    else if (a.startsWith('downtime-limit=')) params.downtimeLimitMs = parseCount(a.slice(15), 'downtime limit');
+    else if (a.startsWith('max-bandwidth=')) params.maxBandwidth = parseSize(a.slice(14), 'max bandwidth');
+    else if (a.startsWith('max-rounds=')) params.maxRounds = parseCount(a.slice(11), 'max rounds');
+    else if (/^(xbzrle|compress)=(auto|on|off)$/.test(a)) params[a.slice(0, a.indexOf('='))] = a.slice(a.indexOf('=') + 1);
+    else if (a.startsWith('xbzrle-cache=')) params.xbzrleCacheBytes = parseSize(a.slice(13), 'xbzrle cache');
+    else throw new UsageError(`usage: ${VERBS.migrate!.usage}`);
+  }
+  return params;
+}
+
 export function completeMonitorLine(line: string, vmNames: readonly string[]): [string[], string] {
   const words = line.trimStart().split(/\s+/);
   const last = words[words.length - 1] ?? '';

@@ -3,6 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { completeMonitorLine } from '../../src/cli/monitor.ts';
 import { migrationSummary } from '../../src/cli/migrate-command.ts';
+import { monitorMigrateParams } from '../../src/cli/monitor.ts';
 import type { MigrationInfo } from '../../src/migration/stats.ts';
 
 describe('monitor tab completion', () => {
@@ -48,5 +49,17 @@ describe('migration summary', () => {
     delete done['error-desc'];
     expect(migrationSummary(done)).toBe('m1: migration completed (to ws://127.0.0.1:7412): '
       + 'total 1500 ms, downtime 12 ms, 0 rounds, 2 MiB sent, 512 pages (0 zero), 2 recoveries, paused 830.5 ms, 0 pages resent');
+  });
+});
+
+describe('the monitor\'s migrate words', () => {
+  it('become the migrate.start request, page encoding included', () => {
+    expect(monitorMigrateParams(['vm1', 'ws://b:7412', 'hybrid', 'max-bandwidth=125M', 'xbzrle=on', 'compress=off', 'xbzrle-cache=64M'])).toEqual({
+      name: 'vm1', to: 'ws://b:7412', mode: 'hybrid', maxBandwidth: 125 * 1024 * 1024, xbzrle: 'on', compress: 'off', xbzrleCacheBytes: 64 * 1024 * 1024,
+    });
+  });
+
+  it('a word it does not know is a usage error naming the words it does', () => {
+    expect(() => monitorMigrateParams(['vm1', 'ws://b:7412', 'xbzrle=maybe'])).toThrow(/usage: migrate NAME .*xbzrle=auto\|on\|off/);
   });
 });
