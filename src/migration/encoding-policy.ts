@@ -51,6 +51,17 @@ export function chooseEncoding(modes: { xbzrle: EncodingMode; compress: Encoding
   return { xbzrle, compress, reason: why };
 }
 
+/**
+ * Auto encoding judged by its results: why to go back to plain frames, or undefined to keep
+ * encoding. `plainPageRate` is the best page rate (page-frame bytes per ms) of a plain round,
+ * `pageRate` an encoded round's, the `encodedRounds`-th (the first fills the XBZRLE cache, so it
+ * is not judged).
+ */
+export function encodingNotWorthIt(plainPageRate: number, pageRate: number, encodedRounds: number): string | undefined {
+  if (encodedRounds < 2 || pageRate >= plainPageRate) return undefined;
+  return `auto: encoded, pages went at ${mbps(pageRate)}, plain at ${mbps(plainPageRate)}: back to plain frames`;
+}
+
 /** The stats' name for a choice. */
 export function encodingName(c: { xbzrle: boolean; compress: boolean }): string {
   return [c.xbzrle ? 'xbzrle' : '', c.compress ? 'lz4' : ''].filter(Boolean).join('+') || 'none';

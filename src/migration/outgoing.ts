@@ -15,7 +15,7 @@ import { queryOutcome } from './outcome.ts';
 import { Backoff, giveUpLeftMs, recoveryAttemptIsFinal } from './recovery.ts';
 import { SOURCE_OWNER, SOURCE_TRANSITIONS, type SourcePhase } from './ownership.ts';
 import { encodeOnPool, ENCODE_THREADS } from './encode-pool.ts';
-import { chooseEncoding, encodingName, type EncodingMode, type EncodingRates } from './encoding-policy.ts';
+import { chooseEncoding, encodingName, encodingNotWorthIt, type EncodingMode, type EncodingRates } from './encoding-policy.ts';
 import { PageSender, type PageEncoding } from './page-sender.ts';
 import type { SourceVm } from './ports.ts';
 import { PushQueue } from './postcopy-push.ts';
@@ -622,8 +622,8 @@ export class OutgoingMigration {
       return;
     }
     if (this.p.xbzrle !== 'auto' && this.p.compress !== 'auto') return;
-    if (++this.encodedRounds < 2 || pageRate >= this.plainPageRate) return;
-    const why = `auto: encoded, pages went at ${Math.round(pageRate / 1000)} MB/s, plain at ${Math.round(this.plainPageRate / 1000)} MB/s: back to plain frames`;
+    const why = encodingNotWorthIt(this.plainPageRate, pageRate, ++this.encodedRounds);
+    if (why === undefined) return;
     this.encoding = undefined;
     this.link?.sender.setEncoding(undefined);
     this.stats.info.encoding = 'none';

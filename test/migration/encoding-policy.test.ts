@@ -2,7 +2,7 @@
 // 'auto' only once measured, and then only where the pool outruns the link (and LZ4 only where
 // it shrinks the guest's pages).
 import { describe, expect, it } from 'vitest';
-import { chooseEncoding, encodingName, LINK_BOUND_FACTOR, LZ4_WORTH_RATIO } from '../../src/migration/encoding-policy.ts';
+import { chooseEncoding, encodingName, encodingNotWorthIt, LINK_BOUND_FACTOR, LZ4_WORTH_RATIO } from '../../src/migration/encoding-policy.ts';
 
 const AUTO = { xbzrle: 'auto', compress: 'auto' } as const;
 
@@ -36,5 +36,17 @@ describe('chooseEncoding', () => {
     const slow = { wireBytesPerMs: 1000, poolBytesPerMs: 1_000_000, lz4Ratio: 0.1 };
     expect(chooseEncoding({ xbzrle: 'off', compress: 'auto' }, slow)).toMatchObject({ xbzrle: false, compress: true });
     expect(chooseEncoding({ xbzrle: 'auto', compress: 'off' }, slow)).toMatchObject({ xbzrle: true, compress: false });
+  });
+});
+
+describe('encodingNotWorthIt', () => {
+  it('keeps encoding through its first round (the cache fills), and while it carries pages at least as fast as plain', () => {
+    expect(encodingNotWorthIt(500_000, 100_000, 1)).toBeUndefined();
+    expect(encodingNotWorthIt(500_000, 500_000, 2)).toBeUndefined();
+    expect(encodingNotWorthIt(500_000, 900_000, 5)).toBeUndefined();
+  });
+
+  it('goes back to plain once a judged round carries pages slower than plain did', () => {
+    expect(encodingNotWorthIt(500_000, 400_000, 2)).toBe('auto: encoded, pages went at 400 MB/s, plain at 500 MB/s: back to plain frames');
   });
 });
