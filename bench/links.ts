@@ -93,7 +93,10 @@ async function once(env: Env, c: CaseName, mode: Mode, i: number): Promise<Migra
   await new Promise((r) => setTimeout(r, spec.warmMs));
   if (mode === 'cold') await env.a.request('vm.pause', { name });
   const done = waitForMigration(env.a, name);
-  await env.a.request('migrate.start', { name, to: env.to, ...(mode === 'precopy' ? {} : { mode }), ...(mode === 'hybrid' ? { postcopyAfterRounds: 2 } : {}) });
+  // Plain page frames: this measures the links (page encoding's effect on a slow link: bench/migration.ts, the at-125MBps rows).
+  await env.a.request('migrate.start', {
+    name, to: env.to, ...(mode === 'precopy' ? {} : { mode }), ...(mode === 'hybrid' ? { postcopyAfterRounds: 2 } : {}), xbzrle: 'off', compress: 'off',
+  });
   let timer: NodeJS.Timeout | undefined;
   const result = await Promise.race([done, new Promise<{ status: 'timeout' }>((r) => { timer = setTimeout(() => r({ status: 'timeout' }), timeoutMs); })]);
   clearTimeout(timer);
