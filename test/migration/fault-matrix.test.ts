@@ -182,7 +182,10 @@ function migrateParams(mode: Mode, b: Boundary): Record<string, unknown> {
   switch (mode) {
     // Two rounds, then the switch-over whatever the downtime: the guest (8 MiB written over and over)
     // would not converge on a loaded machine before it halts, and a halted guest tests nothing.
-    case 'precopy': return { maxRounds: 2, switchoverAtMaxRounds: true };
+    // Page encoding forced on: every pre-copy cell's rounds and stop-and-copy carry XBZRLE deltas
+    // in LZ4 frames, so each fault also meets a half-sent encoded stream (plain frames: the other
+    // modes, and migration-failure.test.ts).
+    case 'precopy': return { maxRounds: 2, switchoverAtMaxRounds: true, xbzrle: 'on', compress: 'on' };
     case 'cold': return { mode: 'cold' };
     case 'postcopy': return { mode: 'postcopy', pushDelayMs };
     case 'hybrid': return { mode: 'hybrid', postcopyAfterRounds: 1, downtimeLimitMs: 1, pushDelayMs };

@@ -62,7 +62,7 @@ interface Pair {
 
 function describe(data: Buffer, isBinary: boolean, dir: Direction, path: string): RelayedMessage {
   const bytes = data.length;
-  if (isBinary && data[0] === 0x50) return { dir, path, t: 'page-frame', msg: undefined, bytes };
+  if (isBinary && (data[0] === 0x50 || data[0] === 0x51)) return { dir, path, t: 'page-frame', msg: undefined, bytes }; // plain or LZ4
   try {
     const v = packr.unpack(data) as Record<string, unknown>;
     if (v && typeof v === 'object' && typeof v.t === 'string') return { dir, path, t: v.t, msg: v, bytes };
