@@ -4,12 +4,14 @@
  *
  *   repeated: uleb128 unchanged-words | uleb128 changed-words (>= 1) | changed-words x 4 bytes
  *
- * Unchanged words at the end are not encoded; an empty delta is an unchanged page. Words are
- * little-endian as guest RAM holds them, so a delta is a list of byte runs on any host.
+ * Unchanged words at the end are not encoded; an empty delta is an unchanged page. A changed
+ * run is the page's own bytes, so a delta is a list of byte runs whatever the host's byte order.
  */
 import { PAGE_SIZE } from './layout.ts';
 
 const WORDS = PAGE_SIZE / 4;
+/** Words are compared as this host's Int32s and written back in the same byte order: the delta carries RAM's bytes as they are. */
+const HOST_LITTLE_ENDIAN = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
 
 /** A delta larger than this is not worth it: the page goes whole. */
 export const MAX_DELTA_BYTES = PAGE_SIZE - 256;
@@ -35,7 +37,7 @@ export function encodeDelta(old32: Int32Array, old0: number, cur32: Int32Array, 
     if (o + 4 + nrun * 4 > limit) return -1;
     o = writeUleb(out, o, zrun);
     o = writeUleb(out, o, nrun);
-    for (let k = from; k < i; k++, o += 4) outView.setInt32(o, cur32[cur0 + k]!, true);
+    for (let k = from; k < i; k++, o += 4) outView.setInt32(o, cur32[cur0 + k]!, HOST_LITTLE_ENDIAN);
   }
   return o;
 }
