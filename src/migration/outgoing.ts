@@ -577,7 +577,12 @@ export class OutgoingMigration {
       if (decision.next === 'give-up') throw new FerryError('ENOCONVERGE', decision.reason);
       if (!this.encodingDecided && pages.length > 0) {
         // Another round it is: measure whether encoding would carry it faster (once, on its pages).
-        this.useEncoding(await this.measureEncoding(pages, wire / ms), pages.length);
+        const rates = await this.measureEncoding(pages, wire / ms).catch((e: unknown) => {
+          // No pool (its threads could not start): plain frames, as before there was one.
+          this.log.warn({ err: (e as Error).message }, 'page-encoding pool unavailable: pre-copy sends plain frames');
+          return undefined;
+        });
+        this.useEncoding(rates, pages.length);
         this.checkCancelled();
       }
       if (decision.throttle !== conv.throttle) {
