@@ -23,41 +23,45 @@ function dirtyAll(): void {
   for (let p = 0; p < PAGES; p++) ram[p * PAGE_SIZE] = (ram[p * PAGE_SIZE]! + 1) & 0xff || 1;
 }
 
-/** MB/s of page bytes taken in: the best pass after the first (which fills the cache). */
-function report(name: string, msPerPass: number[], wire: number): number {
-  const best = Math.min(...msPerPass.slice(1));
+/**
+ * PASSES passes over the RAM, each after dirtying every page, each encoding all of it with
+ * `encodeAll` against one cache (returning the bytes it built); MB/s of page bytes taken in, for
+ * the best pass after the first (which fills the cache).
+ */
+async function measure(name: string, encodeAll: (cache: XbzrleCache) => Promise<number> | number): Promise<number> {
+  const cache = XbzrleCache.create(PAGES * PAGE_SIZE);
+  const times: number[] = [];
+  let wire = 0;
+  for (let pass = 0; pass < PASSES; pass++) {
+    dirtyAll();
+    const t0 = performance.now();
+    wire = await encodeAll(cache);
+    times.push(performance.now() - t0);
+  }
+  const best = Math.min(...times.slice(1));
   const mbs = (PAGES * PAGE_SIZE) / best / 1000;
   process.stdout.write(`${JSON.stringify({ name, unit: 'MB/s', value: Math.round(mbs), passMs: Math.round(best * 100) / 100, wireBytesPerPass: wire })}\n`);
   return mbs;
 }
 
-function inline(compress: boolean): number {
-  const cache = XbzrleCache.create(PAGES * PAGE_SIZE);
+/** On this thread, frame after frame. */
+function inline(compress: boolean): Promise<number> {
   const into = Buffer.alloc(MAX_FRAME_BYTES);
   const scratch = new Uint8Array(PAGE_SIZE);
-  const times: number[] = [];
-  let wire = 0;
-  for (let pass = 0; pass < PASSES; pass++) {
-    dirtyAll();
-    wire = 0;
-    const t0 = performance.now();
+  return measure(`inline.xbzrle${compress ? '+lz4' : ''}`, (cache) => {
+    let wire = 0;
     for (let i = 0; i < PAGES; i += PAGES_PER_FRAME) {
       const { frame } = encodePagesWithDeltas(ram, pages, i, i + PAGES_PER_FRAME, into, cache, scratch);
       wire += compress ? (compressPageFrame(frame)?.length ?? frame.length) : frame.length;
     }
-    times.push(performance.now() - t0);
-  }
-  return report(`inline.xbzrle${compress ? '+lz4' : ''}`, times, wire);
+    return wire;
+  });
 }
 
-async function pooled(compress: boolean): Promise<number> {
-  const cache = XbzrleCache.create(PAGES * PAGE_SIZE);
-  const times: number[] = [];
-  let wire = 0;
-  for (let pass = 0; pass < PASSES; pass++) {
-    dirtyAll();
-    wire = 0;
-    const t0 = performance.now();
+/** On the pool, two frames a thread in flight, as the page sender keeps them. */
+function pooled(compress: boolean): Promise<number> {
+  return measure(`pool.xbzrle${compress ? '+lz4' : ''}`, async (cache) => {
+    let wire = 0;
     const ahead: Promise<EncodeResult>[] = [];
     for (let i = 0; i < PAGES || ahead.length > 0;) {
       if (i < PAGES && ahead.length < ENCODE_THREADS * 2) {
@@ -67,13 +71,12 @@ async function pooled(compress: boolean): Promise<number> {
       }
       wire += (await ahead.shift()!).frame.length;
     }
-    times.push(performance.now() - t0);
-  }
-  return report(`pool.xbzrle${compress ? '+lz4' : ''}`, times, wire);
+    return wire;
+  });
 }
 
 for (const compress of [false, true]) {
-  const a = inline(compress);
+  const a = await inline(compress);
   const b = await pooled(compress);
   process.stdout.write(`${JSON.stringify({ name: `pool-vs-inline.xbzrle${compress ? '+lz4' : ''}`, unit: 'ratio', value: Math.round((b / a) * 100) / 100, threads: ENCODE_THREADS })}\n`);
 }
