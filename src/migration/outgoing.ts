@@ -657,10 +657,10 @@ export class OutgoingMigration {
   }
 
   /**
-   * The pool's rate and LZ4's ratio on a trial frame of `pages`, encoded twice against a cache of
-   * its own (never the one sent with): the first starts the pool's threads and fills the cache,
-   * the next pay what a re-sent page costs (its whole compare); the fastest of them counts (the
-   * first few run before the threads' code is optimized).
+   * The pool's rate and LZ4's ratio on a trial frame of `pages`, encoded ENCODE_TRIALS + 2 times
+   * against a cache of its own (never the one sent with): the first starts the pool's threads and
+   * fills the cache, the others pay what a re-sent page costs (its whole compare); the fastest of
+   * them counts (the first few run before the threads' code is optimized).
    */
   private async measureEncoding(pages: Uint32Array, wireBytesPerMs: number): Promise<EncodingRates> {
     const ram = this.vm.memory.ram;
