@@ -7,6 +7,7 @@ import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import type { XbzrleCacheBuffers } from '../memory/xbzrle-cache.ts';
+import { FerryError } from '../errors.ts';
 import { threadCode } from '../thread-code.ts';
 
 export interface EncodeTask {
@@ -53,9 +54,13 @@ function thePool(): Piscina<EncodeTask, EncodeResult> {
   return pool;
 }
 
-/** Encodes one frame on the pool. */
-export function encodeOnPool(task: EncodeTask): Promise<EncodeResult> {
-  return thePool().run(task);
+/** Encodes one frame on the pool; a pool that cannot start or a task that fails is FerryError EPOOL. */
+export async function encodeOnPool(task: EncodeTask): Promise<EncodeResult> {
+  try {
+    return await thePool().run(task);
+  } catch (e) {
+    throw new FerryError('EPOOL', `page encoding failed: ${(e as Error).message}`);
+  }
 }
 
 /** Ends the pool's threads (tests; a host's exit ends them anyway). */

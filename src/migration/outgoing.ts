@@ -577,12 +577,14 @@ export class OutgoingMigration {
       if (decision.next === 'give-up') throw new FerryError('ENOCONVERGE', decision.reason);
       if (!this.encodingDecided && pages.length > 0) {
         // Another round it is: measure whether encoding would carry it faster (once, on its pages).
+        let unavailable: string | undefined;
         const rates = await this.measureEncoding(pages, wire / ms).catch((e: unknown) => {
           // No pool (its threads could not start): plain frames, as before there was one.
+          unavailable = `auto: ${(e as Error).message}: plain frames`;
           this.log.warn({ err: (e as Error).message }, 'page-encoding pool unavailable: pre-copy sends plain frames');
           return undefined;
         });
-        this.useEncoding(rates, pages.length);
+        this.useEncoding(rates, pages.length, unavailable);
         this.checkCancelled();
       }
       if (decision.throttle !== conv.throttle) {
@@ -638,11 +640,12 @@ export class OutgoingMigration {
 
   /**
    * Encodes pre-copy's frames as chosen from `rates` (undefined: by the forced modes only) from
-   * the next send on, of `setPages` pages.
+   * the next send on, of `setPages` pages; `why` says why, if not the choice's own reason.
    */
-  private useEncoding(rates: EncodingRates | undefined, setPages: number): void {
+  private useEncoding(rates: EncodingRates | undefined, setPages: number, why?: string): void {
     this.encodingDecided = true;
     const choice = chooseEncoding(this.p, rates);
+    if (why !== undefined) choice.reason = why;
     const ram = this.vm.memory.size;
     const cacheBytes = this.p.xbzrleCacheBytes > 0
       ? Math.min(this.p.xbzrleCacheBytes, ram)
