@@ -1,11 +1,15 @@
 /** Page frames for the migration stream, well-formed and corrupt in every way the format allows. */
 import type { Rng } from '../rng.ts';
 import { concat } from '../msgpack.ts';
+import { compressPageFrame, FRAME_LZ4 } from '../../src/memory/page-compression.ts';
+import { DELTA_PAGE } from '../../src/memory/page-frame.ts';
 import { idlePage, PAGE_SIZE, pageFrame, pageFrameRaw, ZERO_PAGE } from '../wire.ts';
 
 export const FRAME_CORRUPTIONS = [
   'count-more', 'count-less', 'beyond-ram', 'short-header', 'short-data', 'trailing', 'zero-with-data', 'huge-count',
   'flags', 'duplicates', 'empty', 'oversized', 'numbers-only', 'zero-beyond-ram',
+  // Pre-copy's encoded frames (XBZRLE delta pages, LZ4 frames); in post-copy even good ones are refused.
+  'delta-overrun', 'delta-garbage', 'delta-truncated', 'delta-and-zero', 'lz4-huge-size', 'lz4-lying-size', 'lz4-garbage', 'lz4-corrupt-inner',
 ] as const;
 export type FrameCorruption = (typeof FRAME_CORRUPTIONS)[number];
 
@@ -22,6 +26,26 @@ export function validFrame(rng: Rng, pages: number): Uint8Array {
     specs.push(rng.chance(0.3) ? { page } : { page, data: somePage(rng) });
   }
   return pageFrame(specs);
+}
+
+/** A frame of one delta page: flag, then u16 `statedLength` and `delta`. */
+function deltaFrame(page: number, delta: Uint8Array, statedLength = delta.length, flags = DELTA_PAGE): Uint8Array {
+  const out = new Uint8Array(8 + 4 + 2 + delta.length);
+  const dv = new DataView(out.buffer);
+  out[0] = 0x50;
+  dv.setUint32(4, 1, true);
+  dv.setUint32(8, (page | flags) >>> 0, true);
+  dv.setUint16(12, statedLength & 0xffff, true);
+  out.set(delta, 14);
+  return out;
+}
+
+/** `inner` as an LZ4 frame, its stated length moved by `lie`. */
+function lz4Frame(inner: Uint8Array, lie = 0): Uint8Array {
+  const z = compressPageFrame(inner) ?? Uint8Array.of(FRAME_LZ4, 0, 0, 0, 0, 0, 0, 0);
+  const dv = new DataView(z.buffer, z.byteOffset, z.byteLength);
+  dv.setUint32(4, (dv.getUint32(4, true) + lie) >>> 0, true);
+  return z;
 }
 
 /** A frame broken as `kind` says, for a VM of `pages` pages. */
@@ -71,5 +95,21 @@ export function corruptFrame(rng: Rng, pages: number, kind: FrameCorruption = rn
     }
     case 'numbers-only':
       return pageFrameRaw(rng.range(1, 64), Array.from({ length: rng.range(1, 64) }, () => rng.u32()), new Uint8Array(0));
+    case 'delta-overrun': // 1024 words unchanged, then one more changed: past the page
+      return deltaFrame(inRam(), Uint8Array.of(0x80, 0x08, 1, 1, 2, 3, 4));
+    case 'delta-garbage':
+      return deltaFrame(inRam(), rng.bytes(rng.range(1, 64)));
+    case 'delta-truncated':
+      return deltaFrame(inRam(), Uint8Array.of(0, 2, 1, 2, 3, 4), 6 + rng.range(1, 4000));
+    case 'delta-and-zero':
+      return deltaFrame(inRam(), Uint8Array.of(0, 1, 9, 9, 9, 9), 6, DELTA_PAGE | ZERO_PAGE);
+    case 'lz4-huge-size':
+      return Uint8Array.of(FRAME_LZ4, 0, 0, 0, 0xff, 0xff, 0xff, rng.pick([0x7f, 0xff, 0x10]), ...rng.bytes(rng.range(1, 64)));
+    case 'lz4-lying-size':
+      return lz4Frame(pageFrame([{ page: inRam(), data: idlePage() }]), rng.pick([-1, 1, 4096, -4000, 100_000]));
+    case 'lz4-garbage':
+      return concat([Uint8Array.of(FRAME_LZ4, 0, 0, 0), new Uint8Array(new Uint32Array([rng.range(1, 1 << 20)]).buffer), rng.bytes(rng.range(1, 4096))]);
+    case 'lz4-corrupt-inner':
+      return lz4Frame(corruptFrame(rng, pages, rng.pick(['beyond-ram', 'trailing', 'duplicates', 'delta-overrun', 'zero-with-data'] as const)));
   }
 }
