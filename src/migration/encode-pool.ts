@@ -40,6 +40,11 @@ export interface EncodeResult {
  */
 export const ENCODE_THREADS = Math.max(1, Math.min(4, availableParallelism()));
 const IDLE_MS = 5_000;
+/**
+ * A frame takes milliseconds to encode; one still not back after this long is given up (its
+ * thread is ended) and the send fails with EPOOL, so no wait on the pool is without an end.
+ */
+const TASK_DEADLINE_MS = 10_000;
 
 let pool: Piscina<EncodeTask, EncodeResult> | undefined;
 
@@ -57,7 +62,7 @@ function thePool(): Piscina<EncodeTask, EncodeResult> {
 /** Encodes one frame on the pool; a pool that cannot start or a task that fails is FerryError EPOOL. */
 export async function encodeOnPool(task: EncodeTask): Promise<EncodeResult> {
   try {
-    return await thePool().run(task);
+    return await thePool().run(task, { signal: AbortSignal.timeout(TASK_DEADLINE_MS) });
   } catch (e) {
     throw new FerryError('EPOOL', `page encoding failed: ${(e as Error).message}`);
   }

@@ -37,8 +37,6 @@ export class PageSender {
   private readonly bucket = { t: performance.now(), bytes: 0 };
   private dead = false;
   private encoding: PageEncoding | undefined;
-  /** The pool's work so far: page-frame bytes it built, and its threads' milliseconds on them. */
-  readonly encoded = { bytes: 0, ms: 0 };
 
   /**
    * `check` throws when the migration must stop sending (the link failed, a cancel); it runs
@@ -100,8 +98,6 @@ export class PageSender {
   }
 
   private async sendEncoded(r: EncodeResult, phase: SendPhase, xbzrle: boolean): Promise<SendTotals> {
-    this.encoded.bytes += r.innerBytes;
-    this.encoded.ms += r.ms;
     const raw = 8 + r.pages * 4 + (r.pages - r.zero) * PAGE_SIZE;
     const frame = r.frame;
     await this.waitWindow(frame.length);
