@@ -87,6 +87,11 @@ async function migrateOnce(a: HostProcess, b: HostProcess, c: Case, raw: number)
     throughputMBs: Math.round(mbs), bestRoundMBs: Math.round(roundMbs), throughputVsRaw: Math.round((mbs / raw) * 100) / 100,
     bestRoundVsRaw: Math.round((roundMbs / raw) * 100) / 100,
     encoding: s.encoding, xbzrlePages: s['xbzrle-pages'], encodedRawBytes: s['encoded-raw-bytes'], encodedWireBytes: s['encoded-wire-bytes'],
+    // The last round's expected downtime against the downtime that followed, and what the expectation was based on.
+    expectedMs: s.rounds.at(-1)?.['expected-downtime-ms'],
+    expectedVsActual: s.rounds.length && s['downtime-ms'] ? round2(s.rounds.at(-1)!['expected-downtime-ms'] / s['downtime-ms']) : undefined,
+    estimate: s['downtime-estimate']?.startsWith('at the stop-and-copy rate') ? 'measured' : 'round',
+    stopAndCopyMBs: s['stop-and-copy-mbps'] === undefined ? undefined : Math.round(s['stop-and-copy-mbps'] / 8),
   };
 }
 
@@ -171,6 +176,7 @@ function aggregate(name: string, runs: Record<string, unknown>[], rawTcp: number
     totalP50: quantile(col('totalMs'), 0.5), bytesP50: quantile(col('bytes'), 0.5), roundsP50: quantile(col('rounds'), 0.5),
     downtimeMBsP50: p50MBs === undefined ? undefined : Math.round(p50MBs), downtimeVsTcp: p50MBs === undefined ? undefined : round2(p50MBs / rawTcp),
     throughputVsRawP50: quantile(col('throughputVsRaw'), 0.5),
+    expectedVsActualP50: quantile(col('expectedVsActual'), 0.5), measuredEstimates: runs.filter((r) => r.estimate === 'measured').length,
     encoding: [...new Set(runs.map((r) => r.encoding).filter((e) => e !== undefined))].join('/') || undefined,
     ...(runs[0]?.faultP50us !== undefined || runs[0]?.blockP50us !== undefined ? {
       totalVsIdealP50: quantile(col('totalVsIdeal'), 0.5), faultsP50: quantile(col('faults'), 0.5), trapsP50: quantile(col('traps'), 0.5),
@@ -220,7 +226,7 @@ async function main(): Promise<void> {
   }
   const rows = [...samples.entries()].map(([name, rs]) => aggregate(name, rs, rawTcp));
   for (const r of rows) emit({ summary: true, ...r });
-  const cols = ['name', 'runs', 'status', 'downtimeP50', 'downtimeP99', 'totalP50', 'bytesP50', 'roundsP50', 'downtimeMBsP50', 'downtimeVsTcp', 'throughputVsRawP50', 'encoding'];
+  const cols = ['name', 'runs', 'status', 'downtimeP50', 'downtimeP99', 'totalP50', 'bytesP50', 'roundsP50', 'downtimeMBsP50', 'downtimeVsTcp', 'throughputVsRawP50', 'encoding', 'expectedVsActualP50', 'measuredEstimates'];
   process.stdout.write(`\nraw TCP between two processes: ${Math.round(rawTcp)} MB/s; raw WebSocket: ${Math.round(raw)} MB/s; ${runs} runs on fresh hosts, medians and p99\n\n`);
   process.stdout.write(`| ${cols.join(' | ')} |\n|${cols.map(() => '---').join('|')}|\n`);
   for (const r of rows.filter((x) => x.faultP50us === undefined && x.blockP50us === undefined)) process.stdout.write(`| ${cols.map((k) => String(r[k] ?? '')).join(' | ')} |\n`);

@@ -9,6 +9,7 @@ import type { EncodingMode } from '../migration/encoding-policy.ts';
 import { MIGRATE_DEFAULTS, OutgoingMigration, type MigrateParams, type MigrationMode } from '../migration/outgoing.ts';
 import { decodeMsg, encodeMsg, type MigrationMsg } from '../migration/protocol.ts';
 import { Backoff } from '../migration/recovery.ts';
+import { SwitchoverHistory } from '../migration/switchover-history.ts';
 import type { MigrationInfo, MigrationStats } from '../migration/stats.ts';
 import type { migrateHelloSchema } from '../wire/auth.ts';
 import { ControlClient } from '../wire/control-client.ts';
@@ -63,6 +64,8 @@ export class MigrationManager {
   /** Incoming migrations that are over, by id: what a late recovery learns (bounded, expiring). */
   private readonly finished = new Map<string, FinishedIncoming & { at: number }>();
   private readonly last = new Map<string, MigrationStats>();
+  /** The stop-and-copies this host measured, per destination: what later migrations' expected downtime is based on. */
+  private readonly switchovers = new SwitchoverHistory();
   /** This host's control URL once it listens (carried in setups, so a destination can check on us). */
   selfUrl: string | undefined;
   /** Ends the waits of work that outlives a migration (telling sources outcomes) when the host stops. */
@@ -124,6 +127,7 @@ export class MigrationManager {
       update: (s) => this.publish(rec.name, s.snapshot()),
       consoleOutput: () => this.registry.consoleOutput(rec.name),
       self: () => ({ url: this.selfUrl, incarnation: this.incarnation }),
+      switchovers: this.switchovers,
     });
     rec.migrating = true;
     this.outgoing.set(rec.name, m);

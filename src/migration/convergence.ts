@@ -45,6 +45,8 @@ export interface RoundResult {
   stopped: boolean;
   /** `migrate start-postcopy` was asked for. */
   postcopyRequested: boolean;
+  /** The stop-and-copy as measured in earlier switch-overs to this destination (switchover-history.ts), if any. */
+  switchover?: { rate: number; fixedMs: number };
 }
 
 export type Decision =
@@ -68,8 +70,10 @@ export interface ConvergenceState {
 export const INITIAL_CONVERGENCE: ConvergenceState = { hot: 0, inARow: 0, throttle: 0, atMax: 0 };
 
 /**
- * Expected downtime of switching over now: what is dirty and the state section, sent as this
- * round sent its bytes, and never less than the round trip of the state section's
+ * Expected downtime of switching over now: what is dirty and the state section, sent at the
+ * stop-and-copy rate measured in earlier switch-overs to this destination, after their pause and
+ * harvest, and never less than a round trip (the acknowledgement). With no such measurement, sent
+ * as this round sent its bytes, and never less than the round trip of the state section's
  * acknowledgement plus their sending time alone. The first is what a round of that size took,
  * latency and TCP's window included (on a 20 ms link a few dozen kilobytes take two round trips
  * after a small round); the second keeps a switch-over that sends little from being counted as
@@ -78,8 +82,9 @@ export const INITIAL_CONVERGENCE: ConvergenceState = { hot: 0, inARow: 0, thrott
  */
 export function expectedDowntimeMs(r: RoundResult): number {
   const toSend = r.dirtyBytes + (r.stateBytes ?? 0);
-  if (r.bytes <= 0) return toSend > 0 ? Infinity : 0;
   const rtt = Math.min(r.rttMs ?? 0, r.ms);
+  if (r.switchover !== undefined) return r.switchover.fixedMs + Math.max(toSend / r.switchover.rate, rtt);
+  if (r.bytes <= 0) return toSend > 0 ? Infinity : 0;
   const asThisRound = (toSend * r.ms) / r.bytes;
   const sendingMs = Math.max(r.ms - rtt, r.ms / 10, 0.001);
   return Math.max(asThisRound, rtt + (toSend * sendingMs) / r.bytes);

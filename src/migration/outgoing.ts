@@ -19,6 +19,7 @@ import { chooseEncoding, encodingName, encodingNotWorthIt, type EncodingMode, ty
 import { PageSender, type PageEncoding } from './page-sender.ts';
 import type { SourceVm } from './ports.ts';
 import { PushQueue } from './postcopy-push.ts';
+import type { SwitchoverHistory } from './switchover-history.ts';
 import {
   decodeMsg, DEVICES, encodeMsg, ISA, LINK_PING_MS, LINK_SILENT_MS, MIGRATION_MAX_PAYLOAD, MIGRATION_PROTOCOL_VERSION, type MigrationMsg, type RunState,
 } from './protocol.ts';
@@ -108,6 +109,8 @@ export interface OutgoingHooks {
   update(stats: MigrationStats): void;
   /** Console history so far (carried to the destination), and the bytes of output seen in all. */
   consoleOutput(): { history: Uint8Array; total: number };
+  /** This host's measured switch-overs: what the expected downtime is based on, and where this one's figures go. */
+  readonly switchovers: SwitchoverHistory;
 }
 
 /** One link to the destination: the bulk stream, the priority channel, and what serves them. */
@@ -493,6 +496,8 @@ export class OutgoingMigration {
     let conv: ConvergenceState = INITIAL_CONVERGENCE;
     /** The pause the switch-over starts from, once the guest stopped with a set that fits. */
     let pausedHere: { tPause: number; tPaused: number; tSynced: number; last: Uint32Array } | undefined;
+    /** The last round's rate, plain page-frame bytes per ms. */
+    let roundRate = 0;
     if (this.p.xbzrle !== 'auto' && this.p.compress !== 'auto') this.useEncoding(undefined, pages.length);
     for (let round = 1; ; round++) {
       const link = this.link!;
@@ -512,9 +517,10 @@ export class OutgoingMigration {
       const rttMs = link.liveness.rttMs() ?? 0;
       this.stats.info['rtt-ms'] = round2(rttMs);
       const dirty = await vm.syncDirty();
+      roundRate = bytes / ms;
       const result = {
         rounds: round, bytes, ms, rttMs, stateBytes: STATE_SECTION_ESTIMATE + this.consoleSection().console.length, dirtyBytes: dirty.length * PAGE_SIZE,
-        stopped: vm.state !== 'running', postcopyRequested: this.asked.postcopy,
+        stopped: vm.state !== 'running', postcopyRequested: this.asked.postcopy, switchover: this.expectedSwitchover(roundRate),
       };
       const expected = expectedDowntimeMs(result);
       this.stats.round({
@@ -607,11 +613,16 @@ export class OutgoingMigration {
       tSynced = performance.now();
     }
     if (conv.throttle) vm.setThrottle(0);
-    await this.link!.sender.sendAll(union(pages, last), 'downtime');
+    const key = this.switchoverKey();
+    const sent = await this.link!.sender.sendAll(union(pages, last), 'downtime');
     const tSent = performance.now();
-    await this.switchOver();
+    const answered = await this.switchOver();
     const tDone = performance.now();
     this.stats.info['downtime-ms'] = round2(tDone - tPause);
+    const sample = { bytes: sent.raw, pauseMs: tSynced - tPause, sendMs: tDone - tSynced, roundRate };
+    this.stats.info['stop-and-copy-mbps'] = round2((sample.bytes / sample.sendMs) * 8 / 1000);
+    // A guest that ran through the last round, and an answer on the link: a stop-and-copy as the next will be.
+    if (answered && this.pausedByUs) this.hooks.switchovers.record(key, sample);
     this.log.debug({
       pauseMs: round2(tPaused - tPause), syncMs: round2(tSynced - tPaused), lastPagesMs: round2(tSent - tSynced),
       stateAckMs: round2(tDone - tSent), lastPages: last.length,
@@ -710,19 +721,46 @@ export class OutgoingMigration {
    * that the guest runs there. A link lost in between leaves the outcome unknown: the copy here
    * stays paused until the destination says what it did (or the operator decides).
    */
-  private async switchOver(): Promise<void> {
+  private async switchOver(): Promise<boolean> {
     this.checkCancelled();
     const state = this.vm.exportState();
     this.stats.info['state-bytes'] = this.send({ t: 'state', state, run: this.runState(), ...this.consoleSection() });
     this.enter('switching'); // after the send: what observers hear (hooks) need not count as downtime
+    let answered = true;
     try {
       await this.link!.inbox.next(['completed'], ACK_TIMEOUT_MS);
     } catch (e) {
       // Whatever went wrong (a lost or silent link, a peer that broke the protocol), the
       // destination may have resumed the guest: only it can say.
+      answered = false;
       await this.learnOutcome(e instanceof FerryError ? e : new FerryError('EINTERNAL', (e as Error).message));
     }
     this.stats.info['remaining-bytes'] = 0;
+    return answered;
+  }
+
+  /** Switch-overs to the same destination with the same page encoding are alike. */
+  private switchoverKey(): string {
+    return `${this.p.to} ${this.stats.info.encoding ?? 'none'}`;
+  }
+
+  /**
+   * The stop-and-copy this migration can expect after a round at `roundRate`, from the ones
+   * measured to the same destination (undefined: none yet, the round's rate stands); said in the
+   * statistics either way.
+   */
+  private expectedSwitchover(roundRate: number): { rate: number; fixedMs: number } | undefined {
+    const e = this.hooks.switchovers.estimate(this.switchoverKey(), roundRate);
+    if (e === undefined) {
+      this.stats.info['downtime-estimate'] = 'at the last round\'s rate (no switch-over to this destination measured yet)';
+      return undefined;
+    }
+    // A paced link paces the stop-and-copy too: plain frames go no faster than --max-bandwidth.
+    const cap = this.encoding === undefined && this.p.maxBandwidth > 0 ? this.p.maxBandwidth / 1000 : Infinity;
+    const rate = Math.min(e.rate, cap);
+    this.stats.info['downtime-estimate'] = `at the stop-and-copy rate measured to this destination (${e.samples} switch-over${e.samples === 1 ? '' : 's'}): `
+      + `${round2((rate * 8) / 1000)} Mb/s after ${round2(e.fixedMs)} ms (the pause, the pipeline's start)`;
+    return { rate, fixedMs: e.fixedMs };
   }
 
   /**

@@ -68,6 +68,10 @@ export interface MigrationInfo {
    * the last round than fits the downtime limit (it ran on after a pause of about a millisecond).
    */
   'switchover-deferrals'?: number;
+  /** Source, pre-copy: what the expected downtime is based on (the stop-and-copy rate measured to this destination, or the last round's rate). */
+  'downtime-estimate'?: string;
+  /** Source, pre-copy: the rate of this stop-and-copy, plain page-frame bytes from the last harvest to the acknowledgement (Mb/s). */
+  'stop-and-copy-mbps'?: number;
   /** Source, pre-copy: set while it is plainly not converging by itself (why, and what happens next). */
   'convergence-warning'?: string;
   /** Post-copy: links lost and recovered (each loss is one postcopy-paused period). */

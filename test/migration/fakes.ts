@@ -14,6 +14,7 @@ import { applyPageFrame, fillMissingPages } from '../../src/memory/page-frame.ts
 import { queryAnswer, recoveryAnswer } from '../../src/migration/finished.ts';
 import { IncomingMigration, type FinishedIncoming } from '../../src/migration/incoming.ts';
 import { OutgoingMigration, type MigrateParams } from '../../src/migration/outgoing.ts';
+import { SwitchoverHistory } from '../../src/migration/switchover-history.ts';
 import type { DestinationVm, SourceVm } from '../../src/migration/ports.ts';
 import { decodeMsg, encodeMsg, type MigrationMsg, type RunState, type SetupMsg } from '../../src/migration/protocol.ts';
 import type { MigrationStats } from '../../src/migration/stats.ts';
@@ -645,6 +646,7 @@ export class FakeHost {
   /** Each VM's latest migration statistics (`migrate status`). */
   readonly last = new Map<string, MigrationStats>();
   readonly incomingIdleMs = 30_000;
+  readonly switchovers = new SwitchoverHistory();
 
   constructor(readonly net: FakeNetwork, readonly name: string, readonly url: string, readonly incarnation: string, readonly log: Logger) {}
 
@@ -670,6 +672,7 @@ export class FakeHost {
       update: () => {},
       consoleOutput: () => ({ history: new Uint8Array(0), total: 0 }),
       self: () => ({ url: this.url, incarnation: this.incarnation }),
+      switchovers: this.switchovers,
     }, this.net.dialFrom(this));
     this.outgoing.set(name, m);
     this.last.set(name, m.stats);

@@ -130,12 +130,14 @@ describe('pre-copy convergence', () => {
       for (let r = 1; r <= 60; r++) {
         const result = round(r, Math.floor(rnd() * 200_000_000), {
           ms: 1 + rnd() * 3000, rttMs: rnd() < 0.5 ? 0 : rnd() * 100, stateBytes: Math.floor(rnd() * 20_000), stopped: rnd() < 0.01, postcopyRequested: rnd() < 0.01,
+          ...(rnd() < 0.3 ? { switchover: { rate: 1 + rnd() * 1_000_000, fixedMs: rnd() * 10 } } : {}),
         });
         const { decision, state } = decide(p, s, result);
         s = state;
         if (decision.next === 'stop-and-copy') {
           const expected = expectedDowntimeMs(result);
-          expect(expected).toBeGreaterThanOrEqual((result.dirtyBytes + (result.stateBytes ?? 0)) / (result.bytes / result.ms) - 1e-9);
+          const rate = result.switchover?.rate ?? result.bytes / result.ms; // measured at a stop-and-copy, or the round's
+          expect(expected).toBeGreaterThanOrEqual((result.dirtyBytes + (result.stateBytes ?? 0)) / rate - 1e-9);
           expect(expected).toBeGreaterThanOrEqual(Math.min(result.rttMs ?? 0, result.ms));
           const allowed = result.stopped || (p.switchoverAtMaxRounds && r >= p.maxRounds);
           if (!allowed) expect(expected).toBeLessThanOrEqual(p.downtimeLimitMs);

@@ -376,6 +376,29 @@ describe('limits: rounds, downtime, bandwidth', () => {
     expect(end['convergence-warning']).toBeUndefined();
   });
 
+  it('the second migration to a destination expects its downtime at the stop-and-copy rate the first measured there (issue 12)', async () => {
+    // Free-running guests (no instruction limit): neither halts on its own, so each switch-over is a stop-and-copy of a running guest.
+    const g: GuestSpec = { program: 'memstress', memory: 32 * MiB, args: ['ws_mib=16'], insnLimit: 0 };
+    const { b, ca } = await twoHosts();
+    const plain = { xbzrle: 'off', compress: 'off' }; // one page encoding, so both switch-overs are alike
+    const runs: MigrationInfo[] = [];
+    for (const name of ['first', 'second']) {
+      await ca.request('vm.create', createParams(name, g));
+      await waitInstret(ca, name, 20_000_000);
+      const s = await migrate(ca, name, { to: b.url, ...plain });
+      expect(s.status).toBe('completed');
+      expect(s['switchover-reason']).toMatch(/^converged: /);
+      expect(s['downtime-bytes']).toBeGreaterThanOrEqual(1024 * 1024); // the working set was dirty again: a stop-and-copy to learn from
+      expect(s['stop-and-copy-mbps']).toBeGreaterThan(0);
+      runs.push(s);
+    }
+    expect(runs[0]!['downtime-estimate']).toBe('at the last round\'s rate (no switch-over to this destination measured yet)');
+    expect(runs[1]!['downtime-estimate']).toMatch(/^at the stop-and-copy rate measured to this destination \(1 switch-over\): [\d.]+ Mb\/s after [\d.]+ ms \(the pause, the pipeline's start\)$/);
+    // The rate it expects is its own last round's times the multiple the first measured, never above the first's rate.
+    const expectedMbps = Number(/: ([\d.]+) Mb\/s/.exec(runs[1]!['downtime-estimate']!)![1]);
+    expect(expectedMbps).toBeLessThanOrEqual(runs[0]!['stop-and-copy-mbps']! + 0.01);
+  });
+
   it('max-bandwidth 20M keeps each round under the cap and makes it take as long as the cap implies', async () => {
     const cap = 20 * MiB;
     const g: GuestSpec = { program: 'memstress', memory: 16 * MiB, args: ['ws_mib=4'], insnLimit: 300_000_000 };

@@ -1,0 +1,77 @@
+// The stop-and-copy rate learned from earlier switch-overs (issue 12, point 4): the line fitted
+// through their sending times, the multiple of the round's rate that follows a changed link, and
+// the bounds on what is kept.
+import { describe, expect, it } from 'vitest';
+import { decide, expectedDowntimeMs, INITIAL_CONVERGENCE, type ConvergenceParams, type RoundResult } from '../../src/migration/convergence.ts';
+import { fitLine, MAX_DESTINATIONS, MIN_RATE_SAMPLE_BYTES, SAMPLES_KEPT, SwitchoverHistory } from '../../src/migration/switchover-history.ts';
+
+const MB = 1_000_000;
+
+describe('the switch-over history', () => {
+  it('knows nothing before a stop-and-copy that moved at least a megabyte', () => {
+    const h = new SwitchoverHistory();
+    expect(h.estimate('ws://b none', 100_000)).toBeUndefined();
+    h.record('ws://b none', { bytes: MIN_RATE_SAMPLE_BYTES - 1, pauseMs: 1, sendMs: 2, roundRate: 100_000 });
+    expect(h.estimate('ws://b none', 100_000)).toBeUndefined();
+    h.record('ws://b none', { bytes: 8 * MB, pauseMs: 3, sendMs: 10, roundRate: 400_000 });
+    // One size only: all of the sending counted as rate (800 kB/ms = 2x its round's), the median pause.
+    const e = h.estimate('ws://b none', 400_000)!;
+    expect(e.rate).toBeCloseTo(800_000, 6);
+    expect(e).toMatchObject({ fixedMs: 2, samples: 1 });
+    expect(h.estimate('ws://b xbzrle', 400_000)).toBeUndefined();
+    expect(h.estimate('ws://c none', 400_000)).toBeUndefined();
+  });
+
+  it('fits a fixed part and a rate through samples of different sizes', () => {
+    // 20 ms to start, then 1 GB/s (1 MB per ms), as a pipeline that fills and then streams.
+    expect(fitLine([[16 * MB, 36], [64 * MB, 84], [256 * MB, 276]])).toEqual({ msPerByte: 1 / MB, fixedMs: 20 });
+    // One odd sample does not move the median slope.
+    const odd = fitLine([[16 * MB, 36], [64 * MB, 84], [256 * MB, 276], [32 * MB, 300]]);
+    expect(odd.msPerByte).toBeCloseTo(1 / MB, 12);
+    const h = new SwitchoverHistory();
+    for (const [bytes, ms] of [[16 * MB, 36], [64 * MB, 84], [256 * MB, 276]] as const) h.record('k', { bytes, pauseMs: 1, sendMs: ms, roundRate: 400_000 });
+    const e = h.estimate('k', 400_000)!;
+    expect(e.rate).toBeCloseTo(MB, 6); // 2.5x the round, and exactly the fitted rate
+    expect(e.fixedMs).toBeCloseTo(21, 9); // the pause, then the pipeline's start
+  });
+
+  it('follows a slower link through the multiple, and never expects more than the rate measured', () => {
+    const h = new SwitchoverHistory();
+    h.record('k', { bytes: 10 * MB, pauseMs: 0, sendMs: 10, roundRate: 500_000 }); // 1 MB/ms, 2x its round
+    h.record('k', { bytes: 10 * MB, pauseMs: 0, sendMs: 20, roundRate: 200_000 }); // 0.5 MB/ms, 2.5x its round
+    expect(h.estimate('k', 100_000)!.rate).toBeCloseTo(200_000, 6); // the link is slower now: the lowest multiple, 2x
+    expect(h.estimate('k', 2_000_000)!.rate).toBeCloseTo(1 / fitLine([[10 * MB, 10], [10 * MB, 20]]).msPerByte, 6); // not 4 MB/ms
+  });
+
+  it(`keeps the last ${SAMPLES_KEPT} samples per key and ${MAX_DESTINATIONS} keys, and ignores nonsense`, () => {
+    const h = new SwitchoverHistory();
+    for (let i = 0; i < SAMPLES_KEPT; i++) h.record('k', { bytes: 10 * MB, pauseMs: 0, sendMs: 100, roundRate: 100_000 });
+    for (let i = 0; i < SAMPLES_KEPT; i++) h.record('k', { bytes: 10 * MB, pauseMs: 0, sendMs: 10, roundRate: 100_000 });
+    expect(h.estimate('k', 100_000)!.rate).toBeCloseTo(MB, 6); // the slow ones are gone
+    for (const bad of [NaN, -1, Infinity]) h.record('k', { bytes: 10 * MB, pauseMs: 0, sendMs: bad, roundRate: 100_000 });
+    h.record('k', { bytes: 10 * MB, pauseMs: 0, sendMs: 10, roundRate: 0 });
+    expect(h.estimate('k', 100_000)!.rate).toBeCloseTo(MB, 6);
+    expect(h.estimate('k', 100_000)).toMatchObject({ fixedMs: 0, samples: SAMPLES_KEPT });
+    for (let d = 0; d < MAX_DESTINATIONS; d++) h.record(`d${d}`, { bytes: 10 * MB, pauseMs: 0, sendMs: 10, roundRate: 100_000 });
+    expect(h.estimate('k', 100_000)).toBeUndefined(); // the least recently used went first
+    expect(h.estimate('d0', 100_000)).toBeDefined();
+  });
+});
+
+describe('the expected downtime at the measured stop-and-copy rate', () => {
+  const p: ConvergenceParams = { mode: 'precopy', downtimeLimitMs: 100, maxRounds: 30, autoConverge: false, postcopyAfterRounds: 30, switchoverAtMaxRounds: false };
+  // A round of 100 MB in 1 s (100 kB/ms) left 15 MB dirty: 150 ms at that rate.
+  const r: RoundResult = { rounds: 1, bytes: 100 * MB, ms: 1000, rttMs: 0, dirtyBytes: 15 * MB, stateBytes: 0, stopped: false, postcopyRequested: false };
+
+  it('switches over where the last round\'s rate alone would have sent another round', () => {
+    expect(expectedDowntimeMs(r)).toBeCloseTo(150, 6);
+    expect(decide(p, INITIAL_CONVERGENCE, r).decision.next).toBe('round');
+    const measured = { ...r, switchover: { rate: 250_000, fixedMs: 2 } }; // 2.5x the round, as loopback measures
+    expect(expectedDowntimeMs(measured)).toBeCloseTo(62, 6);
+    expect(decide(p, INITIAL_CONVERGENCE, measured).decision).toEqual({ next: 'stop-and-copy', reason: 'converged: expected downtime 62 ms, limit 100 ms' });
+  });
+
+  it('never expects less than the pause and a round trip', () => {
+    expect(expectedDowntimeMs({ ...r, dirtyBytes: 0, rttMs: 20, switchover: { rate: 1e9, fixedMs: 3 } })).toBeCloseTo(23, 6);
+  });
+});
