@@ -5,6 +5,7 @@ import { checkRamSize, GuestMemory } from '../memory/guest-memory.ts';
 import { PAGE_EVER_WRITTEN, PAGE_PRESENT, PAGE_SIZE } from '../memory/layout.ts';
 import { inflatePageFrame, isCompressedFrame } from '../memory/page-compression.ts';
 import { checkPageFrame, fillMissingPages, isPageFrame } from '../memory/page-frame.ts';
+import { holdReclaim } from '../memory/reclaim.ts';
 import { deferSpareRefill } from '../vm/vcpu-threads.ts';
 import { Vm } from '../vm/vm.ts';
 import { ownsItsBuffer } from '../wire/frame-mac.ts';
@@ -128,6 +129,8 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
   private finishedRecord: FinishedIncoming | undefined;
   /** Lets the host start its next spare vCPU thread: called when this migration ends. */
   private releaseSpare: () => void = () => {};
+  /** Lets this host run full collections again (reclaim.ts): called when this migration ends. */
+  private releaseReclaim: () => void = () => {};
 
   constructor(
     readonly id: string,
@@ -323,6 +326,7 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
     this.done = true;
     this.phase = 'done';
     this.releaseSpare();
+    this.releaseReclaim();
     const sourceUrl = this.sourceUrl();
     this.finishedRecord = {
       vm: this.setup?.vm, stats: this.stats, postcopy: this.postcopy !== undefined, acknowledged: false,
@@ -527,6 +531,7 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
       }
       this.vm = vm;
       this.setup = s;
+      this.releaseReclaim = holdReclaim(); // no full collection stalls this host mid-migration
       this.ctx = { pages: vm.memory.pages };
       this.phase = 'precopy';
       this.stats = new MigrationStats(s.vm, 'incoming', s.mode, this.peer, s.config.ramSize);

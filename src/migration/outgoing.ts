@@ -3,6 +3,7 @@ import { FerryError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { PAGE_EVER_WRITTEN, PAGE_SIZE } from '../memory/layout.ts';
 import { encodePages, PAGES_PER_FRAME } from '../memory/page-frame.ts';
+import { holdReclaim } from '../memory/reclaim.ts';
 import { XbzrleCache } from '../memory/xbzrle-cache.ts';
 import { dropSockets, openLink, type Dial } from '../wire/link.ts';
 import { closeWith, peerText } from '../wire/peer-text.ts';
@@ -288,6 +289,7 @@ export class OutgoingMigration {
 
   /** Runs the migration to a final status; never throws. */
   async run(): Promise<void> {
+    const releaseReclaim = holdReclaim(); // no full collection stalls this host mid-migration (reclaim.ts)
     try {
       await this.connect();
       if (this.p.mode === 'cold') await this.cold();
@@ -299,6 +301,7 @@ export class OutgoingMigration {
     } catch (e) {
       await this.fail(e instanceof FerryError ? e : new FerryError('EINTERNAL', (e as Error).message));
     } finally {
+      releaseReclaim();
       this.closeLink();
       this.hooks.update(this.stats);
     }
