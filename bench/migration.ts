@@ -4,7 +4,9 @@
  * (default 10) on fresh hosts, pre-copy migrations of idle VMs and of `memstress` working sets
  * and post-copy/hybrid migrations: the first migration of each pair of fresh hosts is a row of
  * its own. Prints one JSON object per migration, one summary per case (medians; downtime p50,
- * p99 and max; the downtime's page throughput ÷ raw TCP), then markdown tables.
+ * p99 and max; the downtime's page throughput ÷ raw TCP; the last round's expected downtime ÷
+ * the downtime that followed, and how many of those were based on a measured stop-and-copy rate),
+ * then markdown tables.
  *
  *   npx tsx bench/migration.ts            (FERRY_BENCH_QUICK=1: smaller cases, one run)
  */

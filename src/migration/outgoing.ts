@@ -570,17 +570,33 @@ export class OutgoingMigration {
             this.stats.info['switchover-deferrals'] = deferred;
             this.log.info({ round, expectedMs: round2(expectedNow), dirtyAtPause: all.length, pausedMs: round2(performance.now() - tPause) },
               'switch-over deferred: at the pause more was dirty than fits the downtime limit; the guest runs on for another round');
-            if (deferred >= MAX_SWITCHOVER_DEFERRALS) {
-              throw new FerryError('ENOCONVERGE', `pre-copy cannot converge: ${deferred} times the guest had dirtied more by the pause than the last round left `
-                + `(expected downtime ${round2(expectedNow)} ms against a limit of ${this.p.downtimeLimitMs} ms); raise --downtime-limit, use --mode hybrid, or allow --switchover-at-max-rounds`);
-            }
             pages = all;
             conv = state;
+            if (deferred >= MAX_SWITCHOVER_DEFERRALS) {
+              const why = `${deferred} times the guest had dirtied more by the pause than the last round left `
+                + `(expected downtime ${round2(expectedNow)} ms against a limit of ${this.p.downtimeLimitMs} ms)`;
+              if (this.p.mode === 'hybrid') {
+                // What post-copy is for: a guest that dirties faster than pre-copy can catch.
+                this.log.info({ round, why }, 'switching to post-copy');
+                this.stats.info['postcopy-switch'] = `pre-copy is not converging: ${why}`;
+                this.stats.info['switchover-reason'] = `post-copy: ${this.stats.info['postcopy-switch']}`;
+                await this.postcopy(pages, conv.throttle > 0);
+                return;
+              }
+              // Allowed above the limit at max rounds: the rounds go on to there.
+              if (!this.p.switchoverAtMaxRounds) {
+                throw new FerryError('ENOCONVERGE', `pre-copy cannot converge: ${why}; raise --downtime-limit, use --mode hybrid, or allow --switchover-at-max-rounds`);
+              }
+            }
             continue;
           }
           pausedHere = { tPause, tPaused, tSynced, last };
+          this.stats.info['switchover-reason'] = allowedAbove && expectedNow > this.p.downtimeLimitMs
+            ? `max rounds (${round}), allowed above the limit: expected downtime ${round2(expectedNow)} ms at the pause`
+            : decision.reason;
+        } else {
+          this.stats.info['switchover-reason'] = decision.reason;
         }
-        this.stats.info['switchover-reason'] = decision.reason;
         break;
       }
       if (decision.next === 'give-up') throw new FerryError('ENOCONVERGE', decision.reason);
@@ -624,8 +640,8 @@ export class OutgoingMigration {
     this.stats.info['downtime-ms'] = round2(tDone - tPause);
     const sample = { bytes: sent.raw, pauseMs: tSynced - tPause, sendMs: tDone - tSynced, roundRate };
     this.stats.info['stop-and-copy-mbps'] = round2((sample.bytes / sample.sendMs) * 8 / 1000);
-    // A guest that ran through the last round, and an answer on the link: a stop-and-copy as the next will be.
-    if (answered && this.pausedByUs) this.hooks.switchovers.record(key, sample);
+    // Plain frames, a guest that ran through the last round, and an answer on the link: a stop-and-copy as the next will be.
+    if (answered && this.pausedByUs && this.encoding === undefined) this.hooks.switchovers.record(key, sample);
     this.log.debug({
       pauseMs: round2(tPaused - tPause), syncMs: round2(tSynced - tPaused), lastPagesMs: round2(tSent - tSynced),
       stateAckMs: round2(tDone - tSent), lastPages: last.length,
@@ -742,9 +758,9 @@ export class OutgoingMigration {
     return answered;
   }
 
-  /** Switch-overs to the same destination with the same page encoding are alike. */
+  /** Plain switch-overs to the same destination under the same bandwidth cap are alike. */
   private switchoverKey(): string {
-    return `${this.p.to} ${this.stats.info.encoding ?? 'none'}`;
+    return `${this.p.to} cap=${this.p.maxBandwidth}`;
   }
 
   /**
@@ -753,14 +769,18 @@ export class OutgoingMigration {
    * statistics either way.
    */
   private expectedSwitchover(roundRate: number): { rate: number; fixedMs: number } | undefined {
+    if (this.encoding !== undefined) {
+      // How fast encoded pages move depends on how well they delta and compress: the workload's, not the destination's.
+      this.stats.info['downtime-estimate'] = 'at the last round\'s rate (encoded pages: a stop-and-copy moves them as fast as they encode)';
+      return undefined;
+    }
     const e = this.hooks.switchovers.estimate(this.switchoverKey(), roundRate);
     if (e === undefined) {
       this.stats.info['downtime-estimate'] = 'at the last round\'s rate (no switch-over to this destination measured yet)';
       return undefined;
     }
     // A paced link paces the stop-and-copy too: plain frames go no faster than --max-bandwidth.
-    const cap = this.encoding === undefined && this.p.maxBandwidth > 0 ? this.p.maxBandwidth / 1000 : Infinity;
-    const rate = Math.min(e.rate, cap);
+    const rate = this.p.maxBandwidth > 0 ? Math.min(e.rate, this.p.maxBandwidth / 1000) : e.rate;
     this.stats.info['downtime-estimate'] = `at the stop-and-copy rate measured to this destination (${e.samples} switch-over${e.samples === 1 ? '' : 's'}): `
       + `${round2((rate * 8) / 1000)} Mb/s after ${round2(e.fixedMs)} ms (the pause, the pipeline's start)`;
     return { rate, fixedMs: e.fixedMs };

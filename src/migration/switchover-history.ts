@@ -5,7 +5,8 @@
  * guest, and the stop-and-copy does not (on loopback with two cores the stop-and-copy moved
  * 2-3x the last round's rate). The expected downtime that decides the switch-over predicts a
  * stop-and-copy, so it should use a stop-and-copy's rate. Each pre-copy switch-over that ends
- * with the destination's answer leaves a sample, kept per destination and page encoding:
+ * with the destination's answer leaves a sample, kept per destination and bandwidth cap (plain
+ * page frames only: how fast encoded pages move depends on how well they encode, the workload's):
  *   - how long the pause and the last harvest took (the fixed part of a downtime),
  *   - the rate the stopped guest's pages moved at (from the harvest to the acknowledgement),
  *   - and that rate as a multiple of the migration's last round's rate.
@@ -16,7 +17,7 @@
  * With no sample yet, the round's own rate stands (convergence.ts), as QEMU's estimate does.
  */
 
-/** Samples kept per destination and encoding. */
+/** Samples kept per key (destination and bandwidth cap). */
 export const SAMPLES_KEPT = 5;
 /** A stop-and-copy that moved less says little about a rate (it is mostly fixed cost); it still times the pause. */
 export const MIN_RATE_SAMPLE_BYTES = 1024 * 1024;

@@ -83,4 +83,38 @@ describe('switch-over at the pause', () => {
       }
     });
   }
+
+  for (const allowed of ['switchover-at-max-rounds', 'hybrid'] as const) {
+    it(`a guest that bursts at every pause, with ${allowed === 'hybrid' ? 'post-copy allowed (hybrid)' : '--switchover-at-max-rounds'}: `
+      + `the deferrals do not fail it; ${allowed === 'hybrid' ? 'it switches to post-copy' : 'it switches over at max rounds'} and the destination holds the unmigrated guest`, async () => {
+      const net = new FakeNetwork(modelLogger());
+      const a = net.addHost('a');
+      const b = net.addHost('b');
+      const vm = new BurstyVm(7, 1000, 1_000);
+      a.vms.set('m', { vm, incoming: false });
+      vm.start();
+      vm.runGuest(50);
+      const mode = allowed === 'hybrid' ? 'hybrid' : 'precopy';
+      const mig = a.migrate('m', {
+        ...MIGRATE_DEFAULTS, to: b.url, mode, maxRounds: 8, postcopyAfterRounds: 30, downtimeLimitMs: 50, maxBandwidth: 100_000,
+        switchoverAtMaxRounds: allowed === 'switchover-at-max-rounds',
+      });
+      await settle(net, () => mig.stats.final);
+      const s = mig.stats.snapshot();
+      expect(s.status).toBe('completed');
+      if (allowed === 'hybrid') {
+        expect(s['switchover-deferrals']).toBe(5);
+        expect(s['postcopy-switch']).toMatch(/^pre-copy is not converging: 5 times the guest had dirtied more by the pause than the last round left/);
+      } else {
+        expect(s['switchover-deferrals']).toBeGreaterThanOrEqual(5);
+        expect(s['dirty-sync-count']).toBe(8);
+        expect(s['switchover-reason']).toMatch(/^max rounds \(8\), allowed above the limit: expected downtime [\d.]+ ms at the pause$/);
+      }
+      await settle(net, () => b.vms.get('m')?.vm.restored === true && net.ready().length === 0);
+      const there = b.vms.get('m')!.vm;
+      await there.pause();
+      const ref = referenceGuest(7, there.regs.steps);
+      expect(Buffer.compare(Buffer.from(there.memory.ram), Buffer.from(ref.ram))).toBe(0);
+    });
+  }
 });
