@@ -501,6 +501,8 @@ export class OutgoingMigration {
     let pausedHere: { tPause: number; tPaused: number; tSynced: number; last: Uint32Array } | undefined;
     /** The last round's rate, plain page-frame bytes per ms. */
     let roundRate = 0;
+    /** The downtime a measured estimate expected when it decided the switch-over (undefined: the round's rate decided). */
+    let expectedAtSwitch: number | undefined;
     if (this.p.xbzrle !== 'auto' && this.p.compress !== 'auto') this.useEncoding(undefined, pages.length);
     for (let round = 1; ; round++) {
       const link = this.link!;
@@ -523,7 +525,7 @@ export class OutgoingMigration {
       roundRate = bytes / ms;
       const result = {
         rounds: round, bytes, ms, rttMs, stateBytes: STATE_SECTION_ESTIMATE + this.consoleSection().console.length, dirtyBytes: dirty.length * PAGE_SIZE,
-        stopped: vm.state !== 'running', postcopyRequested: this.asked.postcopy, switchover: this.expectedSwitchover(roundRate),
+        stopped: vm.state !== 'running', postcopyRequested: this.asked.postcopy, switchover: this.expectedSwitchover(roundRate, dirty.length * PAGE_SIZE),
       };
       const expected = expectedDowntimeMs(result);
       this.stats.round({
@@ -591,10 +593,12 @@ export class OutgoingMigration {
             continue;
           }
           pausedHere = { tPause, tPaused, tSynced, last };
+          expectedAtSwitch = result.switchover === undefined ? undefined : expectedNow;
           this.stats.info['switchover-reason'] = allowedAbove && expectedNow > this.p.downtimeLimitMs
             ? `max rounds (${round}), allowed above the limit: expected downtime ${round2(expectedNow)} ms at the pause`
             : decision.reason;
         } else {
+          expectedAtSwitch = result.switchover === undefined ? undefined : expected;
           this.stats.info['switchover-reason'] = decision.reason;
         }
         break;
@@ -638,7 +642,7 @@ export class OutgoingMigration {
     const answered = await this.switchOver();
     const tDone = performance.now();
     this.stats.info['downtime-ms'] = round2(tDone - tPause);
-    const sample = { bytes: sent.raw, pauseMs: tSynced - tPause, sendMs: tDone - tSynced, roundRate };
+    const sample = { bytes: sent.raw, pauseMs: tSynced - tPause, sendMs: tDone - tSynced, roundRate, ...(expectedAtSwitch === undefined ? {} : { expectedMs: expectedAtSwitch }) };
     this.stats.info['stop-and-copy-mbps'] = round2((sample.bytes / sample.sendMs) * 8 / 1000);
     // Plain frames, a guest that ran through the last round, and an answer on the link: a stop-and-copy as the next will be.
     if (answered && this.pausedByUs && this.encoding === undefined) this.hooks.switchovers.record(key, sample);
@@ -768,21 +772,23 @@ export class OutgoingMigration {
    * measured to the same destination (undefined: none yet, the round's rate stands); said in the
    * statistics either way.
    */
-  private expectedSwitchover(roundRate: number): { rate: number; fixedMs: number } | undefined {
+  private expectedSwitchover(roundRate: number, dirtyBytes: number): { rate: number; fixedMs: number } | undefined {
     if (this.encoding !== undefined) {
       // How fast encoded pages move depends on how well they delta and compress: the workload's, not the destination's.
       this.stats.info['downtime-estimate'] = 'at the last round\'s rate (encoded pages: a stop-and-copy moves them as fast as they encode)';
       return undefined;
     }
-    const e = this.hooks.switchovers.estimate(this.switchoverKey(), roundRate);
+    const e = this.hooks.switchovers.estimate(this.switchoverKey(), roundRate, dirtyBytes);
     if (e === undefined) {
-      this.stats.info['downtime-estimate'] = 'at the last round\'s rate (no switch-over to this destination measured yet)';
+      const upTo = this.hooks.switchovers.measuredUpTo(this.switchoverKey());
+      this.stats.info['downtime-estimate'] = upTo === 0 ? 'at the last round\'s rate (no switch-over to this destination measured yet)'
+        : `at the last round's rate (switch-overs to this destination were measured up to ${mib(upTo)}, not ${mib(dirtyBytes)})`;
       return undefined;
     }
     // A paced link paces the stop-and-copy too: plain frames go no faster than --max-bandwidth.
     const rate = this.p.maxBandwidth > 0 ? Math.min(e.rate, this.p.maxBandwidth / 1000) : e.rate;
     this.stats.info['downtime-estimate'] = `at the stop-and-copy rate measured to this destination (${e.samples} switch-over${e.samples === 1 ? '' : 's'}): `
-      + `${round2((rate * 8) / 1000)} Mb/s after ${round2(e.fixedMs)} ms (the pause, the pipeline's start)`;
+      + `${round2((rate * 8) / 1000)} Mb/s after ${round2(e.fixedMs)} ms (the pause, the pipeline's start), with a margin of ${round2(e.margin)}x`;
     return { rate, fixedMs: e.fixedMs };
   }
 
@@ -1163,4 +1169,8 @@ function union(a: ArrayLike<number>, b: ArrayLike<number>): Uint32Array {
   for (let i = 0; i < a.length; i++) s.add(a[i]!);
   for (let i = 0; i < b.length; i++) s.add(b[i]!);
   return Uint32Array.from([...s].sort((x, y) => x - y));
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
 }
