@@ -10,6 +10,7 @@
  * still does not converge after ROUNDS_AT_MAX_THROTTLE rounds at the highest throttle gives up:
  * the migration fails and the guest runs on at the source (a wait that could never end, else).
  */
+import { mib, round2 } from './stats.ts';
 
 /** Auto-converge as QEMU: trigger when dirtying outpaces 50 % of sending twice, 20 % then +10 %, cap 99 %. */
 export const THROTTLE_TRIGGER = 0.5;
@@ -133,12 +134,4 @@ export function decide(p: ConvergenceParams, s: ConvergenceState, r: RoundResult
   const notConverging = `pre-copy is not converging: round ${r.rounds} left ${mib(r.dirtyBytes)} dirty of ${mib(r.bytes)} sent (the guest dirties memory `
     + `about as fast as the link sends it), expected downtime ${round2(expected)} ms against a limit of ${p.downtimeLimitMs} ms; ${what}`;
   return { decision: { next: 'round', throttle: next.throttle, notConverging }, state: next };
-}
-
-function mib(bytes: number): string {
-  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
-}
-
-function round2(n: number): number {
-  return Math.round(n * 100) / 100;
 }

@@ -24,7 +24,7 @@ import type { SwitchoverHistory } from './switchover-history.ts';
 import {
   decodeMsg, DEVICES, encodeMsg, ISA, LINK_PING_MS, LINK_SILENT_MS, MIGRATION_MAX_PAYLOAD, MIGRATION_PROTOCOL_VERSION, type MigrationMsg, type RunState,
 } from './protocol.ts';
-import { MigrationStats, round2, type MigrationStatus } from './stats.ts';
+import { mib, MigrationStats, round2, type MigrationStatus } from './stats.ts';
 
 export type MigrationMode = 'precopy' | 'cold' | 'postcopy' | 'hybrid';
 
@@ -768,9 +768,9 @@ export class OutgoingMigration {
   }
 
   /**
-   * The stop-and-copy this migration can expect after a round at `roundRate`, from the ones
-   * measured to the same destination (undefined: none yet, the round's rate stands); said in the
-   * statistics either way.
+   * The stop-and-copy of `dirtyBytes` this migration can expect after a round at `roundRate`, from
+   * the ones measured to the same destination (undefined: none of a comparable size, or encoded
+   * pages; the round's rate stands); said in the statistics either way.
    */
   private expectedSwitchover(roundRate: number, dirtyBytes: number): { rate: number; fixedMs: number } | undefined {
     if (this.encoding !== undefined) {
@@ -1169,8 +1169,4 @@ function union(a: ArrayLike<number>, b: ArrayLike<number>): Uint32Array {
   for (let i = 0; i < a.length; i++) s.add(a[i]!);
   for (let i = 0; i < b.length; i++) s.add(b[i]!);
   return Uint32Array.from([...s].sort((x, y) => x - y));
-}
-
-function mib(bytes: number): string {
-  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
 }

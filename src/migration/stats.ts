@@ -202,3 +202,8 @@ export class MigrationStats {
 export function round2(v: number): number {
   return Math.round(v * 100) / 100;
 }
+
+/** Bytes as MiB with one decimal, for messages. */
+export function mib(bytes: number): string {
+  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+}
