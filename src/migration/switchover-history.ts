@@ -16,7 +16,8 @@
  * follows it), never faster than the fitted rate where samples of several sizes gave one, after
  * the median pause and the fixed part; all of it slowed by a margin for the stop-and-copy's own
  * spread, widened when the samples' own measured estimates were beaten by more.
- * With no sample yet, the round's own rate stands (convergence.ts), as QEMU's estimate does.
+ * With no sample yet, for a size beyond EXTRAPOLATE_UP_TO of the largest measured, and for encoded
+ * pages, the round's own rate stands (convergence.ts), as QEMU's estimate does.
  */
 
 /** Samples kept per key (destination and bandwidth cap). */
@@ -39,7 +40,7 @@ export const EXTRAPOLATE_UP_TO = 1.5;
 export const MAX_DESTINATIONS = 64;
 
 export interface SwitchoverSample {
-  /** Plain page-frame bytes the stop-and-copy sent (what encoded frames stood for). */
+  /** Page-frame bytes the stop-and-copy sent (plain frames: encoded stop-and-copies are not sampled). */
   bytes: number;
   /** From the guest's pause to the last harvest of its dirty pages. */
   pauseMs: number;
@@ -53,9 +54,9 @@ export interface SwitchoverSample {
 
 /** What the next stop-and-copy to a destination is expected to cost. */
 export interface SwitchoverEstimate {
-  /** Plain page-frame bytes per ms. */
+  /** Plain page-frame bytes per ms, margin included. */
   rate: number;
-  /** The pause and the last harvest, ms. */
+  /** The pause and the last harvest, then the sending pipeline's start (the fitted line's fixed part), margin included, ms. */
   fixedMs: number;
   /** Samples the rate came from. */
   samples: number;
