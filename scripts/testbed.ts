@@ -120,7 +120,7 @@ async function up(args: string[]): Promise<void> {
         void down(1);
       });
     }
-    const cli = `node ${join(ROOT, 'bin', 'ferry.mjs')}`;
+    const cli = `node --import tsx ${join(ROOT, 'src', 'cli.ts')}`;
     process.stdout.write([
       `Ferry test bed up: link ${describeProfile(profile)}`,
       ...(bed.shaper ? [`  the link: scripts/link-shaper.py (pid ${bed.shaper.pid}) in namespace ${bed.wireNs}, between ${bed.linkDev.a} (host a) and ${bed.linkDev.b} (host b)`] : []),

@@ -9,6 +9,8 @@ import { migrateCommand } from './cli/migrate-command.ts';
 import { monitorCommand } from './cli/monitor.ts';
 import { DEFAULT_HOST_URL, vmCommand } from './cli/vm-commands.ts';
 import { builtPrograms } from './vm/programs.ts';
+import { completionCommands } from './cli/completion.ts';
+import { FERRY_VERSION } from './version.ts';
 
 /** Exit codes (DESIGN §7): 0 success, 1 operation failed, 2 bad usage. */
 const EXIT_FAILED = 1;
@@ -17,6 +19,7 @@ const EXIT_USAGE = 2;
 function buildProgram(): Command {
   const program = new Command('ferry')
     .description('Run RV32IM guest VMs in worker threads and move them live between hosts.')
+    .version(FERRY_VERSION, '-V, --version', 'print the version')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
     .addOption(new Option('--host <url>', 'the host to talk to').env('FERRY_HOST').default(DEFAULT_HOST_URL))
@@ -43,6 +46,9 @@ function buildProgram(): Command {
   program.addCommand(migrateCommand());
   program.addCommand(monitorCommand());
   program.addCommand(demoCommand());
+  const [completion, answer] = completionCommands();
+  program.addCommand(completion!);
+  program.addCommand(answer!, { hidden: true });
   // Subcommands inherit exitOverride only if set before they are added; set it on all of them.
   const override = (c: Command): void => {
     c.exitOverride();

@@ -3,7 +3,11 @@ import { fileURLToPath } from 'node:url';
 import { FerryError } from '../errors.ts';
 import { ControlClient, type ConnectOptions } from '../wire/control-client.ts';
 
-const CLI = fileURLToPath(new URL('../cli.ts', import.meta.url));
+// Run from the TypeScript sources (tests, bench, the repo's demo) the child loads them through tsx;
+// installed, the compiled cli.js beside this module runs as it is.
+const COMPILED = !import.meta.url.endsWith('.ts');
+const CLI = fileURLToPath(new URL(COMPILED ? '../cli.js' : '../cli.ts', import.meta.url));
+const LOADER = COMPILED ? [] : ['--import', 'tsx'];
 
 export interface HostProcess {
   name: string;
@@ -16,7 +20,7 @@ export interface HostProcess {
 
 /** Runs `ferry host start` as a child process on a free loopback port, connected and ready. */
 export async function startHostProcess(name: string, extraArgs: string[] = [], connect: ConnectOptions = {}): Promise<HostProcess> {
-  const proc = spawn(process.execPath, ['--import', 'tsx', CLI, 'host', 'start', '--listen', '127.0.0.1:0', '--name', name, ...extraArgs], {
+  const proc = spawn(process.execPath, [...LOADER, CLI, 'host', 'start', '--listen', '127.0.0.1:0', '--name', name, ...extraArgs], {
     stdio: ['ignore', 'pipe', 'inherit'],
     env: { ...process.env, FERRY_LOG_LEVEL: process.env.FERRY_LOG_LEVEL ?? 'warn' },
   });

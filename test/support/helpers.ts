@@ -150,10 +150,10 @@ export function runCli(args: string[], timeoutMs = 30_000, input?: string): Prom
   return runProcess(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], timeoutMs, input);
 }
 
-/** Spawns a process from the repo root (stdin ignored, or fed `input`); kills it after `timeoutMs`. */
-export function runProcess(cmd: string, args: string[], timeoutMs = 30_000, input?: string): Promise<CliResult> {
+/** Spawns a process from the repo root or `o.cwd` (stdin ignored, or fed `input`); kills it after `timeoutMs`. */
+export function runProcess(cmd: string, args: string[], timeoutMs = 30_000, input?: string, o: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd: REPO_ROOT, stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, { cwd: o.cwd ?? REPO_ROOT, ...(o.env ? { env: o.env } : {}), stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
     if (input !== undefined) child.stdin!.end(input, 'latin1');
     const out: Buffer[] = [];
     const err: Buffer[] = [];
