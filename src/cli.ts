@@ -1,20 +1,29 @@
 #!/usr/bin/env node
 import { Command, CommanderError, Option } from 'commander';
-import { FerryError, UsageError } from './errors.ts';
+import { ReportedError, UsageError } from './errors.ts';
 import { collect } from './cli/parse.ts';
 import { runCommand, type RunOptions } from './cli/run.ts';
 import { hostCommand } from './cli/host-command.ts';
 import { demoCommand } from './cli/demo.ts';
-import { migrateCommand } from './cli/migrate-command.ts';
+import { migrateCommand, migrationCommand } from './cli/migrate-command.ts';
 import { monitorCommand } from './cli/monitor.ts';
 import { DEFAULT_HOST_URL, vmCommand } from './cli/vm-commands.ts';
 import { builtPrograms } from './vm/programs.ts';
 import { completionCommands } from './cli/completion.ts';
 import { FERRY_VERSION } from './version.ts';
 
-/** Exit codes (DESIGN §7): 0 success, 1 operation failed, 2 bad usage. */
+/**
+ * Exit codes (DESIGN §7): 0 success, 1 operation failed, 2 bad usage; 141 when stdout is closed
+ * under a command (`| head`), quietly, as a tool killed by SIGPIPE.
+ */
 const EXIT_FAILED = 1;
 const EXIT_USAGE = 2;
+const EXIT_STDOUT_CLOSED = 128 + 13;
+
+/** Commander's own messages ("error: unknown command ...") in the CLI's voice: "ferry: ...". */
+const OUTPUT = {
+  outputError: (text: string, write: (s: string) => void) => write(text.replace(/^error: /, 'ferry: ')),
+};
 
 function buildProgram(): Command {
   const program = new Command('ferry')
@@ -44,6 +53,7 @@ function buildProgram(): Command {
   program.addCommand(hostCommand());
   program.addCommand(vmCommand());
   program.addCommand(migrateCommand());
+  program.addCommand(migrationCommand());
   program.addCommand(monitorCommand());
   program.addCommand(demoCommand());
   const [completion, answer] = completionCommands();
@@ -52,10 +62,18 @@ function buildProgram(): Command {
   // Subcommands inherit exitOverride only if set before they are added; set it on all of them.
   const override = (c: Command): void => {
     c.exitOverride();
+    c.configureOutput(OUTPUT);
     c.showHelpAfterError('(run with --help for usage)');
     c.commands.forEach(override);
   };
   override(program);
+  program.hook('preAction', (_root, action) => {
+    // A closed stdout ends a command quietly; a host keeps running (its output is a log).
+    const isHost = action.name() === 'start' && action.parent?.name() === 'host';
+    process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'EPIPE' && !isHost) process.exit(EXIT_STDOUT_CLOSED);
+    });
+  });
   return program;
 }
 
@@ -69,9 +87,10 @@ async function main(argv: string[]): Promise<void> {
       return;
     }
     const usage = err instanceof UsageError;
-    const msg = err instanceof FerryError || err instanceof Error ? err.message : String(err);
-    process.stderr.write(`ferry: ${msg}\n`);
-    process.exitCode = usage ? EXIT_USAGE : EXIT_FAILED;
+    if (!(err instanceof ReportedError)) process.stderr.write(`ferry: ${err instanceof Error ? err.message : String(err)}\n`);
+    // Nothing a failed command left behind (a connection, a timer) keeps it from ending.
+    // (stdout and stderr are synchronous on pipes and files here: nothing written is lost.)
+    process.exit(usage ? EXIT_USAGE : EXIT_FAILED);
   }
 }
 

@@ -21,3 +21,14 @@ export class UsageError extends FerryError {
     this.name = 'UsageError';
   }
 }
+
+/**
+ * A failed operation whose outcome the command has already printed (as JSON on stdout, say): the
+ * CLI exits with status 1 and prints nothing more, so nothing is said twice.
+ */
+export class ReportedError extends FerryError {
+  constructor(code: string, message: string) {
+    super(code, message);
+    this.name = 'ReportedError';
+  }
+}

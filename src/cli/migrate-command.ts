@@ -1,9 +1,9 @@
-import { Presets, SingleBar } from 'cli-progress';
 import { Command, Option } from 'commander';
 import type { ControlClient } from '../wire/control-client.ts';
 import type { MigrationInfo } from '../migration/stats.ts';
 import { FINAL_STATUSES } from '../migration/stats.ts';
-import { FerryError, UsageError } from '../errors.ts';
+import { FerryError, ReportedError, UsageError } from '../errors.ts';
+import { MigrationProgress, statisticsTable } from './migration-progress.ts';
 import { fmtBytes, printJson } from './output.ts';
 import { parseCount, parseSize } from './parse.ts';
 import { connect, type GlobalOptions } from './vm-commands.ts';
@@ -22,6 +22,7 @@ interface MigrateOpts {
   switchoverAtMaxRounds?: boolean;
   giveUpAfter?: string;
   autoRecover: boolean;
+  detach?: boolean;
   wait: boolean;
   json?: boolean;
 }
@@ -47,42 +48,22 @@ export function migrationSummary(s: MigrationInfo): string {
   return `${base} (${s.direction === 'outgoing' ? 'to' : 'from'} ${s.peer}): ${why}${parts.join(', ')}`;
 }
 
-/** A progress bar on a TTY: sent out of sent + still dirty (it can move back), round, rate, expected downtime. */
-function progressBar(): { update(s: MigrationInfo): void; stop(): void } {
-  const bar = new SingleBar({
-    format: '{vm} {status} [{bar}] {percentage}% | round {round} | {sent} sent, {dirty} dirty | {rate} Mbit/s | expected downtime {expected} ms',
-    stream: process.stderr,
-    hideCursor: true,
-    clearOnComplete: true,
-  }, Presets.shades_classic);
-  let started = false;
+/** The live status on a terminal: one line, redrawn in place (migration-progress.ts). */
+function liveLine(): { update(s: MigrationInfo): void; stop(): void } {
+  const progress = new MigrationProgress();
+  let shown = false;
   return {
     update(s) {
-      const total = Math.max(1, s['transferred-bytes'] + s['remaining-bytes']);
-      const payload = {
-        vm: s.vm, status: s.status, round: s['dirty-sync-count'], sent: fmtBytes(s['transferred-bytes']),
-        dirty: fmtBytes(s['remaining-bytes']), rate: s.mbps.toFixed(0), expected: s['expected-downtime-ms'] ?? '-',
-      };
-      if (!started) {
-        bar.start(total, s['transferred-bytes'], payload);
-        started = true;
-      } else {
-        bar.setTotal(total);
-        bar.update(s['transferred-bytes'], payload);
-      }
+      const width = process.stderr.columns ?? 120;
+      const text = progress.line(s);
+      process.stderr.write(`\r\x1b[K${text.length > width - 1 ? `${text.slice(0, width - 2)}…` : text}`);
+      shown = true;
     },
     stop() {
-      if (started) bar.stop();
+      if (shown) process.stderr.write('\r\x1b[K');
+      shown = false;
     },
   };
-}
-
-/** One line of live status (migrate status, the monitor): status, round, remaining, rate, expected downtime. */
-function progressLine(s: MigrationInfo): string {
-  const exp = s['expected-downtime-ms'] !== undefined ? `, expected downtime ${s['expected-downtime-ms']} ms` : '';
-  const warning = s['convergence-warning'] !== undefined ? `; ${s['convergence-warning']}` : '';
-  return `${s.vm} ${s.status}: round ${s['dirty-sync-count']}, ${fmtBytes(s['transferred-bytes'])} sent, `
-    + `${fmtBytes(s['remaining-bytes'])} dirty, ${s.mbps.toFixed(0)} Mbit/s${exp}${warning}`;
 }
 
 /**
@@ -136,36 +117,104 @@ function pausedNotice(name: string): (s: MigrationInfo) => void {
   let warned = false;
   return (s) => {
     if (s.status === 'postcopy-paused' && last !== 'postcopy-paused') {
-      process.stderr.write(`${name}: postcopy-paused: ${s['error-desc'] ?? 'link lost'} ("ferry migrate recover ${name}" reconnects now)\n`);
+      process.stderr.write(`${name}: postcopy-paused: ${s['error-desc'] ?? 'link lost'} ("ferry migration recover ${name}" reconnects now)\n`);
     }
     const warning = s['convergence-warning'];
     if (warning !== undefined && !warned) process.stderr.write(`${name}: ${warning}\n`);
     warned = warning !== undefined;
     if (s.status === 'outcome-unknown' && last !== 'outcome-unknown') {
-      process.stderr.write(`${name}: outcome-unknown: ${s['error-desc'] ?? 'the link was lost at the switch-over'}; the VM stays paused here until the destination answers ("ferry migrate resolve ${name} --release|--resume" decides)\n`);
+      process.stderr.write(`${name}: outcome-unknown: ${s['error-desc'] ?? 'the link was lost at the switch-over'}; the VM stays paused here until the destination answers ("ferry migration resolve ${name} --release|--resume" decides)\n`);
     }
     last = s.status;
   };
 }
 
+/** Statuses after which the source can no longer cancel: the destination runs (or may run) the guest. */
+const PAST_SWITCHOVER: readonly string[] = ['device', 'outcome-unknown', 'postcopy-active', 'postcopy-paused'];
+
+/** Prints a finished migration once: its summary (a table on a terminal) or JSON; a failure exits 1 with it. */
+function report(final: MigrationInfo, json: boolean, failure = (s: MigrationInfo) => migrationSummary(s)): void {
+  if (final.status === 'completed') {
+    if (json) printJson(final);
+    else if (process.stdout.isTTY === true) process.stdout.write(`${migrationSummary(final)}\n${statisticsTable(final)}\n`);
+    else process.stdout.write(`${migrationSummary(final)}\n`);
+    return;
+  }
+  if (json) {
+    printJson(final);
+    throw new ReportedError('EMIGRATE', failure(final));
+  }
+  throw new FerryError('EMIGRATE', failure(final));
+}
+
+/** Old spellings of the `ferry migration` verbs: a VM may be named so, but without --to say where they went. */
+const MIGRATION_VERBS = ['status', 'cancel', 'start-postcopy', 'pause', 'recover', 'resolve'];
+
 /**
- * Options of a subcommand that the parent `migrate` also defines: commander gives `--json` and
- * `--no-wait` written after the subcommand to the parent, so both are read.
+ * Waits for a migration `ferry migrate` started, with Ctrl-C meaning what `virsh migrate` users
+ * expect: before the switch-over it cancels (the VM runs on here); after it, it explains why it
+ * cannot, and a second Ctrl-C stops watching. With --detach, Ctrl-C stops watching at once.
  */
-function subOpts(self: Command): GlobalOptions & { json: boolean; wait: boolean } {
-  const own = self.opts<{ json?: boolean; wait?: boolean }>();
-  const parent = self.parent?.opts<{ json?: boolean; wait?: boolean }>() ?? {};
-  return {
-    ...self.optsWithGlobals<GlobalOptions>(),
-    json: own.json === true || parent.json === true,
-    wait: own.wait !== false && parent.wait !== false,
+async function follow(c: ControlClient, name: string, o: { json: boolean; detach: boolean }): Promise<void> {
+  const live = process.stderr.isTTY === true && !o.json ? liveLine() : undefined;
+  const notice = pausedNotice(name);
+  let last: MigrationInfo | undefined;
+  let cancelling = false;
+  let explained = false;
+  let leave: ((why: string) => void) | undefined;
+  const left = new Promise<string>((resolve) => { leave = resolve; });
+  const say = (text: string) => {
+    live?.stop();
+    process.stderr.write(`${text}\n`);
   };
+  const onSigint = () => {
+    const status = last?.status ?? 'setup';
+    if (o.detach || (cancelling && !PAST_SWITCHOVER.includes(status)) || explained) {
+      leave!(o.detach ? 'detached' : 'interrupted');
+      return;
+    }
+    if (PAST_SWITCHOVER.includes(status)) {
+      explained = true;
+      say(`${name}: the migration is past its switch-over (${status}): the guest runs on the destination, which still needs pages from here, so it cannot be cancelled. It goes on without this command: Ctrl-C again stops watching ("ferry migration status ${name}" follows it).`);
+      return;
+    }
+    cancelling = true;
+    say(`${name}: cancelling the migration (Ctrl-C again stops waiting for the cancel)`);
+    c.request('migrate.cancel', { name }).catch((e: Error) => {
+      // Too late: it switched over meanwhile. Say so once, and go on watching.
+      explained = true;
+      say(`${name}: cannot cancel: ${e.message}. Ctrl-C again stops watching.`);
+    });
+  };
+  process.on('SIGINT', onSigint);
+  try {
+    const done = waitForMigration(c, name, (s) => {
+      last = s;
+      notice(s);
+      live?.update(s);
+    });
+    const outcome = await Promise.race([done, left]);
+    live?.stop();
+    if (typeof outcome === 'string') {
+      done.catch(() => undefined);
+      const status = last?.status ?? 'setup';
+      if (outcome === 'detached') {
+        process.stderr.write(`${name}: detached; the migration goes on (${status}): "ferry migration status ${name}" follows it\n`);
+        return;
+      }
+      throw new FerryError('EINTERRUPTED', `stopped watching; the migration goes on (${status}): "ferry migration status ${name}" follows it`);
+    }
+    report(outcome, o.json);
+  } finally {
+    process.off('SIGINT', onSigint);
+    live?.stop();
+  }
 }
 
 export function migrateCommand(): Command {
-  const cmd = new Command('migrate')
-    .description('Move a VM live to another host (status, start-postcopy, pause, recover, cancel: see below)')
-    .argument('<name>', 'VM name')
+  return new Command('migrate')
+    .description('Move a VM live to another host (then "ferry migration status|cancel|... NAME")')
+    .argument('<name>', 'VM name (any: "ferry migrate status --to URL" moves a VM named status)')
     .option('--to <url>', 'destination host, ws://HOST:PORT (wss:// for a TLS host)')
     .addOption(new Option('--mode <mode>', 'precopy while it runs; postcopy (resume there at once, pages fetched on demand); hybrid (pre-copy, then post-copy); cold for a stopped VM').choices(['precopy', 'postcopy', 'hybrid', 'cold']).default('precopy'))
     .option('--downtime-limit <ms>', 'switch over once the rest fits in this downtime (default 300, as QEMU)')
@@ -174,15 +223,20 @@ export function migrateCommand(): Command {
     .option('--switchover-at-max-rounds', 'at --max-rounds, switch over even above the downtime limit (instead of throttling)')
     .option('--auto-converge', 'throttle the vCPU when it dirties memory faster than it can be sent')
     .option('--postcopy-after-rounds <n>', 'hybrid: switch to post-copy after N pre-copy rounds (it also switches when pre-copy does not converge)')
-    .option('--no-auto-recover', 'post-copy: when the link drops, wait for "migrate recover" instead of reconnecting with backoff')
+    .option('--no-auto-recover', 'post-copy: when the link drops, wait for "ferry migration recover" instead of reconnecting with backoff')
     .option('--give-up-after <ms>', 'post-copy: give the VM up (lost, on both hosts) after this long without a link (default: never)')
     .addOption(new Option('--xbzrle <mode>', 'pre-copy: send re-sent pages as deltas against the version sent before (auto: when the link is the bottleneck)').choices(['auto', 'on', 'off']).default('auto'))
     .addOption(new Option('--compress <mode>', 'pre-copy: compress page frames with LZ4 (auto: when the link is the bottleneck and it shrinks them)').choices(['auto', 'on', 'off']).default('auto'))
     .option('--xbzrle-cache <bytes>', 'the delta cache: the last-sent versions of this much memory, e.g. 256M (default: the dirty set when deltas start, and a quarter more, up to 512M)')
+    .option('--detach', 'Ctrl-C stops watching and leaves the migration running (without it, Ctrl-C cancels a migration before its switch-over)')
     .option('--no-wait', 'return as soon as the migration has started')
     .option('--json', 'print the final statistics as JSON')
     .action(async (name: string, o: MigrateOpts, self: Command) => {
-      if (o.to === undefined) throw new UsageError('--to ws://HOST:PORT is required');
+      if (o.to === undefined) {
+        throw new UsageError(MIGRATION_VERBS.includes(name)
+          ? `--to ws://HOST:PORT is required (to ${name} a migration: "ferry migration ${name} NAME")`
+          : '--to ws://HOST:PORT is required');
+      }
       const params: Record<string, unknown> = { name, to: o.to, mode: o.mode, autoConverge: o.autoConverge ?? false };
       if (!o.autoRecover) params.autoRecover = false;
       if (o.downtimeLimit !== undefined) params.downtimeLimitMs = parseCount(o.downtimeLimit, 'downtime limit');
@@ -202,32 +256,29 @@ export function migrateCommand(): Command {
           else process.stdout.write(`${name}: migration to ${o.to} started\n`);
           return;
         }
-        const bar = process.stderr.isTTY === true && !o.json ? progressBar() : undefined;
-        const notice = pausedNotice(name);
-        const final = await waitForMigration(c, name, (s) => {
-          notice(s);
-          bar?.update(s);
-        }).finally(() => bar?.stop());
-        if (o.json) printJson(final);
-        else process.stdout.write(`${migrationSummary(final)}\n`);
-        if (final.status !== 'completed') throw new FerryError('EMIGRATE', migrationSummary(final));
+        await follow(c, name, { json: o.json === true, detach: o.detach === true });
       } finally {
         await c.close();
       }
     });
+}
+
+/** `ferry migration VERB NAME`: what follows a migration once it is started (QEMU's query-migrate, migrate_cancel, ...). */
+export function migrationCommand(): Command {
+  const cmd = new Command('migration')
+    .description('Follow or steer a migration: status, cancel, start-postcopy, pause, recover, resolve (run on the source host)');
 
   cmd.command('status')
     .description('Statistics of the current or last migration of a VM on this host (QEMU query-migrate names)')
     .argument('<name>', 'VM name')
     .option('--json', 'print one JSON document')
-    .action(async (name: string, _o: unknown, self: Command) => {
-      // `--json` after `status` may be taken by the parent `migrate` command: read it from both.
-      const o = self.optsWithGlobals<GlobalOptions & { json?: boolean }>();
-      const c = await connect(o, 'ferry-migrate');
+    .action(async (name: string, o: { json?: boolean }, self: Command) => {
+      const c = await connect(self.optsWithGlobals<GlobalOptions>(), 'ferry-migrate');
       try {
         const s = await c.request<MigrationInfo>('migrate.status', { name });
         if (o.json) printJson(s);
-        else process.stdout.write(`${s.status === 'active' || s.status === 'setup' || s.status === 'device' ? progressLine(s) : migrationSummary(s)}\n`);
+        else if (s.status === 'setup' || s.status === 'active' || s.status === 'device') process.stdout.write(`${new MigrationProgress().line(s)}\n`);
+        else process.stdout.write(`${migrationSummary(s)}\n`);
       } finally {
         await c.close();
       }
@@ -250,17 +301,19 @@ export function migrateCommand(): Command {
     .description('Drop the link of a post-copy migration on purpose (as QEMU migrate-pause); it stays postcopy-paused until "recover"')
     .argument('<name>', 'VM name')
     .option('--json', 'print the migration\'s statistics as JSON')
-    .action(async (name: string, _o: unknown, self: Command) => {
-      const o = subOpts(self);
-      const c = await connect(o, 'ferry-migrate');
+    .action(async (name: string, o: { json?: boolean }, self: Command) => {
+      const c = await connect(self.optsWithGlobals<GlobalOptions>(), 'ferry-migrate');
       try {
         const asked = await c.request<MigrationInfo>('migrate.pause', { name });
         // The link drops right after the answer: report the status it lands in.
         const s = asked.status === 'postcopy-paused' ? asked : await waitForMigration(c, name, undefined, (i) => i.status === 'postcopy-paused');
+        if (s.status !== 'postcopy-paused') {
+          if (o.json) printJson(s);
+          const why = `the migration of "${name}" ended before it could be paused: ${migrationSummary(s)}`;
+          throw o.json ? new ReportedError('ESTATE', why) : new FerryError('ESTATE', why);
+        }
         if (o.json) printJson(s);
-        else if (s.status === 'postcopy-paused') process.stdout.write(`${name}: migration postcopy-paused; "ferry migrate recover ${name}" reconnects it\n`);
-        else process.stdout.write(`${migrationSummary(s)}\n`);
-        if (s.status !== 'postcopy-paused') throw new FerryError('ESTATE', `the migration of "${name}" ended before it could be paused: ${s.status}`);
+        else process.stdout.write(`${name}: migration postcopy-paused; "ferry migration recover ${name}" reconnects it\n`);
       } finally {
         await c.close();
       }
@@ -271,9 +324,8 @@ export function migrateCommand(): Command {
     .argument('<name>', 'VM name')
     .option('--no-wait', 'return as soon as the reconnection has started')
     .option('--json', 'print the final statistics as JSON')
-    .action(async (name: string, _o: unknown, self: Command) => {
-      const o = subOpts(self);
-      const c = await connect(o, 'ferry-migrate');
+    .action(async (name: string, o: { json?: boolean; wait: boolean }, self: Command) => {
+      const c = await connect(self.optsWithGlobals<GlobalOptions>(), 'ferry-migrate');
       try {
         const asked = await c.request<MigrationInfo>('migrate.recover', { name });
         if (!o.wait) {
@@ -284,14 +336,11 @@ export function migrateCommand(): Command {
         // Stop waiting if the attempt this asked for fails: the migration stays postcopy-paused.
         const failedAttempt = (s: MigrationInfo) => s.status === 'postcopy-paused' && s['error-desc'] !== asked['error-desc']
           && /recovery attempt \d+ failed/.test(s['error-desc'] ?? '');
-        const bar = process.stderr.isTTY === true && !o.json ? progressBar() : undefined;
-        const final = await waitForMigration(c, name, bar ? (s) => bar.update(s) : undefined, failedAttempt).finally(() => bar?.stop());
-        if (o.json) printJson(final);
-        else process.stdout.write(`${migrationSummary(final)}\n`);
-        if (final.status === 'postcopy-paused') {
-          throw new FerryError('EMIGRATE', `recovery failed: ${final['error-desc'] ?? ''}; the migration stays postcopy-paused`);
-        }
-        if (final.status !== 'completed') throw new FerryError('EMIGRATE', migrationSummary(final));
+        const live = process.stderr.isTTY === true && !o.json ? liveLine() : undefined;
+        const final = await waitForMigration(c, name, live ? (s) => live.update(s) : undefined, failedAttempt).finally(() => live?.stop());
+        report(final, o.json === true, (s) => (s.status === 'postcopy-paused'
+          ? `recovery failed: ${s['error-desc'] ?? ''}; the migration stays postcopy-paused`
+          : migrationSummary(s)));
       } finally {
         await c.close();
       }
@@ -302,8 +351,7 @@ export function migrateCommand(): Command {
     .argument('<name>', 'VM name')
     .option('--release', 'the destination runs the VM: drop the paused copy here')
     .option('--resume', 'the destination does not run the VM: run the paused copy here')
-    .action(async (name: string, _o: unknown, self: Command) => {
-      const o = self.opts<{ release?: boolean; resume?: boolean }>();
+    .action(async (name: string, o: { release?: boolean; resume?: boolean }, self: Command) => {
       if (o.release === o.resume) throw new UsageError('give exactly one of --release or --resume');
       const c = await connect(self.optsWithGlobals<GlobalOptions>(), 'ferry-migrate');
       try {

@@ -159,11 +159,11 @@ async function attachConsole(g: GlobalOptions, name: string, history: boolean): 
   process.on('SIGINT', onSigint);
   try {
     const c = await connect(g, 'ferry-console');
-    if (interrupted) {
-      await c.close();
-      return;
+    try {
+      if (!interrupted) await streamConsole(c, name, history, (fn) => { detach = fn; if (interrupted) fn(); });
+    } finally {
+      await c.close(); // (a console that could not attach, "no VM named ...", used to keep the command waiting)
     }
-    await streamConsole(c, name, history, (fn) => { detach = fn; if (interrupted) fn(); });
   } finally {
     process.off('SIGINT', onSigint);
   }

@@ -217,7 +217,7 @@ export class MigrationManager {
   private notTheSource(name: string, verb: string): FerryError {
     for (const m of this.incoming.values()) {
       if (m.vmName === name && !m.finished) {
-        return new FerryError('ENOMIGRATION', `"${name}" is arriving here from ${m.peer}: run migrate ${verb} against the source host`);
+        return new FerryError('ENOMIGRATION', `"${name}" is arriving here from ${m.peer}: run "ferry migration ${verb}" against the source host`);
       }
     }
     return new FerryError('ENOMIGRATION', `no outgoing migration of "${name}" is in progress on this host`);

@@ -892,6 +892,7 @@ export class OutgoingMigration {
     const vm = this.vm;
     const push = new PushQueue(order, indexOf, vm.memory.pages);
     this.push = push;
+    this.stats.toSend(push.left); // pages still here, counted down as they are pushed or asked for
     const link = this.link!;
     this.serveFaults(link); // listen before the guest can resume over there
     const tState = performance.now();

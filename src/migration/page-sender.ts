@@ -62,6 +62,7 @@ export class PageSender {
    */
   async sendAll(pages: ArrayLike<number>, phase: SendPhase): Promise<SendTotals> {
     const ram = this.ram.buffer;
+    this.stats.toSend(pages.length);
     if (this.encoding && phase !== 'postcopy' && ram instanceof SharedArrayBuffer) return this.sendAllEncoded(ram, this.encoding, pages, phase);
     let bytes = 0;
     for (let i = 0; i < pages.length; i += PAGES_PER_FRAME) bytes += await this.send(pages, phase, i, Math.min(pages.length, i + PAGES_PER_FRAME));

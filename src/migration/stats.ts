@@ -141,8 +141,14 @@ export class MigrationStats {
     else if (s === 'completed') delete this.info['error-desc'];
   }
 
+  /** A send of `pages` starts: what is left to send (QEMU's remaining) counts down from it as frames leave. */
+  toSend(pages: number): void {
+    this.info['remaining-bytes'] = pages * PAGE_SIZE;
+  }
+
   /** Counts bytes sent; `phase` says whether the VM was still running (precopy) or stopped (downtime). */
   sent(bytes: number, pages: number, zero: number, phase: 'precopy' | 'downtime' | 'postcopy'): void {
+    this.info['remaining-bytes'] = Math.max(0, this.info['remaining-bytes'] - pages * PAGE_SIZE);
     this.info['transferred-bytes'] += bytes;
     this.info['pages-sent'] += pages;
     this.info['zero-pages'] += zero;

@@ -294,17 +294,18 @@ describe('ferry migrate pause / recover', () => {
   }, T);
 
   it('--help lists them; without such a migration they exit 1 saying so; the monitor verbs too', async () => {
-    const [help, recover, recoverNoWait, pause, mon] = await Promise.all([
+    const [help, migrateHelp, recover, recoverNoWait, pause, mon] = await Promise.all([
+      ferry(['migration', '--help']),
       ferry(['migrate', '--help']),
-      ferry(['migrate', 'recover', 'nope']),
-      ferry(['migrate', 'recover', 'nope', '--no-wait', '--json']),
-      ferry(['migrate', 'pause', 'nope']),
+      ferry(['migration', 'recover', 'nope']),
+      ferry(['migration', 'recover', 'nope', '--no-wait', '--json']),
+      ferry(['migration', 'pause', 'nope']),
       ferry(['monitor'], ['migrate_recover', 'migrate_recover nope', 'migrate_pause', 'migrate_pause nope', 'help migrate_recover', 'quit', ''].join('\n')),
     ]);
     expect(help.code, help.stderr).toBe(0);
     expect(help.stdout).toMatch(/^ {2}pause \[options\] <name> +Drop the link of a post-copy migration/m);
     expect(help.stdout).toMatch(/^ {2}recover \[options\] <name> +Reconnect a postcopy-paused migration/m);
-    expect(help.stdout).toMatch(/^ {2}--no-auto-recover +post-copy: when the link drops, wait for "migrate/m);
+    expect(migrateHelp.stdout).toMatch(/^ {2}--no-auto-recover +post-copy: when the link drops, wait for "ferry\s+migration\s+recover"/m);
     for (const r of [recover, recoverNoWait, pause]) {
       expect(r.code).toBe(1);
       expect(r.stdout).toBe('');
@@ -347,26 +348,26 @@ describe('ferry migrate pause / recover', () => {
         if (st.status === 'postcopy-active') break;
         if (Date.now() - t0 > 5_000) throw new Error(`no postcopy-active: ${JSON.stringify(st)}`);
       }
-      expect(ok(await ferry(['migrate', 'pause', 'pr1'])).stdout).toBe('pr1: migration postcopy-paused; "ferry migrate recover pr1" reconnects it\n');
+      expect(ok(await ferry(['migration', 'pause', 'pr1'])).stdout).toBe('pr1: migration postcopy-paused; "ferry migration recover pr1" reconnects it\n');
 
       const [json, human, again, onDest] = await Promise.all([
-        ferry(['migrate', 'status', 'pr1', '--json']),
-        ferry(['migrate', 'status', 'pr1']),
-        ferry(['migrate', 'pause', 'pr1']),
-        runCli(['--host', hb.url, 'migrate', 'recover', 'pr1'], T),
+        ferry(['migration', 'status', 'pr1', '--json']),
+        ferry(['migration', 'status', 'pr1']),
+        ferry(['migration', 'pause', 'pr1']),
+        runCli(['--host', hb.url, 'migration', 'recover', 'pr1'], T),
       ]);
       expect(JSON.parse(ok(json).stdout)).toMatchObject({ vm: 'pr1', direction: 'outgoing', status: 'postcopy-paused', 'error-desc': 'link lost: post-copy paused by command' });
       expect(ok(human).stdout).toMatch(/^pr1: migration postcopy-paused \(to ws:\/\/127\.0\.0\.1:\d+\): link lost: post-copy paused by command; total /);
       expect(again.code).toBe(1);
       expect(again.stderr).toMatch(/^ferry: the migration of "pr1" is postcopy-paused; .*\n$/);
       expect(onDest.code).toBe(1);
-      expect(onDest.stderr).toMatch(/^ferry: "pr1" is arriving here from .*: run migrate recover against the source host\n$/);
+      expect(onDest.stderr).toMatch(/^ferry: "pr1" is arriving here from .*: run "ferry migration recover" against the source host\n$/);
 
-      const rec = ok(await ferry(['migrate', 'recover', 'pr1', '--json']));
+      const rec = ok(await ferry(['migration', 'recover', 'pr1', '--json']));
       const s = JSON.parse(rec.stdout) as MigrationInfo;
       expect(s).toMatchObject({ vm: 'pr1', direction: 'outgoing', mode: 'postcopy', status: 'completed', 'postcopy-recoveries': 1 });
       expect(s['postcopy-paused-ms']).toBeGreaterThan(0);
-      const after = ok(await ferry(['migrate', 'status', 'pr1'])).stdout;
+      const after = ok(await ferry(['migration', 'status', 'pr1'])).stdout;
       expect(after).toMatch(/^pr1: migration completed \(to ws:\/\/127\.0\.0\.1:\d+\): .*, 1 recovery, paused [\d.]+ ms(, \d+ pages resent)?\n$/);
       expect(await finalDigest(cb, 'pr1')).toBe(await oracle);
       await cb.request('vm.destroy', { name: 'pr1' });

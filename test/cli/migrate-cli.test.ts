@@ -1,0 +1,140 @@
+// `ferry migrate` as its users expect it, against two real host processes: Ctrl-C cancels a
+// migration before its switch-over (and says so), explains after it why it cannot, and with
+// --detach leaves it running; any VM name can be migrated; errors are said once; a command that
+// fails ends; a closed stdout ends a command quietly.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { ControlClient } from '../../src/wire/control-client.ts';
+import type { MigrationInfo } from '../../src/migration/stats.ts';
+import { eventually, MiB, runCli, runProcess } from '../support/helpers.ts';
+import { killAllSpawned, spawnCli, startHost, type Spawned, type StartedHost } from '../support/host-helpers.ts';
+
+const T = 60_000;
+let ha: StartedHost;
+let hb: StartedHost;
+let ca: ControlClient;
+let cb: ControlClient;
+
+beforeAll(async () => {
+  [ha, hb] = await Promise.all([startHost({ name: 'mc-a' }), startHost({ name: 'mc-b' })]);
+  [ca, cb] = await Promise.all([ControlClient.connect(ha.url), ControlClient.connect(hb.url)]);
+}, T);
+
+afterEach(async () => {
+  const { survivors } = await killAllSpawned([ha, hb]);
+  expect(survivors).toEqual([]);
+  for (const c of [ca, cb]) for (const v of await c.request<{ name: string }[]>('vm.list')) await c.request('vm.destroy', { name: v.name });
+}, T);
+
+afterAll(async () => {
+  await Promise.all([ca?.close(), cb?.close()]);
+  for (const h of [ha, hb]) if (h) expect(await h.stop('SIGTERM')).toBe(0);
+}, T);
+
+/** A guest that keeps 64 MiB dirty, so a migration capped at 16 MB/s takes seconds. */
+async function bigGuest(name: string): Promise<void> {
+  await ca.request('vm.create', { name, program: 'memstress', memory: 128 * MiB, args: ['ws_mib=64'], start: true });
+  await eventually(async () => ((await ca.request<{ instret: number }>('vm.info', { name })).instret > 50_000_000 ? true : undefined), 'the guest to touch its working set');
+}
+
+function migrateChild(name: string, extra: string[]): Spawned {
+  return spawnCli(['--host', ha.url, 'migrate', name, '--to', hb.url, '--max-bandwidth', '16M', ...extra]);
+}
+
+async function statusOn(c: ControlClient, name: string): Promise<MigrationInfo> {
+  return c.request<MigrationInfo>('migrate.status', { name });
+}
+
+function waitStatus(name: string, want: (s: MigrationInfo) => boolean, what: string): Promise<MigrationInfo> {
+  return eventually(async () => {
+    const s = await statusOn(ca, name).catch(() => undefined);
+    return s && want(s) ? s : undefined;
+  }, what, 30_000, 50);
+}
+
+describe('Ctrl-C on ferry migrate', () => {
+  it('before the switch-over cancels the migration after saying so; the VM runs on at the source', async () => {
+    await bigGuest('cc1');
+    const child = migrateChild('cc1', []);
+    await waitStatus('cc1', (s) => s.status === 'active' && s['transferred-bytes'] > 0, 'pre-copy to be sending');
+    child.proc.kill('SIGINT');
+    expect(await child.exited).toBe(1);
+    const err = child.stderrText();
+    expect(err).toMatch(/^cc1: cancelling the migration \(Ctrl-C again stops waiting for the cancel\)\n/);
+    expect(err).toMatch(/\nferry: cc1: migration cancelled: cancelled by user\n$/);
+    expect(child.stdoutText()).toBe('');
+    expect((await statusOn(ca, 'cc1')).status).toBe('cancelled');
+    expect((await ca.request<{ state: string }>('vm.info', { name: 'cc1' })).state).toBe('running');
+    expect(await cb.request('vm.list')).toEqual([]);
+  }, T);
+
+  it('in post-copy explains why it cannot cancel and goes on; a second Ctrl-C stops watching, and the migration completes', async () => {
+    await bigGuest('cc2');
+    const child = migrateChild('cc2', ['--mode', 'postcopy']);
+    await waitStatus('cc2', (s) => s.status === 'postcopy-active', 'post-copy');
+    child.proc.kill('SIGINT');
+    await eventually(async () => (child.stderrText().includes('cannot be cancelled') ? true : undefined), 'the explanation', 10_000);
+    expect(child.isRunning()).toBe(true);
+    expect(child.stderrText()).toMatch(/^cc2: the migration is past its switch-over \(postcopy-active\): the guest runs on the destination, which still needs pages from here, so it cannot be cancelled\. It goes on without this command: Ctrl-C again stops watching/);
+    child.proc.kill('SIGINT');
+    expect(await child.exited).toBe(1);
+    expect(child.stderrText()).toMatch(/\nferry: stopped watching; the migration goes on \(postcopy-(active|paused)\): "ferry migration status cc2" follows it\n$/);
+    const final = await waitStatus('cc2', (s) => s.status === 'completed' || s.status === 'failed', 'the migration to end');
+    expect(final.status).toBe('completed');
+    expect((await cb.request<{ state: string }>('vm.info', { name: 'cc2' })).state).toBe('running');
+  }, T);
+
+  it('with --detach leaves the migration running and exits 0', async () => {
+    await bigGuest('cc3');
+    const child = migrateChild('cc3', ['--detach']);
+    await waitStatus('cc3', (s) => s.status === 'active' && s['transferred-bytes'] > 0, 'pre-copy to be sending');
+    child.proc.kill('SIGINT');
+    expect(await child.exited).toBe(0);
+    expect(child.stderrText()).toMatch(/^cc3: detached; the migration goes on \(active\): "ferry migration status cc3" follows it\n$/);
+    expect((await statusOn(ca, 'cc3')).status).toBe('active');
+    await ca.request('migrate.cancel', { name: 'cc3' }); // (it would take long at 16 MB/s: it was running, which is what counts)
+    await waitStatus('cc3', (s) => s.status === 'cancelled', 'the cancel');
+  }, T);
+});
+
+describe('ferry migrate and names', () => {
+  it('a VM named like a migration verb migrates; without --to the error points to "ferry migration"', async () => {
+    await ca.request('vm.create', { name: 'status', program: 'counter', memory: 4 * MiB, start: true });
+    const noTo = await runCli(['--host', ha.url, 'migrate', 'status']);
+    expect(noTo.code).toBe(2);
+    expect(noTo.stderr).toBe('ferry: --to ws://HOST:PORT is required (to status a migration: "ferry migration status NAME")\n');
+    const r = await runCli(['--host', ha.url, 'migrate', 'status', '--to', hb.url]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^status: migration completed \(to ws:\/\/127\.0\.0\.1:\d+\): /);
+    expect((await cb.request<{ state: string }>('vm.info', { name: 'status' })).state).toBe('running');
+    const st = await runCli(['--host', ha.url, 'migration', 'status', 'status']);
+    expect(st.stdout).toMatch(/^status: migration completed/);
+  }, T);
+});
+
+describe('errors and ends', () => {
+  it('a console that cannot attach says so once and exits 1 (it used to hang)', async () => {
+    const r = await runCli(['--host', ha.url, 'vm', 'console', 'nosuch'], 20_000);
+    expect(r.signal).toBeNull();
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toBe('ferry: no VM named "nosuch" on host mc-a\n');
+  }, T);
+
+  it('commander\'s usage errors speak as ferry and exit 2', async () => {
+    const [unknown, missing] = await Promise.all([runCli(['bogus']), runCli(['vm', 'create'])]);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toMatch(/^ferry: unknown command 'bogus'\n/);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/^ferry: missing required argument 'name'\n/);
+  }, T);
+
+  it('a closed stdout ends a command quietly (exit 141, as SIGPIPE would), where it used to die with an EPIPE stack trace', async () => {
+    await ca.request('vm.create', { name: 'ticker', program: 'counter', memory: 4 * MiB, args: ['period_ms=2'], start: true });
+    const pipe = (cmd: string) => runProcess('bash', ['-c', `${process.execPath} --import tsx src/cli.ts ${cmd} | head -c 20 >/dev/null; echo "status=\${PIPESTATUS[0]}"`], 30_000);
+    const [run, console] = await Promise.all([pipe('run counter --arg period_ms=1'), pipe(`--host ${ha.url} vm console ticker`)]);
+    for (const r of [run, console]) {
+      expect(r.stdout).toBe('status=141\n');
+      expect(r.stderr).toBe('');
+    }
+  }, T);
+});
