@@ -7,6 +7,7 @@ import { Host } from '../host/host.ts';
 import { limitsFromEnv, type HostLimits } from '../host/limits.ts';
 import { createLogger } from '../log.ts';
 import { parseSize } from './parse.ts';
+import { drainCommand } from './drain.ts';
 
 /** "HOST:PORT", "[::1]:PORT" or ":PORT" → parts; port 0 picks a free one. */
 export function parseListen(text: string): { host: string; port: number } {
@@ -88,5 +89,6 @@ export function hostCommand(): Command {
       process.stdout.write(`ferry host ${name} listening on ${url}\n`);
       await stopped;
     });
+  host.addCommand(drainCommand());
   return host;
 }

@@ -8,7 +8,7 @@ import { fmtBytes, printJson } from './output.ts';
 import { parseCount, parseSize } from './parse.ts';
 import { connect, type GlobalOptions } from './vm-commands.ts';
 
-interface MigrateOpts {
+export interface MigrateOpts {
   to?: string;
   mode: string;
   downtimeLimit?: string;
@@ -155,7 +155,7 @@ const MIGRATION_VERBS = ['status', 'cancel', 'start-postcopy', 'pause', 'recover
  * expect: before the switch-over it cancels (the VM runs on here); after it, it explains why it
  * cannot, and a second Ctrl-C stops watching. With --detach, Ctrl-C stops watching at once.
  */
-async function follow(c: ControlClient, name: string, o: { json: boolean; detach: boolean }): Promise<void> {
+export async function follow(c: ControlClient, name: string, o: { json: boolean; detach: boolean }): Promise<{ final: MigrationInfo; cancelledHere: boolean } | undefined> {
   const live = process.stderr.isTTY === true && !o.json ? liveLine() : undefined;
   const notice = pausedNotice(name);
   let last: MigrationInfo | undefined;
@@ -200,22 +200,20 @@ async function follow(c: ControlClient, name: string, o: { json: boolean; detach
       const status = last?.status ?? 'setup';
       if (outcome === 'detached') {
         process.stderr.write(`${name}: detached; the migration goes on (${status}): "ferry migration status ${name}" follows it\n`);
-        return;
+        return undefined;
       }
       throw new FerryError('EINTERRUPTED', `stopped watching; the migration goes on (${status}): "ferry migration status ${name}" follows it`);
     }
-    report(outcome, o.json);
+    return { final: outcome, cancelledHere: cancelling };
   } finally {
     process.off('SIGINT', onSigint);
     live?.stop();
   }
 }
 
-export function migrateCommand(): Command {
-  return new Command('migrate')
-    .description('Move a VM live to another host (then "ferry migration status|cancel|... NAME")')
-    .argument('<name>', 'VM name (any: "ferry migrate status --to URL" moves a VM named status)')
-    .option('--to <url>', 'destination host, ws://HOST:PORT (wss:// for a TLS host)')
+/** The migration options `ferry migrate` and `ferry host drain` share (all but --to). */
+export function addMigrationOptions(cmd: Command): Command {
+  return cmd
     .addOption(new Option('--mode <mode>', 'precopy while it runs; postcopy (resume there at once, pages fetched on demand); hybrid (pre-copy, then post-copy); cold for a stopped VM').choices(['precopy', 'postcopy', 'hybrid', 'cold']).default('precopy'))
     .option('--downtime-limit <ms>', 'switch over once the rest fits in this downtime (default 300, as QEMU)')
     .option('--max-bandwidth <bytes/s>', 'cap the page stream, e.g. 100M (default unlimited)')
@@ -227,7 +225,30 @@ export function migrateCommand(): Command {
     .option('--give-up-after <ms>', 'post-copy: give the VM up (lost, on both hosts) after this long without a link (default: never)')
     .addOption(new Option('--xbzrle <mode>', 'pre-copy: send re-sent pages as deltas against the version sent before (auto: when the link is the bottleneck)').choices(['auto', 'on', 'off']).default('auto'))
     .addOption(new Option('--compress <mode>', 'pre-copy: compress page frames with LZ4 (auto: when the link is the bottleneck and it shrinks them)').choices(['auto', 'on', 'off']).default('auto'))
-    .option('--xbzrle-cache <bytes>', 'the delta cache: the last-sent versions of this much memory, e.g. 256M (default: the dirty set when deltas start, and a quarter more, up to 512M)')
+    .option('--xbzrle-cache <bytes>', 'the delta cache: the last-sent versions of this much memory, e.g. 256M (default: the dirty set when deltas start, and a quarter more, up to 512M)');
+}
+
+/** migrate.start parameters from those options. */
+export function migrationParams(name: string, to: string, o: MigrateOpts): Record<string, unknown> {
+  const params: Record<string, unknown> = { name, to, mode: o.mode, autoConverge: o.autoConverge ?? false };
+  if (!o.autoRecover) params.autoRecover = false;
+  if (o.downtimeLimit !== undefined) params.downtimeLimitMs = parseCount(o.downtimeLimit, 'downtime limit');
+  if (o.maxBandwidth !== undefined) params.maxBandwidth = parseSize(o.maxBandwidth, 'max bandwidth');
+  if (o.maxRounds !== undefined) params.maxRounds = parseCount(o.maxRounds, 'max rounds');
+  if (o.postcopyAfterRounds !== undefined) params.postcopyAfterRounds = parseCount(o.postcopyAfterRounds, 'post-copy after rounds');
+  if (o.switchoverAtMaxRounds) params.switchoverAtMaxRounds = true;
+  if (o.giveUpAfter !== undefined) params.giveUpAfterMs = parseCount(o.giveUpAfter, 'give-up-after');
+  if (o.xbzrle !== undefined) params.xbzrle = o.xbzrle;
+  if (o.compress !== undefined) params.compress = o.compress;
+  if (o.xbzrleCache !== undefined) params.xbzrleCacheBytes = parseSize(o.xbzrleCache, 'xbzrle cache');
+  return params;
+}
+
+export function migrateCommand(): Command {
+  return addMigrationOptions(new Command('migrate')
+    .description('Move a VM live to another host (then "ferry migration status|cancel|... NAME")')
+    .argument('<name>', 'VM name (any: "ferry migrate status --to URL" moves a VM named status)')
+    .option('--to <url>', 'destination host, ws://HOST:PORT (wss:// for a TLS host)'))
     .option('--detach', 'Ctrl-C stops watching and leaves the migration running (without it, Ctrl-C cancels a migration before its switch-over)')
     .option('--no-wait', 'return as soon as the migration has started')
     .option('--json', 'print the final statistics as JSON')
@@ -237,17 +258,7 @@ export function migrateCommand(): Command {
           ? `--to ws://HOST:PORT is required (to ${name} a migration: "ferry migration ${name} NAME")`
           : '--to ws://HOST:PORT is required');
       }
-      const params: Record<string, unknown> = { name, to: o.to, mode: o.mode, autoConverge: o.autoConverge ?? false };
-      if (!o.autoRecover) params.autoRecover = false;
-      if (o.downtimeLimit !== undefined) params.downtimeLimitMs = parseCount(o.downtimeLimit, 'downtime limit');
-      if (o.maxBandwidth !== undefined) params.maxBandwidth = parseSize(o.maxBandwidth, 'max bandwidth');
-      if (o.maxRounds !== undefined) params.maxRounds = parseCount(o.maxRounds, 'max rounds');
-      if (o.postcopyAfterRounds !== undefined) params.postcopyAfterRounds = parseCount(o.postcopyAfterRounds, 'post-copy after rounds');
-      if (o.switchoverAtMaxRounds) params.switchoverAtMaxRounds = true;
-      if (o.giveUpAfter !== undefined) params.giveUpAfterMs = parseCount(o.giveUpAfter, 'give-up-after');
-      if (o.xbzrle !== undefined) params.xbzrle = o.xbzrle;
-      if (o.compress !== undefined) params.compress = o.compress;
-      if (o.xbzrleCache !== undefined) params.xbzrleCacheBytes = parseSize(o.xbzrleCache, 'xbzrle cache');
+      const params = migrationParams(name, o.to, o);
       const c = await connect(self.optsWithGlobals<GlobalOptions>(), 'ferry-migrate');
       try {
         const started = await c.request<MigrationInfo>('migrate.start', params);
@@ -256,7 +267,8 @@ export function migrateCommand(): Command {
           else process.stdout.write(`${name}: migration to ${o.to} started\n`);
           return;
         }
-        await follow(c, name, { json: o.json === true, detach: o.detach === true });
+        const followed = await follow(c, name, { json: o.json === true, detach: o.detach === true });
+        if (followed) report(followed.final, o.json === true);
       } finally {
         await c.close();
       }

@@ -7,6 +7,7 @@ import { ControlClient } from '../../src/wire/control-client.ts';
 import type { MigrationInfo } from '../../src/migration/stats.ts';
 import { eventually, MiB, runCli, runProcess } from '../support/helpers.ts';
 import { killAllSpawned, spawnCli, startHost, type Spawned, type StartedHost } from '../support/host-helpers.ts';
+import { createParams, finalDigest, oracleDigest, type GuestSpec } from '../support/migration-helpers.ts';
 
 const T = 60_000;
 let ha: StartedHost;
@@ -109,6 +110,37 @@ describe('ferry migrate and names', () => {
     const st = await runCli(['--host', ha.url, 'migration', 'status', 'status']);
     expect(st.stdout).toMatch(/^status: migration completed/);
   }, T);
+});
+
+describe('ferry host drain', () => {
+  it('moves every VM, running ones live and stopped ones cold, reports each, and says what stayed (exit 1) until all are moved', async () => {
+    const guest: GuestSpec = { program: 'memstress', memory: 32 * MiB, args: ['ws_mib=4'], insnLimit: 1_500_000_000 };
+    const oracle = oracleDigest(guest);
+    await ca.request('vm.create', createParams('d-live', guest));
+    await ca.request('vm.create', { name: 'd-paused', program: 'counter', memory: 4 * MiB, start: true });
+    await ca.request('vm.pause', { name: 'd-paused' });
+    await ca.request('vm.create', { name: 'd-taken', program: 'hello', memory: 4 * MiB, start: true });
+    await cb.request('vm.create', { name: 'd-taken', program: 'hello', memory: 4 * MiB }); // the name is taken there
+    const first = await runCli(['--host', ha.url, 'host', 'drain', '--to', hb.url], T);
+    expect(first.code).toBe(1);
+    const lines = first.stdout.trimEnd().split('\n');
+    expect(lines).toHaveLength(3);
+    expect(lines.find((l) => l.startsWith('d-live:'))).toMatch(/^d-live: migration completed \(to ws:\/\/127\.0\.0\.1:\d+\): /);
+    expect(lines.find((l) => l.startsWith('d-paused:'))).toMatch(/^d-paused: migration completed /);
+    expect(lines.find((l) => l.startsWith('d-taken:'))).toMatch(/^d-taken: migration failed: .*already exists/);
+    expect(first.stderr).toMatch(/\[1\/3\] d-live \(running\): precopy migration to /);
+    expect(first.stderr).toMatch(/\[2\/3\] d-paused \(paused\): cold migration to /);
+    expect(first.stderr).toMatch(/\nferry: drained 2 of 3 VMs to ws:\/\/[^;]+; still here: d-taken \(failed: [^\n]*already exists[^\n]*\)\n$/);
+    expect((await ca.request<{ name: string }[]>('vm.list')).map((v) => v.name)).toEqual(['d-taken']);
+    expect((await cb.request<{ state: string }>('vm.info', { name: 'd-paused' })).state).toBe('paused');
+    expect(await finalDigest(cb, 'd-live')).toBe(await oracle);
+
+    await cb.request('vm.destroy', { name: 'd-taken' });
+    const second = await runCli(['--host', ha.url, 'host', 'drain', '--to', hb.url], T);
+    expect(second.code, second.stderr).toBe(0);
+    expect(second.stdout).toMatch(/^d-taken: migration completed .*\ndrained 1 of 1 VMs to ws:\/\/127\.0\.0\.1:\d+\n$/);
+    expect(await ca.request('vm.list')).toEqual([]);
+  }, 90_000);
 });
 
 describe('errors and ends', () => {
