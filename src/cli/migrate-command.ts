@@ -23,6 +23,8 @@ export interface MigrateOpts {
   giveUpAfter?: string;
   autoRecover: boolean;
   detach?: boolean;
+  /** --name: the name on the destination. */
+  name?: string;
   wait: boolean;
   json?: boolean;
 }
@@ -248,7 +250,8 @@ export function migrateCommand(): Command {
   return addMigrationOptions(new Command('migrate')
     .description('Move a VM live to another host (then "ferry migration status|cancel|... NAME")')
     .argument('<name>', 'VM name (any: "ferry migrate status --to URL" moves a VM named status)')
-    .option('--to <url>', 'destination host, ws://HOST:PORT (wss:// for a TLS host)'))
+    .option('--to <url>', 'destination host, ws://HOST:PORT (wss:// for a TLS host)')
+    .option('--name <new>', 'the VM\'s name on the destination (default: its name here)'))
     .option('--detach', 'Ctrl-C stops watching and leaves the migration running (without it, Ctrl-C cancels a migration before its switch-over)')
     .option('--no-wait', 'return as soon as the migration has started')
     .option('--json', 'print the final statistics as JSON')
@@ -258,7 +261,7 @@ export function migrateCommand(): Command {
           ? `--to ws://HOST:PORT is required (to ${name} a migration: "ferry migration ${name} NAME")`
           : '--to ws://HOST:PORT is required');
       }
-      const params = migrationParams(name, o.to, o);
+      const params = { ...migrationParams(name, o.to, o), ...(o.name !== undefined ? { as: o.name } : {}) };
       const c = await connect(self.optsWithGlobals<GlobalOptions>(), 'ferry-migrate');
       try {
         const started = await c.request<MigrationInfo>('migrate.start', params);

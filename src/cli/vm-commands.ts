@@ -204,9 +204,9 @@ async function streamConsole(c: ControlClient, name: string, history: boolean, o
         if (s.state === 'destroyed') {
           // It may have only moved: say where, and how to follow it there.
           const why = (s as { why?: unknown }).why;
-          const moved = typeof why === 'string' && why.startsWith('migrated to ') ? why.slice('migrated to '.length) : undefined;
-          process.stderr.write(moved !== undefined
-            ? `\n[${name} migrated to ${moved}; "ferry --host ${moved} vm console ${name}" follows it there]\n`
+          const moved = typeof why === 'string' ? /^migrated to (\S+)(?: as (\S+))?$/.exec(why) : null;
+          process.stderr.write(moved
+            ? `\n[${name} migrated to ${moved[1]}${moved[2] ? ` as ${moved[2]}` : ''}; "ferry --host ${moved[1]} vm console ${moved[2] ?? name}" follows it there]\n`
             : `\n[${name} ${typeof why === 'string' && why !== 'destroyed' ? `gone: ${why}` : 'destroyed'}]\n`);
           done();
         }

@@ -91,6 +91,7 @@ export const METHODS: Record<string, Method<z.ZodType>> = {
   'migrate.start': method(z.strictObject({
     name,
     to: printable(2048),
+    as: name.optional(),
     mode: z.enum(['precopy', 'postcopy', 'hybrid', 'cold'], { error: 'must be one of precopy, postcopy, hybrid, cold' }).optional(),
     downtimeLimitMs: count(2_000_000),
     maxBandwidth: count(),

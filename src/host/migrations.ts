@@ -21,6 +21,8 @@ import type { VmRegistry } from './registry.ts';
 export interface MigrateRequest {
   name: string;
   to: string;
+  /** The VM's name on the destination (default: its name here). */
+  as?: string;
   mode?: MigrationMode;
   downtimeLimitMs?: number;
   maxBandwidth?: number;
@@ -118,12 +120,13 @@ export class MigrationManager {
     if (r.giveUpAfterMs !== undefined) p.giveUpAfterMs = r.giveUpAfterMs;
     if (r.xbzrle !== undefined) p.xbzrle = r.xbzrle;
     if (r.compress !== undefined) p.compress = r.compress;
+    if (r.as !== undefined && r.as !== r.name) p.as = r.as;
     if (r.xbzrleCacheBytes !== undefined) p.xbzrleCacheBytes = r.xbzrleCacheBytes === 0 ? 0 : Math.max(PAGE_SIZE, r.xbzrleCacheBytes); // 0: sized by itself
     if (p.mode === 'cold' && rec.vm.state === 'running') {
       throw new FerryError('ESTATE', `cold migration needs a stopped VM: pause "${r.name}" first, or use --mode precopy`);
     }
     const m = new OutgoingMigration(rec.vm, rec.name, rec.program, p, this.credentials, rec.log.child({ migration: 'out' }), {
-      release: () => this.registry.remove(rec.name, `migrated to ${p.to}`),
+      release: () => this.registry.remove(rec.name, `migrated to ${p.to}${p.as !== undefined ? ` as ${p.as}` : ''}`),
       update: (s) => this.publish(rec.name, s.snapshot()),
       consoleOutput: () => this.registry.consoleOutput(rec.name),
       self: () => ({ url: this.selfUrl, incarnation: this.incarnation }),
@@ -270,8 +273,8 @@ export class MigrationManager {
       return;
     }
     const m = new IncomingMigration(id, ws, peer, this.registry.maxMemory, this.log.child({ migration: 'in' }), {
-      checkRoom: (setup) => this.registry.checkRoom(setup.vm, setup.config.ramSize),
-      reserve: (setup, vm) => this.registry.reserveIncoming(setup.vm, setup.program, vm),
+      checkRoom: (setup) => this.registry.checkRoom(setup.as ?? setup.vm, setup.config.ramSize),
+      reserve: (setup, vm) => this.registry.reserveIncoming(setup.as ?? setup.vm, setup.program, vm),
       adopt: (name, history, settling) => this.registry.adoptIncoming(name, history, settling),
       settled: (name) => this.registry.settleIncoming(name),
       probeSource: (url, name, incarnation) => this.probeSource(url, name, incarnation),

@@ -147,8 +147,9 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
     this.watchLiveness();
   }
 
+  /** The VM's name here (renamed by the source's `as`, or the name it had there). */
   get vmName(): string | undefined {
-    return this.setup?.vm;
+    return this.setup ? this.setup.as ?? this.setup.vm : undefined;
   }
 
   /** Completed, failed or discarded: nothing more will happen. */
@@ -183,7 +184,7 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
    */
   private protocolError(e: unknown, where: string): void {
     const err = e instanceof FerryError ? e : new FerryError('EPROTO', (e as Error).message);
-    this.log.warn({ vm: this.setup?.vm, peer: this.peer, err: err.message, where }, 'migration protocol error');
+    this.log.warn({ vm: this.vmName, peer: this.peer, err: err.message, where }, 'migration protocol error');
     if (this.postcopy && !this.done) {
       void this.step(() => this.pausePostcopy(`${err.code} on the ${where}: ${err.message}`, err));
       return;
@@ -198,7 +199,7 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
   }
 
   private stepFailed(e: unknown): void {
-    this.log.error({ err: e, vm: this.setup?.vm }, 'incoming migration step failed unexpectedly');
+    this.log.error({ err: e, vm: this.vmName }, 'incoming migration step failed unexpectedly');
   }
 
   /**
@@ -247,7 +248,7 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
     dropSockets([this.bulk, this.prio], protocolError ? { code: 1002, reason: protocolError.message } : undefined);
     this.stats?.setStatus('postcopy-paused', `link lost: ${why}`);
     if (this.stats) this.hooks.update(this.stats);
-    this.log.warn({ vm: this.setup?.vm, err: why, missing: this.remaining() }, 'post-copy paused: the link is lost; the VM runs on here until it touches a missing page, and waits for the source to recover the link');
+    this.log.warn({ vm: this.vmName, err: why, missing: this.remaining() }, 'post-copy paused: the link is lost; the VM runs on here until it touches a missing page, and waits for the source to recover the link');
     this.watchSource(this.pausedAt).catch((e: unknown) => this.stepFailed(e));
   }
 
@@ -268,13 +269,13 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
         return;
       }
       if (url === undefined) continue;
-      const { verdict, why } = await this.hooks.probeSource(url, this.setup!.vm, this.setup?.sourceIncarnation);
+      const { verdict, why } = await this.hooks.probeSource(url, this.setup!.vm, this.setup?.sourceIncarnation) /* by its name there */;
       if (this.pausedAt !== pausedAt || this.done) return;
       if (verdict === 'gone') {
         void this.step(() => this.abort(new FerryError('ESOURCEGONE', why)));
         return;
       }
-      this.log.debug({ vm: this.setup!.vm, verdict, why }, 'post-copy paused: the source host was checked');
+      this.log.debug({ vm: this.vmName!, verdict, why }, 'post-copy paused: the source host was checked');
     }
   }
 
@@ -312,7 +313,7 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
   shutdown(): void {
     // In post-copy with the link up the source learns now that the guest dies with this host.
     if (!this.done && this.postcopy && this.pausedAt === 0) {
-      this.send({ t: 'failed', code: 'ESHUTDOWN', message: `the destination host is shutting down with ${this.setup?.vm ?? 'the VM'} in post-copy: the VM is lost` });
+      this.send({ t: 'failed', code: 'ESHUTDOWN', message: `the destination host is shutting down with ${this.vmName ?? 'the VM'} in post-copy: the VM is lost` });
     }
     this.end();
   }
@@ -329,7 +330,7 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
     this.releaseReclaim();
     const sourceUrl = this.sourceUrl();
     this.finishedRecord = {
-      vm: this.setup?.vm, stats: this.stats, postcopy: this.postcopy !== undefined, acknowledged: false,
+      vm: this.vmName, stats: this.stats, postcopy: this.postcopy !== undefined, acknowledged: false,
       source: sourceUrl === undefined ? undefined : { url: sourceUrl, incarnation: this.setup?.sourceIncarnation },
     };
     this.hooks.ended(this.finishedRecord);
@@ -341,7 +342,7 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
    * here now: the source keeps the guest (discarded).
    */
   answerQuery(): MigrationMsg {
-    if (this.postcopy) return { t: 'outcome', outcome: 'completed', message: `${this.setup?.vm ?? 'the VM'} runs here (post-copy)` };
+    if (this.postcopy) return { t: 'outcome', outcome: 'completed', message: `${this.vmName ?? 'the VM'} runs here (post-copy)` };
     if (this.phase === 'switching') return { t: 'outcome', outcome: 'pending', message: 'the state section is being loaded' };
     this.end();
     void this.step(() => this.giveUp(new FerryError('ELINK', 'the source asked how the migration ended before the switch-over: it keeps the guest')));
@@ -389,7 +390,7 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
       this.stats.setStatus('postcopy-active');
       this.hooks.update(this.stats);
     }
-    this.log.info({ vm: this.setup!.vm, pausedMs: Math.round(pausedMs), missing: this.remaining() }, 'post-copy link recovered');
+    this.log.info({ vm: this.vmName!, pausedMs: Math.round(pausedMs), missing: this.remaining() }, 'post-copy link recovered');
   }
 
   /**
@@ -534,13 +535,13 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
       this.releaseReclaim = holdReclaim(); // no full collection stalls this host mid-migration
       this.ctx = { pages: vm.memory.pages };
       this.phase = 'precopy';
-      this.stats = new MigrationStats(s.vm, 'incoming', s.mode, this.peer, s.config.ramSize);
-      this.log.info({ vm: s.vm, mode: s.mode, ram: s.config.ramSize, from: this.peer }, 'incoming migration');
+      this.stats = new MigrationStats(s.as ?? s.vm, 'incoming', s.mode, this.peer, s.config.ramSize);
+      this.log.info({ vm: s.as ?? s.vm, ...(s.as !== undefined ? { sourceName: s.vm } : {}), mode: s.mode, ram: s.config.ramSize, from: this.peer }, 'incoming migration');
       this.send({ t: 'setup-ok' });
       this.hooks.update(this.stats);
     } catch (e) {
       const err = e instanceof FerryError ? e : new FerryError('EINTERNAL', (e as Error).message);
-      this.log.warn({ vm: s.vm, err: err.message }, 'incoming migration refused');
+      this.log.warn({ vm: s.as ?? s.vm, err: err.message }, 'incoming migration refused');
       this.send({ t: 'refused', code: err.code, message: peerText(err.message, 1000) });
       this.end();
       closeWith(this.bulk, 1000, 'setup refused');
@@ -624,9 +625,9 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
     if (!told) tell();
     this.stats?.setStatus('completed'); // before end(): the host keeps (and reports) what completed
     this.end();
-    this.hooks.adopt(this.setup.vm, this.consoleOf(m));
+    this.hooks.adopt(this.vmName!, this.consoleOf(m));
     this.hooks.update(this.stats!);
-    this.log.info({ vm: this.setup.vm, from: this.peer, run: m.run }, 'incoming migration completed');
+    this.log.info({ vm: this.vmName!, from: this.peer, run: m.run }, 'incoming migration completed');
   }
 
   /**
@@ -674,10 +675,10 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
     tell();
     const tResumed = performance.now();
     this.log.debug({ markMs: Math.round((tMarked - t0) * 100) / 100, restoreMs: Math.round((tResumed - tMarked) * 100) / 100 }, 'post-copy switch-over timing (destination)');
-    this.hooks.adopt(this.setup!.vm, this.consoleOf(m), true);
+    this.hooks.adopt(this.vmName!, this.consoleOf(m), true);
     this.stats?.setStatus('postcopy-active');
     this.hooks.update(this.stats!);
-    this.log.info({ vm: this.setup!.vm, missing: missingCount }, 'post-copy: the VM runs here; fetching its pages');
+    this.log.info({ vm: this.vmName!, missing: missingCount }, 'post-copy: the VM runs here; fetching its pages');
     this.phase = 'postcopy';
     this.followPushedFrames().catch((e: unknown) => this.stepFailed(e));
     this.checkPostcopyComplete();
@@ -817,7 +818,7 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
     if (!pc || !pc.done || this.remaining() > 0 || this.done) return;
     this.end();
     this.send({ t: 'completed', resumedAt: Date.now() });
-    this.hooks.settled(this.setup!.vm);
+    this.hooks.settled(this.vmName!);
     this.countVcpuFills();
     this.stats?.faultLatencies(pc.latencies);
     this.stats?.faultBlocks(this.vm!.blockedHistogram());
@@ -825,7 +826,7 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
     if (this.stats) this.stats.info['postcopy-blocktime-ms'] = Math.round(this.vm!.blockedMs() * 100) / 100;
     this.stats?.setStatus('completed');
     this.hooks.update(this.stats!);
-    this.log.info({ vm: this.setup!.vm, faults: this.stats?.info['postcopy-requests'] }, 'post-copy completed: every page is here');
+    this.log.info({ vm: this.vmName!, faults: this.stats?.info['postcopy-requests'] }, 'post-copy completed: every page is here');
   }
 
   private async abort(e: Error, cancelled = false): Promise<void> {
@@ -834,7 +835,7 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
       this.end();
       this.linkGen++;
       dropSockets([this.bulk, this.prio], { code: 1011, reason: e.message });
-      const name = this.setup!.vm;
+      const name = this.vmName!;
       this.log.error({ vm: name, err: e.message }, 'post-copy failed: the VM is lost');
       this.stats?.setStatus('failed', `post-copy failed; the VM is lost: ${e.message}`);
       if (this.stats) this.hooks.update(this.stats);
@@ -849,7 +850,7 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
 
   /** Discards the half-built VM and tells the source why (the guest never ran here). */
   private async giveUp(e: Error, cancelled = false): Promise<void> {
-    const name = this.setup?.vm;
+    const name = this.vmName;
     this.log.warn({ vm: name, err: e.message }, cancelled ? 'incoming migration cancelled' : 'incoming migration failed');
     this.send({ t: 'failed', code: e instanceof FerryError ? e.code : 'EINTERNAL', message: peerText(e.message, 1000) });
     // Both channels go now: nothing the source still sends can matter, and its sockets must not linger.

@@ -64,6 +64,8 @@ export interface MigrateParams {
    * working set.
    */
   xbzrleCacheBytes: number;
+  /** The VM's name on the destination, when it is not its name here. */
+  as?: string;
 }
 
 /** QEMU's defaults where they exist (downtime-limit 300 ms; guestperf's 30 iterations). */
@@ -423,7 +425,7 @@ export class OutgoingMigration {
     this.checkCancelled();
     const self = this.hooks.self();
     this.send({
-      t: 'setup', vm: this.name, program: this.program, mode: this.p.mode, config: this.vm.config, insnLimit: this.vm.insnLimit,
+      t: 'setup', vm: this.name, ...(this.p.as !== undefined ? { as: this.p.as } : {}), program: this.program, mode: this.p.mode, config: this.vm.config, insnLimit: this.vm.insnLimit,
       pageSize: PAGE_SIZE, isa: ISA, devices: DEVICES, sourceIncarnation: self.incarnation,
       ...(self.url ? { source: self.url } : {}), ...(this.p.giveUpAfterMs > 0 ? { giveUpAfterMs: this.p.giveUpAfterMs } : {}),
     });

@@ -94,7 +94,10 @@ export type RunState = z.infer<typeof runState>;
 
 const setup = z.strictObject({
   t: z.literal('setup'),
+  /** The VM's name at the source: the name the destination asks the source about. */
   vm: vmNameSchema,
+  /** Its name on the destination, when the user renames it there (default: `vm`). */
+  as: vmNameSchema.optional(),
   program: z.string().max(256),
   mode: z.enum(['precopy', 'cold', 'postcopy', 'hybrid']),
   config: machineConfigSchema,

@@ -112,6 +112,30 @@ describe('ferry migrate and names', () => {
   }, T);
 });
 
+describe('ferry migrate --name', () => {
+  it('renames the VM on the destination, in pre-copy and in post-copy, to the unmigrated digest; a taken name is refused and the VM stays', async () => {
+    const guest: GuestSpec = { program: 'memstress', memory: 32 * MiB, args: ['ws_mib=4'], insnLimit: 1_500_000_000 };
+    const oracle = oracleDigest(guest);
+    for (const mode of ['precopy', 'postcopy']) {
+      const from = `orig-${mode}`;
+      const to = `renamed-${mode}`;
+      await ca.request('vm.create', createParams(from, guest));
+      const r = await runCli(['--host', ha.url, 'migrate', from, '--to', hb.url, '--mode', mode, '--name', to], T);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toMatch(new RegExp(`^${from}: migration completed \\(to ws://127\\.0\\.0\\.1:\\d+\\): `));
+      expect(await finalDigest(cb, to)).toBe(await oracle);
+      expect((await cb.request<{ name: string }[]>('vm.list')).map((v) => v.name)).not.toContain(from);
+      expect((await ca.request<{ name: string }[]>('vm.list')).map((v) => v.name)).not.toContain(from);
+      expect((await cb.request<MigrationInfo>('migrate.status', { name: to })).status).toBe('completed');
+    }
+    await ca.request('vm.create', { name: 'keep', program: 'counter', memory: 4 * MiB, start: true });
+    const taken = await runCli(['--host', ha.url, 'migrate', 'keep', '--to', hb.url, '--name', 'renamed-precopy'], T);
+    expect(taken.code).toBe(1);
+    expect(taken.stderr).toMatch(/^ferry: keep: migration failed: .*a VM named "renamed-precopy" already exists/);
+    expect((await ca.request<{ state: string }>('vm.info', { name: 'keep' })).state).toBe('running');
+  }, 90_000);
+});
+
 describe('ferry host drain', () => {
   it('moves every VM, running ones live and stopped ones cold, reports each, and says what stayed (exit 1) until all are moved', async () => {
     const guest: GuestSpec = { program: 'memstress', memory: 32 * MiB, args: ['ws_mib=4'], insnLimit: 1_500_000_000 };

@@ -54,8 +54,8 @@ describe('migration summary', () => {
 
 describe('the monitor\'s migrate words', () => {
   it('become the migrate.start request, page encoding included', () => {
-    expect(monitorMigrateParams(['vm1', 'ws://b:7412', 'hybrid', 'max-bandwidth=125M', 'xbzrle=on', 'compress=off', 'xbzrle-cache=64M'])).toEqual({
-      name: 'vm1', to: 'ws://b:7412', mode: 'hybrid', maxBandwidth: 125 * 1024 * 1024, xbzrle: 'on', compress: 'off', xbzrleCacheBytes: 64 * 1024 * 1024,
+    expect(monitorMigrateParams(['vm1', 'ws://b:7412', 'hybrid', 'max-bandwidth=125M', 'xbzrle=on', 'compress=off', 'xbzrle-cache=64M', 'as=vm2'])).toEqual({
+      name: 'vm1', to: 'ws://b:7412', mode: 'hybrid', maxBandwidth: 125 * 1024 * 1024, xbzrle: 'on', compress: 'off', xbzrleCacheBytes: 64 * 1024 * 1024, as: 'vm2',
     });
   });
 
