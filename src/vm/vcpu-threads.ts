@@ -23,7 +23,9 @@ let holds = 0;
  * thread may not take, like --expose-gc, cannot be passed explicitly, so none are).
  */
 const LOADER_FLAG = /^(--import|--require|-r|--loader|--experimental-loader)(=|$)/;
-const threadOptions = process.execArgv.some((a) => LOADER_FLAG.test(a)) ? { execArgv: [] } : {};
+/** Options about the parent's own script (`node --input-type=module -e ...`): a thread refuses to start with them. */
+const SCRIPT_FLAG = /^(--input-type|--eval|-e|--print|-p)(=|$)/;
+const threadOptions = process.execArgv.some((a) => LOADER_FLAG.test(a) || SCRIPT_FLAG.test(a)) ? { execArgv: [] } : {};
 
 function spawn(): Worker {
   return new Worker(vcpuEntry(), threadOptions);

@@ -3,7 +3,7 @@
 // folder outside the repo: compiled JavaScript only (no TypeScript loader installed), its guests,
 // its worker threads (vCPU, the encoding pool), host processes it starts itself, and completion.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -76,6 +76,7 @@ describe('the installed package', () => {
     const files = readdirSync(join(installed, 'dist'), { recursive: true }).map(String);
     expect(files).toContain('cli.js');
     expect(files).toContain('cli.d.ts');
+    expect(files).toContain('index.d.ts');
     expect(files.filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts'))).toEqual([]);
     expect(existsSync(join(installed, 'src'))).toBe(false);
     expect(existsSync(join(installed, 'guest-programs', 'build', 'memstress.elf'))).toBe(true);
@@ -119,6 +120,23 @@ describe('the installed package', () => {
     const r = await ferry(['demo', '--migrations', '1'], 60_000);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/demo: done; console ran from tick 1 to tick \d+ with 0 repeats or gaps/);
+  }, T);
+
+  it('the library entry imports by the package name and runs a migration between two in-process hosts', async () => {
+    symlinkSync(join(prefix, 'lib', 'node_modules'), join(work, 'node_modules'));
+    const script = [
+      "import { startHost, FERRY_VERSION } from 'ferry';",
+      "const [a, b] = await Promise.all([startHost({ name: 'a' }), startHost({ name: 'b' })]);",
+      "const ca = await a.connect();",
+      "await ca.createVm({ name: 'v', program: 'counter', memory: 4 * 1024 * 1024, start: true });",
+      "const m = await ca.migrate('v', { to: b.url, compress: 'on' });",
+      "const final = await m.done;",
+      "console.log(FERRY_VERSION, final.status, m.history.map((e) => e.type).join(','));",
+      "await ca.close(); await Promise.all([a.stop(), b.stop()]);",
+    ].join('\n');
+    const r = await runProcess(process.execPath, ['--input-type=module', '-e', script], 60_000, undefined, { cwd: work, env });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(new RegExp(`^${version.replace(/\./g, '\\.')} completed setup,(pass,)*switchover,completed\n$`));
   }, T);
 
   it('bash completion completes commands and options from the installed ferry', async () => {

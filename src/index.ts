@@ -1,0 +1,14 @@
+/**
+ * Ferry as a library (the package's main entry, `import ... from 'ferry'`): start hosts in this
+ * process or as processes, drive VMs, migrate them with every option, follow each migration's
+ * QEMU-style events and read its statistics. The test kit is `ferry/testing`.
+ */
+export { FerryClient, Migration } from './api/client.ts';
+export type { ConnectOptions, CreateVmOptions, MigrateOptions, MigrationInfo, MigrationStatus, RoundInfo, VmSummary } from './api/client.ts';
+export type { MigrationEvent, MigrationEventType } from './api/events.ts';
+export { startHost, spawnHost } from './api/host.ts';
+export type { FerryHost, HostStartOptions, SpawnedHost } from './api/host.ts';
+export { loadHostTls, loadClientTls } from './wire/tls.ts';
+export type { HostTls, TlsTrust } from './wire/tls.ts';
+export { FerryError } from './errors.ts';
+export { FERRY_VERSION } from './version.ts';
