@@ -1,9 +1,17 @@
+import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
 
 /** The two-machine bed: its checks are timings (round trips, fault waits), so it runs alone, after the rest. */
 const LINK_BED = ['test/migration/link-profiles.test.ts'];
 
 export default defineConfig({
+  resolve: {
+    // examples/ import the package by its name, as a user's tests do: here that is the sources.
+    alias: [
+      { find: /^ferry\/testing$/, replacement: fileURLToPath(new URL('./src/testing/index.ts', import.meta.url)) },
+      { find: /^ferry$/, replacement: fileURLToPath(new URL('./src/index.ts', import.meta.url)) },
+    ],
+  },
   test: {
     testTimeout: 60_000,
     hookTimeout: 60_000,
@@ -12,7 +20,7 @@ export default defineConfig({
         extends: true,
         test: {
           name: 'suite',
-          include: ['test/**/*.test.ts'],
+          include: ['test/**/*.test.ts', 'examples/**/*.test.ts'],
           exclude: LINK_BED,
           // Two cores: VMs run in their own worker threads, so keep test files from piling up.
           maxWorkers: 2,

@@ -58,9 +58,12 @@ export interface SpawnedHost extends FerryHost {
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
 
-/** `ferry host start` as a child process on a free loopback port; `args` are more `host start` flags. */
-export async function spawnHost(name: string, args: string[] = [], connect: ConnectOptions = {}): Promise<SpawnedHost> {
-  const h = await startHostProcess(name, args, { ...(connect.token !== undefined ? { token: connect.token } : {}), ...(connect.tls !== undefined ? { tls: connect.tls } : {}) });
+/**
+ * `ferry host start` as a child process on a free loopback port; `args` are more `host start`
+ * flags (a later `--listen` wins), `env` more environment (FERRY_TOKEN).
+ */
+export async function spawnHost(name: string, args: string[] = [], connect: ConnectOptions = {}, env: Record<string, string> = {}): Promise<SpawnedHost> {
+  const h = await startHostProcess(name, args, { ...(connect.token !== undefined ? { token: connect.token } : {}), ...(connect.tls !== undefined ? { tls: connect.tls } : {}) }, env);
   await h.client.close(); // (the API's clients are its own)
   return {
     name, url: h.url, pid: h.proc.pid!,

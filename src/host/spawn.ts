@@ -19,10 +19,10 @@ export interface HostProcess {
 }
 
 /** Runs `ferry host start` as a child process on a free loopback port, connected and ready. */
-export async function startHostProcess(name: string, extraArgs: string[] = [], connect: ConnectOptions = {}): Promise<HostProcess> {
+export async function startHostProcess(name: string, extraArgs: string[] = [], connect: ConnectOptions = {}, env: Record<string, string> = {}): Promise<HostProcess> {
   const proc = spawn(process.execPath, [...LOADER, CLI, 'host', 'start', '--listen', '127.0.0.1:0', '--name', name, ...extraArgs], {
     stdio: ['ignore', 'pipe', 'inherit'],
-    env: { ...process.env, FERRY_LOG_LEVEL: process.env.FERRY_LOG_LEVEL ?? 'warn' },
+    env: { ...process.env, FERRY_LOG_LEVEL: process.env.FERRY_LOG_LEVEL ?? 'warn', ...env },
   });
   const url = await new Promise<string>((resolve, reject) => {
     let out = '';

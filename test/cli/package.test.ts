@@ -122,21 +122,25 @@ describe('the installed package', () => {
     expect(r.stdout).toMatch(/demo: done; console ran from tick 1 to tick \d+ with 0 repeats or gaps/);
   }, T);
 
-  it('the library entry imports by the package name and runs a migration between two in-process hosts', async () => {
+  it('the library and its test kit import by the package name: a migration between two in-process hosts, a reference digest', async () => {
     symlinkSync(join(prefix, 'lib', 'node_modules'), join(work, 'node_modules'));
     const script = [
       "import { startHost, FERRY_VERSION } from 'ferry';",
+      "import { referenceDigest, startCluster } from 'ferry/testing';",
+      "const cluster = await startCluster({ hosts: ['x'] });",
+      "const ref = await referenceDigest({ program: 'hello', memory: 4 * 1024 * 1024, insnLimit: 100000 });",
+      "await cluster.stop();",
       "const [a, b] = await Promise.all([startHost({ name: 'a' }), startHost({ name: 'b' })]);",
       "const ca = await a.connect();",
       "await ca.createVm({ name: 'v', program: 'counter', memory: 4 * 1024 * 1024, start: true });",
       "const m = await ca.migrate('v', { to: b.url, compress: 'on' });",
       "const final = await m.done;",
-      "console.log(FERRY_VERSION, final.status, m.history.map((e) => e.type).join(','));",
+      "console.log(FERRY_VERSION, final.status, m.history.map((e) => e.type).join(','), ref.length);",
       "await ca.close(); await Promise.all([a.stop(), b.stop()]);",
     ].join('\n');
     const r = await runProcess(process.execPath, ['--input-type=module', '-e', script], 60_000, undefined, { cwd: work, env });
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toMatch(new RegExp(`^${version.replace(/\./g, '\\.')} completed setup,(pass,)*switchover,completed\n$`));
+    expect(r.stdout).toMatch(new RegExp(`^${version.replace(/\./g, '\\.')} completed setup,(pass,)*switchover,completed 64\n$`));
   }, T);
 
   it('bash completion completes commands and options from the installed ferry', async () => {
