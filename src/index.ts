@@ -11,4 +11,6 @@ export type { FerryHost, HostStartOptions, SpawnedHost } from './api/host.ts';
 export { loadHostTls, loadClientTls } from './wire/tls.ts';
 export type { HostTls, TlsTrust } from './wire/tls.ts';
 export { FerryError } from './errors.ts';
+export { DEFAULT_CONVERGENCE, PREDICTIVE_CONVERGENCE, ASCENDING_PUSH, NEAR_PC_PUSH } from './migration/policies.ts';
+export type { ConvergencePolicy, ConvergencePolicyFactory, ConvergenceParams, Decision, PushOrderContext, PushOrderPolicy, RoundResult as ConvergenceRound } from './migration/policies.ts';
 export { FERRY_VERSION } from './version.ts';

@@ -62,6 +62,10 @@ export interface MigrateOptions {
   xbzrle?: 'auto' | 'on' | 'off';
   compress?: 'auto' | 'on' | 'off';
   xbzrleCacheBytes?: number;
+  /** A convergence policy the source host knows, by name ('default', 'predictive', or one of its own). */
+  convergencePolicy?: string;
+  /** A post-copy push order the source host knows, by name ('default', 'near-pc', or one of its own). */
+  pushOrder?: string;
 }
 
 /** How often a handle asks for the statistics itself, should an event be lost. */

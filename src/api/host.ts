@@ -7,6 +7,7 @@ import { Host } from '../host/host.ts';
 import { DEFAULT_LIMITS, type HostLimits } from '../host/limits.ts';
 import { startHostProcess } from '../host/spawn.ts';
 import type { Logger } from '../log.ts';
+import { PolicyRegistry, type ConvergencePolicyFactory, type PushOrderPolicy } from '../migration/policies.ts';
 import type { HostTls } from '../wire/tls.ts';
 import { FerryClient, type ConnectOptions } from './client.ts';
 
@@ -25,6 +26,8 @@ export interface HostStartOptions {
   limits?: HostLimits;
   /** Where its log goes (default: nowhere). */
   log?: Logger;
+  /** More convergence policies and push orders its migrations may name (besides the built-in ones). */
+  policies?: { convergence?: ConvergencePolicyFactory[]; pushOrders?: PushOrderPolicy[] };
 }
 
 export interface FerryHost {
@@ -39,7 +42,11 @@ export interface FerryHost {
 
 /** A host in this process. */
 export async function startHost(o: HostStartOptions): Promise<FerryHost> {
+  const policies = new PolicyRegistry();
+  for (const c of o.policies?.convergence ?? []) policies.addConvergence(c);
+  for (const p of o.policies?.pushOrders ?? []) policies.addPushOrder(p);
   const h = new Host({
+    policies,
     host: o.host ?? '127.0.0.1', port: o.port ?? 0, name: o.name, maxMemory: o.maxMemory ?? 4 * 1024 ** 3,
     log: o.log ?? pino({ level: 'silent' }), limits: o.limits ?? DEFAULT_LIMITS,
     ...(o.token !== undefined ? { token: o.token } : {}), ...(o.tls !== undefined ? { tls: o.tls } : {}),

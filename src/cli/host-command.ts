@@ -1,12 +1,15 @@
 import { hostname, totalmem } from 'node:os';
-import { Command } from 'commander';
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { Command, Option } from 'commander';
+import { PolicyRegistry } from '../migration/policies.ts';
 import { UsageError } from '../errors.ts';
 import { loadToken } from '../wire/auth.ts';
 import { loadHostTls, type HostTls } from '../wire/tls.ts';
 import { Host } from '../host/host.ts';
 import { limitsFromEnv, type HostLimits } from '../host/limits.ts';
 import { createLogger } from '../log.ts';
-import { parseSize } from './parse.ts';
+import { collect, parseSize } from './parse.ts';
 import { drainCommand } from './drain.ts';
 
 /** "HOST:PORT", "[::1]:PORT" or ":PORT" → parts; port 0 picks a free one. */
@@ -39,6 +42,7 @@ interface StartOpts {
   name?: string;
   tokenFile?: string;
   maxMemory?: string;
+  policyModule: string[];
 }
 
 export function hostCommand(): Command {
@@ -51,6 +55,7 @@ export function hostCommand(): Command {
     .option('--name <name>', 'host name shown to clients (default: this machine\'s hostname)')
     .option('--token-file <file>', 'cluster token (first line); FERRY_TOKEN works too')
     .option('--max-memory <size>', 'refuse VMs beyond this much guest RAM in total (default: half of this machine\'s memory)')
+    .addOption(new Option('--policy-module <file>', 'an ES module exporting convergencePolicies and/or pushOrders that migrations from here may name (repeatable)').default([]).argParser(collect))
     .action(async (_o: StartOpts, cmd: Command) => {
       const o = cmd.optsWithGlobals<StartOpts>();
       const listen = parseListen(o.listen);
@@ -70,9 +75,18 @@ export function hostCommand(): Command {
       }
       const name = o.name ?? hostname();
       const log = createLogger({ host: name });
+      const policies = new PolicyRegistry();
+      for (const file of o.policyModule) {
+        try {
+          const added = policies.addModule(await import(pathToFileURL(resolve(file)).href) as Record<string, unknown>, file);
+          log.info({ module: file, added }, 'policies loaded');
+        } catch (e) {
+          throw new UsageError(`--policy-module ${file}: ${(e as Error).message}`);
+        }
+      }
       let h: Host;
       try {
-        h = new Host({ ...listen, name, maxMemory, log, limits, ...(token !== undefined ? { token } : {}), ...(advertise !== undefined ? { advertise } : {}), ...(tls ? { tls } : {}) });
+        h = new Host({ ...listen, name, maxMemory, log, limits, policies, ...(token !== undefined ? { token } : {}), ...(advertise !== undefined ? { advertise } : {}), ...(tls ? { tls } : {}) });
       } catch (e) {
         throw new UsageError((e as Error).message);
       }

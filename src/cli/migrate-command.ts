@@ -23,6 +23,8 @@ export interface MigrateOpts {
   giveUpAfter?: string;
   autoRecover: boolean;
   detach?: boolean;
+  convergencePolicy?: string;
+  pushOrder?: string;
   /** --name: the name on the destination. */
   name?: string;
   wait: boolean;
@@ -227,7 +229,9 @@ export function addMigrationOptions(cmd: Command): Command {
     .option('--give-up-after <ms>', 'post-copy: give the VM up (lost, on both hosts) after this long without a link (default: never)')
     .addOption(new Option('--xbzrle <mode>', 'pre-copy: send re-sent pages as deltas against the version sent before (auto: when the link is the bottleneck)').choices(['auto', 'on', 'off']).default('auto'))
     .addOption(new Option('--compress <mode>', 'pre-copy: compress page frames with LZ4 (auto: when the link is the bottleneck and it shrinks them)').choices(['auto', 'on', 'off']).default('auto'))
-    .option('--xbzrle-cache <bytes>', 'the delta cache: the last-sent versions of this much memory, e.g. 256M (default: the dirty set when deltas start, and a quarter more, up to 512M)');
+    .option('--xbzrle-cache <bytes>', 'the delta cache: the last-sent versions of this much memory, e.g. 256M (default: the dirty set when deltas start, and a quarter more, up to 512M)')
+    .option('--convergence-policy <name>', 'pre-copy: decide rounds, throttle and switch-over by this policy of the source host (default, predictive, or one from its --policy-module)')
+    .option('--push-order <name>', 'post-copy: push the missing pages in this order of the source host (default, near-pc, or one from its --policy-module)');
 }
 
 /** migrate.start parameters from those options. */
@@ -243,6 +247,8 @@ export function migrationParams(name: string, to: string, o: MigrateOpts): Recor
   if (o.xbzrle !== undefined) params.xbzrle = o.xbzrle;
   if (o.compress !== undefined) params.compress = o.compress;
   if (o.xbzrleCache !== undefined) params.xbzrleCacheBytes = parseSize(o.xbzrleCache, 'xbzrle cache');
+  if (o.convergencePolicy !== undefined) params.convergencePolicy = o.convergencePolicy;
+  if (o.pushOrder !== undefined) params.pushOrder = o.pushOrder;
   return params;
 }
 

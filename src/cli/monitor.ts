@@ -128,7 +128,7 @@ const VERBS: Record<string, Verb> = {
     },
   },
   migrate: {
-    usage: 'migrate NAME ws://HOST:PORT [cold|postcopy|hybrid] [downtime-limit=MS] [max-bandwidth=SIZE] [max-rounds=N] [switchover-at-max-rounds] [auto-converge] [postcopy-after-rounds=N] [no-auto-recover] [give-up-after=MS] [xbzrle=auto|on|off] [compress=auto|on|off] [xbzrle-cache=SIZE] [as=NEW_NAME]',
+    usage: 'migrate NAME ws://HOST:PORT [cold|postcopy|hybrid] [downtime-limit=MS] [max-bandwidth=SIZE] [max-rounds=N] [switchover-at-max-rounds] [auto-converge] [postcopy-after-rounds=N] [no-auto-recover] [give-up-after=MS] [xbzrle=auto|on|off] [compress=auto|on|off] [xbzrle-cache=SIZE] [as=NEW_NAME] [convergence-policy=NAME] [push-order=NAME]',
     help: 'migrate a VM live to another host (progress shows here; the monitor stays usable)',
     async run(args, m) {
       need(args, 2, VERBS.migrate!.usage);
@@ -222,6 +222,8 @@ export function monitorMigrateParams(args: readonly string[]): Record<string, un
     else if (/^(xbzrle|compress)=(auto|on|off)$/.test(a)) params[a.slice(0, a.indexOf('='))] = a.slice(a.indexOf('=') + 1);
     else if (a.startsWith('xbzrle-cache=')) params.xbzrleCacheBytes = parseSize(a.slice(13), 'xbzrle cache');
     else if (a.startsWith('as=') && a.length > 3) params.as = a.slice(3);
+    else if (a.startsWith('convergence-policy=') && a.length > 19) params.convergencePolicy = a.slice(19);
+    else if (a.startsWith('push-order=') && a.length > 11) params.pushOrder = a.slice(11);
     else throw new UsageError(`usage: ${VERBS.migrate!.usage}`);
   }
   return params;

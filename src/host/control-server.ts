@@ -92,6 +92,8 @@ export const METHODS: Record<string, Method<z.ZodType>> = {
     name,
     to: printable(2048),
     as: name.optional(),
+    convergencePolicy: printable(64).optional(),
+    pushOrder: printable(64).optional(),
     mode: z.enum(['precopy', 'postcopy', 'hybrid', 'cold'], { error: 'must be one of precopy, postcopy, hybrid, cold' }).optional(),
     downtimeLimitMs: count(2_000_000),
     maxBandwidth: count(),

@@ -1,3 +1,4 @@
+import type { PolicyRegistry } from '../migration/policies.ts';
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
@@ -35,6 +36,8 @@ export interface HostOptions {
   tls?: HostTls;
   /** Pre-authentication and idle limits (default DEFAULT_LIMITS). */
   limits?: HostLimits;
+  /** The convergence policies and push orders migrations from here may name (default: the built-in ones). */
+  policies?: PolicyRegistry;
 }
 
 const HEARTBEAT_MS = 15_000;
@@ -97,7 +100,7 @@ export class Host {
     };
     this.migrations = new MigrationManager(this.registry, credentials, o.log, (vm, info) => {
       for (const c of this.conns) c.push('migration', vm, info);
-    }, this.limits.migrationIdleMs, this.incarnation);
+    }, this.limits.migrationIdleMs, this.incarnation, o.policies);
     this.registry.on('vm.state', (name: string, summary: unknown) => {
       for (const c of this.conns) c.push('vm.state', name, summary);
     });

@@ -1,5 +1,6 @@
 import type { LinkSocket } from '../wire/socket.ts';
 import type { z } from 'zod';
+import { PolicyRegistry, type ConvergencePolicyFactory, type PushOrderPolicy } from '../migration/policies.ts';
 import { FerryError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { queryAnswer, recoveryAnswer } from '../migration/finished.ts';
@@ -23,6 +24,9 @@ export interface MigrateRequest {
   to: string;
   /** The VM's name on the destination (default: its name here). */
   as?: string;
+  /** A convergence policy and a post-copy push order this host knows, by name (default: Ferry's). */
+  convergencePolicy?: string;
+  pushOrder?: string;
   mode?: MigrationMode;
   downtimeLimitMs?: number;
   maxBandwidth?: number;
@@ -82,6 +86,8 @@ export class MigrationManager {
     private readonly incomingIdleMs: number,
     /** This host process's incarnation (see ReadyMsg). */
     private readonly incarnation: string,
+    /** The convergence policies and push orders migrations from here may name (migration/policies.ts). */
+    readonly policies: PolicyRegistry = new PolicyRegistry(),
   ) {}
 
   /** Records a VM's latest migration statistics; those of VMs no longer here are kept, the newest STATUS_KEPT. */
@@ -125,7 +131,14 @@ export class MigrationManager {
     if (p.mode === 'cold' && rec.vm.state === 'running') {
       throw new FerryError('ESTATE', `cold migration needs a stopped VM: pause "${r.name}" first, or use --mode precopy`);
     }
+    let policies: { convergence: ConvergencePolicyFactory; pushOrder: PushOrderPolicy };
+    try {
+      policies = { convergence: this.policies.convergencePolicy(r.convergencePolicy), pushOrder: this.policies.pushOrder(r.pushOrder) };
+    } catch (e) {
+      throw new FerryError('EINVAL', (e as Error).message);
+    }
     const m = new OutgoingMigration(rec.vm, rec.name, rec.program, p, this.credentials, rec.log.child({ migration: 'out' }), {
+      policies,
       release: () => this.registry.remove(rec.name, `migrated to ${p.to}${p.as !== undefined ? ` as ${p.as}` : ''}`),
       update: (s) => this.publish(rec.name, s.snapshot()),
       consoleOutput: () => this.registry.consoleOutput(rec.name),

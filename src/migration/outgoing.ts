@@ -9,7 +9,8 @@ import { dropSockets, openLink, type Dial } from '../wire/link.ts';
 import { closeWith, peerText } from '../wire/peer-text.ts';
 import type { PeerCredentials } from '../wire/tls.ts';
 import type { LinkSocket } from '../wire/socket.ts';
-import { decide, expectedDowntimeMs, INITIAL_CONVERGENCE, type ConvergenceState } from './convergence.ts';
+import { expectedDowntimeMs } from './convergence.ts';
+import { ASCENDING_PUSH, DEFAULT_CONVERGENCE, type ConvergencePolicyFactory, type PushOrderContext, type PushOrderPolicy } from './policies.ts';
 import { Inbox } from './inbox.ts';
 import { LinkLiveness } from './liveness.ts';
 import { queryOutcome } from './outcome.ts';
@@ -114,6 +115,8 @@ export interface OutgoingHooks {
   consoleOutput(): { history: Uint8Array; total: number };
   /** This host's measured switch-overs: what the expected downtime is based on, and where this one's figures go. */
   readonly switchovers: SwitchoverHistory;
+  /** The convergence decision and the post-copy push order (policies.ts; default: Ferry's own). */
+  readonly policies?: { convergence?: ConvergencePolicyFactory; pushOrder?: PushOrderPolicy };
 }
 
 /** One link to the destination: the bulk stream, the priority channel, and what serves them. */
@@ -182,6 +185,9 @@ export class OutgoingMigration {
     private readonly dial: Dial = openLink,
   ) {
     this.stats = new MigrationStats(name, 'outgoing', p.mode, p.to, vm.memory.size);
+    const { convergence, pushOrder } = hooks.policies ?? {};
+    if (convergence && convergence !== DEFAULT_CONVERGENCE) this.stats.info['convergence-policy'] = convergence.name;
+    if (pushOrder && pushOrder !== ASCENDING_PUSH) this.stats.info['push-order'] = pushOrder.name;
   }
 
   get phase(): SourcePhase {
@@ -498,7 +504,9 @@ export class OutgoingMigration {
     await vm.syncDirty(); // a fresh dirty epoch: every write from here on is logged
     let pages: Uint32Array = this.everWrittenPages();
     this.stats.info['touched-pages'] = pages.length;
-    let conv: ConvergenceState = INITIAL_CONVERGENCE;
+    const convergence = (this.hooks.policies?.convergence ?? DEFAULT_CONVERGENCE).create();
+    /** The vCPU throttle the decisions have set (percent). */
+    let throttle = 0;
     /** The pause the switch-over starts from, once the guest stopped with a set that fits. */
     let pausedHere: { tPause: number; tPaused: number; tSynced: number; last: Uint32Array } | undefined;
     /** The last round's rate, plain page-frame bytes per ms. */
@@ -538,7 +546,7 @@ export class OutgoingMigration {
       this.hooks.update(this.stats);
       pages = dirty;
       this.checkCancelled();
-      const { decision, state } = decide({ ...this.p, mode: this.p.mode === 'hybrid' ? 'hybrid' : 'precopy' }, conv, result);
+      const decision = convergence.afterRound(result, { ...this.p, mode: this.p.mode === 'hybrid' ? 'hybrid' : 'precopy' });
       const warned = this.stats.info['convergence-warning'];
       this.stats.info['convergence-warning'] = decision.next === 'round' ? decision.notConverging : undefined;
       if (this.stats.info['convergence-warning'] !== undefined && warned === undefined) {
@@ -550,7 +558,7 @@ export class OutgoingMigration {
         this.stats.info['postcopy-switch'] = decision.reason;
         this.stats.info['switchover-reason'] = `post-copy: ${decision.reason}`;
         // The pages dirtied in the last round are stale over there: they are the missing set.
-        await this.postcopy(pages, conv.throttle > 0);
+        await this.postcopy(pages, throttle > 0);
         return;
       }
       if (decision.next === 'stop-and-copy') {
@@ -575,7 +583,6 @@ export class OutgoingMigration {
             this.log.info({ round, expectedMs: round2(expectedNow), dirtyAtPause: all.length, pausedMs: round2(performance.now() - tPause) },
               'switch-over deferred: at the pause more was dirty than fits the downtime limit; the guest runs on for another round');
             pages = all;
-            conv = state;
             if (deferred >= MAX_SWITCHOVER_DEFERRALS) {
               const why = `${deferred} times the guest had dirtied more by the pause than the last round left `
                 + `(expected downtime ${round2(expectedNow)} ms against a limit of ${this.p.downtimeLimitMs} ms)`;
@@ -584,7 +591,7 @@ export class OutgoingMigration {
                 this.log.info({ round, why }, 'switching to post-copy');
                 this.stats.info['postcopy-switch'] = `pre-copy is not converging: ${why}`;
                 this.stats.info['switchover-reason'] = `post-copy: ${this.stats.info['postcopy-switch']}`;
-                await this.postcopy(pages, conv.throttle > 0);
+                await this.postcopy(pages, throttle > 0);
                 return;
               }
               // Allowed above the limit at max rounds: the rounds go on to there.
@@ -618,12 +625,12 @@ export class OutgoingMigration {
         this.useEncoding(rates, pages.length, unavailable);
         this.checkCancelled();
       }
-      if (decision.throttle !== conv.throttle) {
+      if (decision.throttle !== throttle) {
         vm.setThrottle(decision.throttle);
         this.stats.info['throttle-percent'] = decision.throttle;
         this.log.info({ throttle: decision.throttle, round }, round >= this.p.maxRounds ? 'max rounds without converging: throttling the vCPU' : 'auto-converge: throttling the vCPU');
       }
-      conv = state;
+      throttle = decision.throttle;
     }
     // Stop-and-copy: from here the guest is paused until the destination resumes it.
     let tPause: number, tPaused: number, tSynced: number, last: Uint32Array;
@@ -637,7 +644,7 @@ export class OutgoingMigration {
       last = vm.state === 'created' ? await vm.syncDirty() : vm.dirtyWhileStopped();
       tSynced = performance.now();
     }
-    if (conv.throttle) vm.setThrottle(0);
+    if (throttle) vm.setThrottle(0);
     const key = this.switchoverKey();
     const sent = await this.link!.sender.sendAll(union(pages, last), 'downtime');
     const tSent = performance.now();
@@ -846,7 +853,11 @@ export class OutgoingMigration {
     this.enter('advise');
     if (this.p.mode === 'postcopy') this.stats.info['switchover-reason'] ??= 'post-copy';
     const firstWrites0 = vm.memory.firstWriteCount();
-    const touched = hybridDirty ?? this.everWrittenPages();
+    // In push order (policies.ts), decided here while the guest runs: nothing of it is downtime.
+    const pushOrder = this.hooks.policies?.pushOrder ?? ASCENDING_PUSH;
+    const advised = hybridDirty ?? this.everWrittenPages();
+    const touched = pushOrder === ASCENDING_PUSH ? advised
+      : checkedPushOrder(pushOrder, advised, { pc: vm.publishedPc, ramPages: vm.memory.pages, ...(hybridDirty ? { recentlyDirty: hybridDirty } : {}) });
     const missing = pageBitmap(vm.memory.pages, touched);
     const indexOf = pageIndex(vm.memory.pages, touched);
     this.send({ t: 'postcopy-advise', advice: { missing, missingCount: touched.length } });
@@ -1161,6 +1172,21 @@ function pageBitmap(pages: number, list: ArrayLike<number>): Uint8Array {
 }
 
 /** Position of each listed page in the list, -1 for the others (steers the push to a fault). */
+/** A push order's answer, checked: the same pages, each once (else the default order, said in the error). */
+function checkedPushOrder(policy: PushOrderPolicy, pages: Uint32Array, ctx: PushOrderContext): Uint32Array {
+  const out = policy.order(Uint32Array.from(pages), ctx);
+  const seen = new Uint8Array(ctx.ramPages);
+  for (const p of pages) seen[p] = 1;
+  let ok = out.length === pages.length;
+  for (let i = 0; ok && i < out.length; i++) {
+    const p = out[i]!;
+    if (p >= ctx.ramPages || seen[p] !== 1) ok = false;
+    else seen[p] = 2;
+  }
+  if (!ok) throw new FerryError('EPOLICY', `push order "${policy.name}" did not return the missing pages, each once`);
+  return out;
+}
+
 function pageIndex(pages: number, list: ArrayLike<number>): Int32Array {
   const index = new Int32Array(pages).fill(-1);
   for (let i = 0; i < list.length; i++) index[list[i]!] = i;

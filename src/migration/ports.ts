@@ -32,6 +32,8 @@ export interface SourceVm {
   /** With the vCPU stopped: the pages dirtied since the last sync whose bit in `known` is clear. */
   dirtyWhileStoppedExcept(known: Uint8Array): ArrayLike<number>;
   exportState(): VmStateExport;
+  /** The pc the vCPU last published (the control block's PC word: a slice old while it runs). */
+  readonly publishedPc: number;
 }
 
 export type { RunState };

@@ -61,6 +61,9 @@ export interface MigrationInfo {
   'touched-pages'?: number;
   /** Hybrid: why it switched to post-copy. */
   'postcopy-switch'?: string;
+  /** Source: the convergence policy and the post-copy push order, when not the default ones (migration/policies.ts). */
+  'convergence-policy'?: string;
+  'push-order'?: string;
   /** Why the source stopped the guest for the switch-over (converged, requested, max rounds allowed, ...). */
   'switchover-reason'?: string;
   /**

@@ -5,7 +5,7 @@
  * with. Everything a cluster started, `stop()` ends.
  */
 import { FerryClient, type CreateVmOptions } from '../api/client.ts';
-import { startHost, spawnHost, type FerryHost, type SpawnedHost } from '../api/host.ts';
+import { startHost, spawnHost, type FerryHost, type HostStartOptions, type SpawnedHost } from '../api/host.ts';
 import { FerryError } from '../errors.ts';
 import { loadProgram } from '../vm/programs.ts';
 import { Vm } from '../vm/vm.ts';
@@ -85,6 +85,8 @@ export interface ClusterOptions {
   processes?: boolean | string[];
   /** A cluster token every host requires. */
   token?: string;
+  /** Policies the in-process hosts know besides the built-in ones (a process host loads them with --policy-module). */
+  policies?: HostStartOptions['policies'];
 }
 
 export async function startCluster(o: ClusterOptions): Promise<TestCluster> {
@@ -96,7 +98,7 @@ export async function startCluster(o: ClusterOptions): Promise<TestCluster> {
   try {
     await Promise.all(o.hosts.map(async (name) => {
       if (!asProcess(name)) {
-        const h: FerryHost = await startHost({ name, ...token });
+        const h: FerryHost = await startHost({ name, ...token, ...(o.policies ? { policies: o.policies } : {}) });
         const client = await h.connect();
         stops.push(async () => { await client.close().catch(() => undefined); await h.stop(); });
         hosts.set(name, {

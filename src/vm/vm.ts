@@ -480,6 +480,11 @@ export class Vm extends EventEmitter {
     return this.cpuState[S_PC]! >>> 0;
   }
 
+  /** The pc the vCPU last published (control block, docs/shared-memory.md): a slice old while it runs. */
+  get publishedPc(): number {
+    return this.control.pc();
+  }
+
   get retired(): number {
     return readInstret(this.cpuState);
   }

@@ -125,6 +125,9 @@ export class FakeVm extends EventEmitter implements SourceVm, DestinationVm {
     return this.dead ? 'destroyed' : this.stateName;
   }
 
+  /** (A fake guest has no code: its pc stays at RAM's start.) */
+  readonly publishedPc = 0x8000_0000;
+
   /**
    * The host process died: the VM is gone, and nothing it is still asked to do happens (what
    * waits on it waits for ever: the process that would go on is gone).
