@@ -1,4 +1,5 @@
 import Table from 'cli-table3';
+import { fmtBytes } from '../units.ts';
 import type { VmSummary } from '../host/registry.ts';
 
 /** Borderless, like `docker ps`: columns separated by two spaces. */
@@ -14,12 +15,7 @@ export function printJson(v: unknown): void {
   process.stdout.write(`${JSON.stringify(v, null, 2)}\n`);
 }
 
-export function fmtBytes(n: number): string {
-  if (n >= 1024 ** 3 && n % 1024 ** 3 === 0) return `${n / 1024 ** 3} GiB`;
-  if (n >= 1024 ** 2) return `${Math.round((n / 1024 ** 2) * 10) / 10} MiB`;
-  if (n >= 1024) return `${Math.round(n / 1024)} KiB`;
-  return `${n} B`;
-}
+export { fmtBytes } from '../units.ts';
 
 export function hex32(n: number): string {
   return `0x${(n >>> 0).toString(16).padStart(8, '0')}`;

@@ -6,6 +6,7 @@ import { ControlClient } from '../wire/control-client.ts';
 import { loadClientTls, type TlsTrust } from '../wire/tls.ts';
 import type { VmSummary } from '../host/registry.ts';
 import { UsageError } from '../errors.ts';
+import { checkRamSize } from '../memory/guest-memory.ts';
 import { collect, parseCount, parseSize } from './parse.ts';
 import { printJson, vmDetails, vmTable } from './output.ts';
 
@@ -43,6 +44,17 @@ async function withClient<T>(cmd: Command, fn: (c: ControlClient) => Promise<T>)
   } finally {
     await c.close();
   }
+}
+
+/** --memory, checked here: a size the host would refuse is the user's input (exit 2), said in their units. */
+function guestRam(text: string): number {
+  const size = parseSize(text, 'memory size');
+  try {
+    checkRamSize(size);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  return size;
 }
 
 interface CreateOpts {
@@ -85,7 +97,7 @@ export function vmCommand(): Command {
     .action(async (name: string, o: CreateOpts, cmd: Command) => {
       if ((o.program === undefined) === (o.elf === undefined)) throw new UsageError('give exactly one of --program P or --elf F');
       const params: Record<string, unknown> = {
-        name, memory: parseSize(o.memory ?? '128M', 'memory size'), icount: o.icount ?? false, args: o.arg, start: o.start ?? false,
+        name, memory: guestRam(o.memory ?? '128M'), icount: o.icount ?? false, args: o.arg, start: o.start ?? false,
       };
       if (o.insnLimit !== undefined) params.insnLimit = parseCount(o.insnLimit, 'instruction limit');
       if (o.program !== undefined) params.program = o.program;

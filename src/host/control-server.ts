@@ -1,3 +1,4 @@
+import { fmtBytes } from '../units.ts';
 import type { LinkSocket } from '../wire/socket.ts';
 import { z } from 'zod';
 import { FerryError } from '../errors.ts';
@@ -58,7 +59,8 @@ export const METHODS: Record<string, Method<z.ZodType>> = {
     program: printable(256).optional(),
     elf: bytes(64 * 1024 * 1024).optional(),
     elfName: printable(256).optional(),
-    memory: count(MAX_RAM_SIZE),
+    memory: z.number({ error: 'must be a number of bytes' }).int('must be a whole number of bytes').min(0, 'must be a number of bytes')
+      .max(MAX_RAM_SIZE, `must be at most ${fmtBytes(MAX_RAM_SIZE)}`).nullish().transform((v) => v ?? undefined),
     icount: flag,
     insnLimit: count(),
     args: z.array(z.string({ error: 'must be a list of strings' }).max(4096), { error: 'must be a list of strings' }).max(256, 'must hold at most 256 arguments').optional(),

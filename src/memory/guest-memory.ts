@@ -1,3 +1,4 @@
+import { fmtBytes } from '../units.ts';
 import { FerryError } from '../errors.ts';
 import { DIRTY_CTL_BYTES, DirtyLog, FIRST_WRITE_RING, logStride } from './dirty-log.ts';
 import { MAX_RAM_SIZE, MIN_RAM_SIZE, PAGE_EVER_WRITTEN, PAGE_PRESENT, PAGE_SHIFT, PAGE_SIZE } from './layout.ts';
@@ -114,7 +115,7 @@ export function checkRamSize(size: number): void {
   if (!Number.isInteger(size) || size < MIN_RAM_SIZE || size > MAX_RAM_SIZE || size % PAGE_SIZE !== 0) {
     throw new FerryError(
       'EINVAL',
-      `RAM size ${size} must be a multiple of 4 KiB between ${MIN_RAM_SIZE / 1048576} MiB and ${MAX_RAM_SIZE / 1073741824} GiB`,
+      `RAM size ${Number.isInteger(size) && size % PAGE_SIZE === 0 ? fmtBytes(size) : `${size} bytes`} must be a multiple of 4 KiB between ${fmtBytes(MIN_RAM_SIZE)} and ${fmtBytes(MAX_RAM_SIZE)}`,
     );
   }
 }

@@ -182,6 +182,15 @@ describe('errors and ends', () => {
     expect(unknown.stderr).toMatch(/^ferry: unknown command 'bogus'\n/);
     expect(missing.code).toBe(2);
     expect(missing.stderr).toMatch(/^ferry: missing required argument 'name'\n/);
+    // A size the host would refuse is bad usage too, said in the user's units (it was exit 1, "at most 2147483648").
+    const [huge, odd] = await Promise.all([
+      runCli(['--host', ha.url, 'vm', 'create', 'x', '--program', 'counter', '--memory', '3G']),
+      runCli(['--host', ha.url, 'vm', 'create', 'y', '--program', 'counter', '--memory', '5000']),
+    ]);
+    expect(huge.code).toBe(2);
+    expect(huge.stderr).toBe('ferry: RAM size 3 GiB must be a multiple of 4 KiB between 1 MiB and 2 GiB\n');
+    expect(odd.code).toBe(2);
+    expect(odd.stderr).toBe('ferry: RAM size 5000 bytes must be a multiple of 4 KiB between 1 MiB and 2 GiB\n');
   }, T);
 
   it('a closed stdout ends a command quietly (exit 141, as SIGPIPE would), where it used to die with an EPIPE stack trace', async () => {
