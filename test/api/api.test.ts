@@ -85,6 +85,20 @@ describe('the library API', () => {
     await Promise.all([ca.destroyVm('p3'), cb.destroyVm('p3')]);
   }, T);
 
+  it('VM lifecycle through the client: create, pause, resume, stop, destroy', async () => {
+    await ca.createVm({ name: 'lc', program: 'counter', memory: 4 * MiB });
+    expect((await ca.vmInfo('lc')).state).toBe('created');
+    expect((await ca.startVm('lc')).state).toBe('running');
+    expect((await ca.pauseVm('lc')).state).toBe('paused');
+    const at = (await ca.vmInfo('lc')).instret;
+    await new Promise((r) => setTimeout(r, 100));
+    expect((await ca.vmInfo('lc')).instret).toBe(at);
+    expect((await ca.resumeVm('lc')).state).toBe('running');
+    expect((await ca.stopVm('lc')).state).toBe('halted');
+    await ca.destroyVm('lc');
+    expect((await ca.listVms()).map((v) => v.name)).not.toContain('lc');
+  }, T);
+
   it('a host as a process: driven the same way, and killed', async () => {
     const h = await spawnHost('api-proc');
     try {
