@@ -14,7 +14,7 @@ const threeRounds: ConvergencePolicyFactory = {
   }),
 };
 
-const guest: Guest = { program: 'memstress', memory: 64 << 20, args: ['ws_mib=8'], insnLimit: 1_500_000_000 };
+const guest: Guest = { program: 'memstress', memory: 32 << 20, args: ['ws_mib=8'], insnLimit: 800_000_000 };
 let cluster: TestCluster;
 
 beforeAll(async () => {

@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { guestVm, referenceDigest, startCluster, type Guest, type TestCluster } from 'ferry/testing';
 
-const guest: Guest = { program: 'memstress', memory: 64 << 20, args: ['ws_mib=16'], insnLimit: 2_000_000_000 };
+const guest: Guest = { program: 'memstress', memory: 32 << 20, args: ['ws_mib=8'], insnLimit: 1_000_000_000 };
 let cluster: TestCluster;
 
 beforeAll(async () => {

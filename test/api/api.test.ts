@@ -7,7 +7,7 @@ import { MiB } from '../support/helpers.ts';
 import { oracleDigest, type GuestSpec } from '../support/migration-helpers.ts';
 
 const T = 60_000;
-const guest: GuestSpec = { program: 'memstress', memory: 32 * MiB, args: ['ws_mib=8'], insnLimit: 1_200_000_000 };
+const guest: GuestSpec = { program: 'memstress', memory: 32 * MiB, args: ['ws_mib=8'], insnLimit: 800_000_000 };
 let a: FerryHost;
 let b: FerryHost;
 let ca: FerryClient;

@@ -58,7 +58,7 @@ describe('policies on real hosts', () => {
   }, 60_000);
 
   it('a policy module loaded by the host, named from the CLI: two rounds, the unmigrated digest; an unknown name is refused', async () => {
-    const guest: GuestSpec = { program: 'memstress', memory: 32 * MiB, args: ['ws_mib=8'], insnLimit: 1_200_000_000 };
+    const guest: GuestSpec = { program: 'memstress', memory: 32 * MiB, args: ['ws_mib=8'], insnLimit: 800_000_000 };
     const oracle = oracleDigest(guest);
     const ca = await FerryClient.connect(a.url);
     const cb = await ControlClient.connect(b.url);
