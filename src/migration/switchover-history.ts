@@ -13,7 +13,8 @@
  * The samples' sending times are fitted to a line (a fixed part, then a rate: a pipeline that
  * starts, then streams). The next migration there expects its stop-and-copy at its own last
  * round's rate times the lowest multiple seen (the link may have changed since: the multiple
- * follows it), never faster than the fitted rate where samples of several sizes gave one, after
+ * follows it), never faster than the fastest stop-and-copy measured nor than the fitted rate where
+ * samples of several sizes gave one, after
  * the median pause and the fixed part; all of it slowed by a margin for the stop-and-copy's own
  * spread, widened when the samples' own measured estimates were beaten by more.
  * With no sample yet, for a size beyond EXTRAPOLATE_UP_TO of the largest measured, and for encoded
@@ -94,12 +95,17 @@ export class SwitchoverHistory {
     const { msPerByte, fixedMs, sloped } = fitLine(timed.map((s) => [s.bytes, s.sendMs]));
     // Each sample's rate with the sending's own fixed part taken out, as a multiple of its round's;
     // the lowest of them, as the downtime limit is a promise and a median is beaten half the time.
-    const multiple = Math.min(...timed.map((s) => s.bytes / Math.max(s.sendMs - fixedMs, s.sendMs / 10) / s.roundRate));
+    const streamRate = (s: SwitchoverSample) => s.bytes / Math.max(s.sendMs - fixedMs, s.sendMs / 10);
+    const multiple = Math.min(...timed.map((s) => streamRate(s) / s.roundRate));
     const misses = list.filter((s) => s.expectedMs !== undefined).map((s) => (s.pauseMs + s.sendMs) / s.expectedMs!);
     const margin = Math.min(MAX_MARGIN, Math.max(MIN_MARGIN, ...misses));
     // Samples of one size give no rate apart from their fixed part: the multiple alone, which
     // compares a stop-and-copy with the round before it (both about the working set's size).
-    const rate = sloped ? Math.min(roundRate * multiple, 1 / msPerByte) : roundRate * multiple;
+    // And never faster than a stop-and-copy measured there: a round faster than the samples'
+    // rounds (a guest that dirties less, a quieter machine) would otherwise scale the multiple past
+    // anything seen (CI: 4312 Mb/s expected after one stop-and-copy of 4061).
+    const fastest = Math.max(...timed.map(streamRate));
+    const rate = Math.min(sloped ? Math.min(roundRate * multiple, 1 / msPerByte) : roundRate * multiple, fastest);
     return { rate: rate / margin, fixedMs: (median(list.map((s) => s.pauseMs)) + fixedMs) * margin, samples: timed.length, margin };
   }
 }
