@@ -1,8 +1,11 @@
 import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
 
-/** The two-machine bed: its checks are timings (round trips, fault waits), so it runs alone, after the rest. */
-const LINK_BED = ['test/migration/link-profiles.test.ts'];
+/**
+ * Files whose checks are timings or decisions taken from measured rates (the two-machine bed's
+ * round trips and fault waits; 'auto' page encoding), so they run alone, after the rest.
+ */
+const LINK_BED = ['test/migration/link-profiles.test.ts', 'test/migration/encoding-auto.test.ts'];
 
 export default defineConfig({
   resolve: {

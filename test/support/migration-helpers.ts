@@ -1,5 +1,6 @@
 // Helpers for the migration suites: in-process hosts, the `ferry run --digest` oracle, and
 // waiting for a migration or a VM to reach a state through a ControlClient.
+import { expect } from 'vitest';
 import { ControlClient } from '../../src/wire/control-client.ts';
 import { Host } from '../../src/host/host.ts';
 import { createLogger } from '../../src/log.ts';
@@ -289,4 +290,14 @@ export async function guestRunningOnA(hosts: ReturnType<typeof hostTracker>, g: 
   await waitInstret(ca, name, Math.floor(g.insnLimit * at));
   const ever = everWrittenCount(a.host.registry.get(name).vm.memory.pageState, PAGE_EVER_WRITTEN);
   return { a, b, ca, cb, ever };
+}
+
+/** Migrates `g` from A to B by pre-copy with `params` at `at` of its run; B must reach the unmigrated digest. */
+export async function migrateAndCompare(hosts: ReturnType<typeof hostTracker>, g: GuestSpec, name: string, params: Info, at = 0.3): Promise<MigrationInfo> {
+  const oracle = oracleDigest(g);
+  const { b, ca, cb } = await guestRunningOnA(hosts, g, name, at);
+  const s = await migrate(ca, name, { to: b.url, ...params }, 60_000);
+  expect(s.status).toBe('completed');
+  expect(await finalDigest(cb, name, 60_000)).toBe(await oracle);
+  return s;
 }
