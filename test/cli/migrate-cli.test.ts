@@ -70,7 +70,7 @@ describe('Ctrl-C on ferry migrate', () => {
 
   it('in post-copy explains why it cannot cancel and goes on; a second Ctrl-C stops watching, and the migration completes', async () => {
     await bigGuest('cc2');
-    const child = migrateChild('cc2', ['--mode', 'postcopy'], '48M'); // (it runs to the end: a push of 64 MiB at 48 MB/s)
+    const child = migrateChild('cc2', ['--mode', 'postcopy'], '20M'); // a push of 64 MiB at 20 MB/s: seconds for two Ctrl-Cs, then the end
     await waitStatus('cc2', (s) => s.status === 'postcopy-active', 'post-copy');
     child.proc.kill('SIGINT');
     await eventually(async () => (child.stderrText().includes('cannot be cancelled') ? true : undefined), 'the explanation', 10_000);
