@@ -11,6 +11,7 @@ import { limitsFromEnv, type HostLimits } from '../host/limits.ts';
 import { createLogger } from '../log.ts';
 import { collect, parseSize } from './parse.ts';
 import { drainCommand } from './drain.ts';
+import { metricsKey } from '../host/metrics.ts';
 
 /** "HOST:PORT", "[::1]:PORT" or ":PORT" → parts; port 0 picks a free one. */
 export function parseListen(text: string): { host: string; port: number } {
@@ -104,5 +105,17 @@ export function hostCommand(): Command {
       await stopped;
     });
   host.addCommand(drainCommand());
+  host.command('metrics-key')
+    .description('Print the scrape key for GET /metrics of hosts with this cluster token (--token-file F or FERRY_TOKEN): it opens nothing else')
+    .action((_o: unknown, cmd: Command) => {
+      let token: string | undefined;
+      try {
+        token = loadToken(cmd.optsWithGlobals<{ tokenFile?: string }>().tokenFile);
+      } catch (e) {
+        throw new UsageError((e as Error).message);
+      }
+      if (token === undefined) throw new UsageError('no cluster token: pass --token-file F or set FERRY_TOKEN (a host without one serves /metrics to its own machine, no key needed)');
+      process.stdout.write(`${metricsKey(token)}\n`);
+    });
   return host;
 }

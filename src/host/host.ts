@@ -1,4 +1,5 @@
 import type { PolicyRegistry } from '../migration/policies.ts';
+import { HostMetrics } from './metrics.ts';
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
@@ -54,6 +55,7 @@ export class Host {
   private readonly control: WebSocketServer;
   private readonly migrate: WebSocketServer;
   private readonly admission: Admission;
+  private readonly metrics: HostMetrics;
   private readonly limits: HostLimits;
   private readonly conns = new Set<ControlConnection>();
   private heartbeat: NodeJS.Timeout | undefined;
@@ -71,8 +73,18 @@ export class Host {
     this.admission = new Admission(this.limits, o.log);
     this.registry = new VmRegistry(o.name, o.maxMemory, o.log);
     const timeouts = { headersTimeout: this.limits.helloTimeoutMs, requestTimeout: this.limits.helloTimeoutMs };
-    const notFound = (_req: IncomingMessage, res: ServerResponse) => {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end(`ferry host ${o.name}: WebSocket endpoints only (/control, /migrate)\n`);
+    this.metrics = new HostMetrics(o.name, this.registry);
+    const notFound = (req: IncomingMessage, res: ServerResponse) => {
+      if (req.method === 'GET' && (req.url ?? '').split('?')[0] === '/metrics') {
+        this.metrics.serve(req, res, o.token, o.tls !== undefined).then((why) => {
+          if (why !== undefined) this.admission.refused('metrics refused', req.socket.remoteAddress ?? '?', why);
+        }, (e: Error) => {
+          this.log.warn({ err: e.message }, 'metrics failed');
+          if (!res.headersSent) res.writeHead(500, { connection: 'close' }).end();
+        });
+        return;
+      }
+      res.writeHead(404, { 'content-type': 'text/plain' }).end(`ferry host ${o.name}: WebSocket endpoints only (/control, /migrate), and GET /metrics\n`);
     };
     // With TLS every peer is asked for a certificate; whether it must have one is decided per endpoint (onUpgrade).
     this.http = o.tls
@@ -99,6 +111,7 @@ export class Host {
       ...(o.tls ? { tls: { ca: o.tls.ca, cert: o.tls.cert, key: o.tls.key } } : {}),
     };
     this.migrations = new MigrationManager(this.registry, credentials, o.log, (vm, info) => {
+      this.metrics.observe(info);
       for (const c of this.conns) c.push('migration', vm, info);
     }, this.limits.migrationIdleMs, this.incarnation, o.policies);
     this.registry.on('vm.state', (name: string, summary: unknown) => {

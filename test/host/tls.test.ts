@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { request as httpsRequest } from 'node:https';
 import WebSocket, { WebSocketServer } from 'ws';
 import type { FerryError } from '../../src/errors.ts';
 import { Host } from '../../src/host/host.ts';
@@ -114,6 +115,28 @@ describe.skipIf(!openssl)('TLS between hosts', () => {
     expect(wire.length).toBeGreaterThan(2 * MiB);
     expect(find(wire, needle)).toBe(-1);
   }, 90_000);
+
+  it('GET /metrics over https: a client certificate the host\'s CA signed is served; one another CA signed, or none, gets a 401 saying why', async () => {
+    const { url } = await host('a', { ...files(dir, 'a'), allow: [] });
+    const get = (o: { cert?: Buffer; key?: Buffer }) => new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = httpsRequest(`${url.replace(/^wss/, 'https')}/metrics`, { ca: files(dir, 'a').ca, ...o }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => { body += d; });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    const ok = await get({ cert: files(dir, 'b').cert, key: files(dir, 'b').key });
+    expect(ok.status).toBe(200);
+    expect(ok.body).toMatch(/^ferry_host_info\{host="a",/m);
+    for (const o of [{}, { cert: files(other, 'mallory').cert, key: files(other, 'mallory').key }]) {
+      const r = await get(o);
+      expect(r.status).toBe(401);
+      expect(r.body).toBe('this host wants a client certificate its CA signed\n');
+    }
+  });
 
   it('a host whose certificate another CA signed, or one not on the allow list, is refused and says why', async () => {
     const b = await host('b', { ...files(dir, 'b'), allow: ['a'] });
