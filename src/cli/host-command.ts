@@ -47,9 +47,9 @@ interface StartOpts {
 }
 
 export function hostCommand(): Command {
-  const host = new Command('host').description('Run a Ferry host');
+  const host = new Command('host').description('Run a Ferry host (start), empty one (drain), or print its metrics scrape key');
   host.command('start')
-    .description('Run a host in the foreground: VMs, the control API and (later) migration, over WebSocket')
+    .description('Run a host in the foreground: VMs, the control API and migration over WebSocket, and GET /metrics')
     .option('--listen <host:port>', 'address to listen on; anything but loopback needs a token', '127.0.0.1:7400')
     .option('--advertise <url>', 'the address other hosts reach this one at, when it is not the listen address (NAT, a proxy, a wildcard listen)')
     .option('--tls-allow <names>', 'with TLS: only hosts whose certificate carries one of these names (comma-separated) may migrate here')
