@@ -58,7 +58,7 @@ function liveLine(): { update(s: MigrationInfo): void; stop(): void } {
   let shown = false;
   return {
     update(s) {
-      const width = process.stderr.columns ?? 120;
+      const width = Math.max(40, process.stderr.columns || 120); // (a pty without a size reports 0 columns)
       const text = progress.line(s);
       process.stderr.write(`\r\x1b[K${text.length > width - 1 ? `${text.slice(0, width - 2)}…` : text}`);
       shown = true;

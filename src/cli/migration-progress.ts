@@ -57,6 +57,7 @@ export class MigrationProgress {
           this.round = s['dirty-sync-count'];
           this.roundBytes = left;
         }
+        if (this.roundBytes === 0 && s['transferred-bytes'] === 0) return `${head}: round ${s['dirty-sync-count']} starting`;
         const share = this.roundBytes > 0 ? `${bar(1 - left / this.roundBytes)} ` : '';
         const dirtying = s['dirty-sync-count'] > 0
           ? `; guest dirties ${fmtRate(s['dirty-pages-rate'] * PAGE)}, link ${fmtRate((s.mbps * 1e6) / 8)}` : '';

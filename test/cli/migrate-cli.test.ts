@@ -5,7 +5,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ControlClient } from '../../src/wire/control-client.ts';
 import type { MigrationInfo } from '../../src/migration/stats.ts';
-import { eventually, MiB, runCli, runProcess } from '../support/helpers.ts';
+import { eventually, MiB, onPath, runCli, runProcess } from '../support/helpers.ts';
 import { killAllSpawned, spawnCli, startHost, type Spawned, type StartedHost } from '../support/host-helpers.ts';
 import { createParams, finalDigest, oracleDigest, type GuestSpec } from '../support/migration-helpers.ts';
 
@@ -94,6 +94,25 @@ describe('Ctrl-C on ferry migrate', () => {
     expect((await statusOn(ca, 'cc3')).status).toBe('active');
     await ca.request('migrate.cancel', { name: 'cc3' }); // (it would take long at 16 MB/s: it was running, which is what counts)
     await waitStatus('cc3', (s) => s.status === 'cancelled', 'the cancel');
+  }, T);
+});
+
+describe.skipIf(!onPath('script'))('ferry migrate on a terminal (a pty from util-linux script)', () => {
+  it('redraws one live line in place while it runs (round, what is left of it, a share of it), then prints the summary and a statistics table', async () => {
+    // 8 MiB rewritten at 4 MiB/s over 8 MB/s: rounds of a second, then half a second, then it converges.
+    await ca.request('vm.create', { name: 'tty1', program: 'memstress', memory: 32 * MiB, args: ['ws_mib=8', 'rate_mib_s=4'], start: true });
+    await new Promise((r) => setTimeout(r, 2500)); // (it touches its set in two seconds)
+    const cmd = `${process.execPath} --import tsx src/cli.ts --host ${ha.url} migrate tty1 --to ${hb.url} --max-bandwidth 8M --xbzrle off --compress off`;
+    const r = await runProcess('script', ['-qec', cmd, '/dev/null'], 60_000);
+    expect(r.code, r.stdout).toBe(0);
+    const out = Buffer.from(r.stdout, 'latin1').toString('utf8'); // (runProcess keeps bytes as latin1; the table draws in UTF-8)
+    // The live line: drawn over itself (carriage return, erase line), with the round and a share of its pages.
+    expect(out).toMatch(/\r\x1b\[Ktty1 active: round \d+ \[[#-]{20}\] \d+% [\d.]+ [KM]iB left in it(, ~[\d.]+ (ms|s) left)?, [\d.]+ [KM]iB sent/);
+    expect(out).not.toMatch(/round 0 \[#{20}\] 100%/); // (it used to read 100 % from the start of round 0)
+    expect(out).toMatch(/tty1: migration completed \(to ws:\/\/127\.0\.0\.1:\d+\): /);
+    expect(out).toMatch(/│ total time\s+│ [\d.]+ (ms|s)\s+│/);
+    expect(out).toMatch(/│ downtime\s+│ [\d.]+ ms\s+│/);
+    expect(out).toMatch(/│ sent\s+│ [\d.]+ MiB \(pre-copy /);
   }, T);
 });
 

@@ -19,6 +19,7 @@ function info(over: Partial<MigrationInfo>): MigrationInfo {
 describe('migration progress', () => {
   it('round 0 counts down its own pages (it used to read 100 % from the start) and gives an ETA once a rate is seen', () => {
     const p = new MigrationProgress();
+    expect(p.line(info({}), 0)).toBe('m active: round 0 starting'); // (before its list is known)
     const first = p.line(info({ 'remaining-bytes': 64 * MiB, 'transferred-bytes': 0 }), 0);
     expect(first).toBe('m active: round 0 [--------------------] 0% 64 MiB left in it, 0 B sent');
     const half = p.line(info({ 'remaining-bytes': 32 * MiB, 'transferred-bytes': 32 * MiB }), 1000);
