@@ -376,27 +376,39 @@ describe('limits: rounds, downtime, bandwidth', () => {
     expect(end['convergence-warning']).toBeUndefined();
   });
 
-  it('the second migration to a destination expects its downtime at the stop-and-copy rate the first measured there (issue 12)', async () => {
+  it('a later migration to a destination expects its downtime at the stop-and-copy rate measured there (issue 12)', async () => {
     // Free-running guests (no instruction limit): neither halts on its own, so each switch-over is a stop-and-copy of a running guest.
     const g: GuestSpec = { program: 'memstress', memory: 32 * MiB, args: ['ws_mib=16'], insnLimit: 0 };
     const { b, ca } = await twoHosts();
-    const plain = { xbzrle: 'off', compress: 'off' }; // one page encoding, so both switch-overs are alike
+    const plain = { xbzrle: 'off', compress: 'off' }; // one page encoding, so the switch-overs are alike
     const runs: MigrationInfo[] = [];
-    for (const name of ['first', 'second']) {
+    const MEASURED = /^at the stop-and-copy rate measured to this destination \((\d+) switch-overs?\): ([\d.]+) Mb\/s after [\d.]+ ms \(the pause, the pipeline's start\), with a margin of [\d.]+x$/;
+    // How much a guest dirties by its pause follows its speed: on a loaded machine one stop-and-copy
+    // can move a fifth of the set and the next all of it, which is past what was measured (the
+    // documented fallback to the round's rate). Up to four migrations, until one decides on a
+    // measured rate; each that does not must say why.
+    for (let i = 0; i < 4 && !MEASURED.test(runs.at(-1)?.['downtime-estimate'] ?? ''); i++) {
+      const name = `m${i}`;
       await ca.request('vm.create', createParams(name, g));
       await waitInstret(ca, name, 20_000_000);
       const s = await migrate(ca, name, { to: b.url, ...plain });
       expect(s.status).toBe('completed');
       expect(s['switchover-reason']).toMatch(/^converged: /);
-      expect(s['downtime-bytes']).toBeGreaterThanOrEqual(1024 * 1024); // the working set was dirty again: a stop-and-copy to learn from
       expect(s['stop-and-copy-mbps']).toBeGreaterThan(0);
+      if (i === 0) expect(s['downtime-estimate']).toBe('at the last round\'s rate (no switch-over to this destination measured yet)');
+      else if (!MEASURED.test(s['downtime-estimate']!)) {
+        // Only the documented fallbacks: a set beyond 1.5x the largest measured, or none measured yet (a stop-and-copy under 1 MiB times no rate).
+        const m = /^at the last round's rate \(switch-overs to this destination were measured up to ([\d.]+) MiB, not ([\d.]+) MiB\)$/.exec(s['downtime-estimate']!);
+        if (m) expect(Number(m[2])).toBeGreaterThan(1.5 * Number(m[1]) - 0.1); // (both rounded to 0.1 MiB)
+        else expect(s['downtime-estimate']).toBe('at the last round\'s rate (no switch-over to this destination measured yet)');
+      }
       runs.push(s);
     }
-    expect(runs[0]!['downtime-estimate']).toBe('at the last round\'s rate (no switch-over to this destination measured yet)');
-    expect(runs[1]!['downtime-estimate']).toMatch(/^at the stop-and-copy rate measured to this destination \(1 switch-over\): [\d.]+ Mb\/s after [\d.]+ ms \(the pause, the pipeline's start\), with a margin of [\d.]+x$/);
-    // The rate it expects is its own last round's times the multiple the first measured, never above the first's rate.
-    const expectedMbps = Number(/: ([\d.]+) Mb\/s/.exec(runs[1]!['downtime-estimate']!)![1]);
-    expect(expectedMbps).toBeLessThanOrEqual(runs[0]!['stop-and-copy-mbps']! + 0.01);
+    const decided = runs.at(-1)!;
+    const m = MEASURED.exec(decided['downtime-estimate']!);
+    expect(m, `no migration of ${runs.length} decided on a measured rate: ${runs.map((r) => r['downtime-estimate']).join(' | ')}`).not.toBeNull();
+    // Never faster than a stop-and-copy measured there (with its margin, slower still).
+    expect(Number(m![2])).toBeLessThanOrEqual(Math.max(...runs.slice(0, -1).map((r) => r['stop-and-copy-mbps'] ?? 0)) + 0.01);
   });
 
   it('max-bandwidth 20M keeps each round under the cap and makes it take as long as the cap implies', async () => {
