@@ -77,7 +77,12 @@ const POLL_MS = 500;
  * when it ends: resolved with the final statistics whatever the outcome (see `status`), rejected
  * only if the connection to the source host is lost first.
  */
-export class Migration extends EventEmitter<{ [K in MigrationEventType | 'event']: [MigrationEvent] }> {
+type MigrationEmits = { [K in MigrationEventType | 'event']: [MigrationEvent] } & {
+  /** Every statistics update seen (each before the events it brings). */
+  update: [MigrationInfo];
+};
+
+export class Migration extends EventEmitter<MigrationEmits> {
   readonly done: Promise<MigrationInfo>;
   private latest: MigrationInfo | undefined;
   private readonly stream = new MigrationEventStream();
@@ -115,7 +120,7 @@ export class Migration extends EventEmitter<{ [K in MigrationEventType | 'event'
     this.poll = setInterval(() => { this.c.request<MigrationInfo>('migrate.status', { name: this.vm }).then((i) => this.see(i), () => undefined); }, POLL_MS);
   }
 
-  /** The migration never started (its start was refused): `done` rejects with why. */
+  /** Stops following it (the start was refused, or the caller has seen enough): `done` rejects with `e`. */
   abandon(e: Error): void {
     this.finish(e);
   }
@@ -123,6 +128,7 @@ export class Migration extends EventEmitter<{ [K in MigrationEventType | 'event'
   private see(info: MigrationInfo): void {
     if (info.direction !== 'outgoing' || info.vm !== this.vm || this.latest !== undefined && FINAL_STATUSES.includes(this.latest.status)) return;
     this.latest = info;
+    this.emit('update', info);
     for (const e of this.stream.next(info)) {
       this.history.push(e);
       this.emit(e.type, e);

@@ -1,5 +1,6 @@
 import { Command, Option } from 'commander';
 import type { ControlClient } from '../wire/control-client.ts';
+import { Migration } from '../api/client.ts';
 import type { MigrationInfo } from '../migration/stats.ts';
 import { FINAL_STATUSES } from '../migration/stats.ts';
 import { FerryError, ReportedError, UsageError } from '../errors.ts';
@@ -71,43 +72,23 @@ function liveLine(): { update(s: MigrationInfo): void; stop(): void } {
 }
 
 /**
- * Waits for the migration of `name` to end (or for `until` to hold), following 'migration' events
- * (and polling as a fallback).
+ * Waits for the outgoing migration of `name` to end (or for `until` to hold), with every
+ * statistics update on the way: the library's Migration handle (events, and polling should one be lost).
  */
 export function waitForMigration(
   c: ControlClient, name: string, onProgress?: (s: MigrationInfo) => void, until?: (s: MigrationInfo) => boolean,
 ): Promise<MigrationInfo> {
+  const m = new Migration(c, name);
   return new Promise((resolve, reject) => {
-    let settled = false;
-    const finish = (s: MigrationInfo) => {
-      if (settled) return;
-      settled = true;
-      clearInterval(poll);
-      c.off('event', onEvent);
-      c.off('close', onClose);
-      resolve(s);
-    };
-    const check = (s: MigrationInfo) => {
-      if (settled || s.direction !== 'outgoing') return;
+    m.on('update', (s) => {
       onProgress?.(s);
-      if (FINAL_STATUSES.includes(s.status) || until?.(s) === true) finish(s);
-    };
-    const onEvent = (event: string, vm: string | undefined, data: unknown) => {
-      if (event === 'migration' && vm === name) check(data as MigrationInfo);
-    };
-    const onClose = (e: Error) => {
-      if (!settled) {
-        settled = true;
-        clearInterval(poll);
-        c.off('event', onEvent);
-        reject(e);
+      if (!FINAL_STATUSES.includes(s.status) && until?.(s) === true) {
+        resolve(s);
+        m.abandon(new FerryError('ECANCELED', 'no longer followed'));
       }
-    };
-    c.on('event', onEvent);
-    c.on('close', onClose);
-    const poll = setInterval(() => {
-      c.request<MigrationInfo>('migrate.status', { name }).then(check, () => undefined);
-    }, 500);
+    });
+    m.done.then(resolve, reject);
+    m.begin();
   });
 }
 

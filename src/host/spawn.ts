@@ -8,6 +8,8 @@ import { ControlClient, type ConnectOptions } from '../wire/control-client.ts';
 const COMPILED = !import.meta.url.endsWith('.ts');
 const CLI = fileURLToPath(new URL(COMPILED ? '../cli.js' : '../cli.ts', import.meta.url));
 const LOADER = COMPILED ? [] : ['--import', 'tsx'];
+/** A host that has not said where it listens by then never will (a loaded 2-core machine starts one in 1-3 s). */
+const LISTEN_DEADLINE_MS = 30_000;
 
 export interface HostProcess {
   name: string;
@@ -26,12 +28,22 @@ export async function startHostProcess(name: string, extraArgs: string[] = [], c
   });
   const url = await new Promise<string>((resolve, reject) => {
     let out = '';
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new FerryError('ETIMEDOUT', `host ${name} did not listen within ${LISTEN_DEADLINE_MS} ms`));
+    }, LISTEN_DEADLINE_MS);
     proc.stdout!.on('data', (d: Buffer) => {
       out += d.toString();
       const m = /listening on (wss?:\/\/\S+)/.exec(out);
-      if (m) resolve(m[1]!);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]!);
+      }
     });
-    proc.once('exit', (code) => reject(new FerryError('EHOST', `host ${name} exited (${code}) before listening`)));
+    proc.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new FerryError('EHOST', `host ${name} exited (${code}) before listening`));
+    });
   });
   const client = await ControlClient.connect(url, { client: 'ferry-tool', ...connect });
   return {
