@@ -3,9 +3,10 @@ import { defineConfig } from 'vitest/config';
 
 /**
  * Files whose checks are timings or decisions taken from measured rates (the two-machine bed's
- * round trips and fault waits; 'auto' page encoding), so they run alone, after the rest.
+ * round trips and fault waits; 'auto' page encoding), so they run alone, after the rest; and the
+ * browser's, whose Chromium would otherwise take the CPU of the files running beside it.
  */
-const LINK_BED = ['test/migration/link-profiles.test.ts', 'test/migration/encoding-auto.test.ts'];
+const LINK_BED = ['test/migration/link-profiles.test.ts', 'test/migration/encoding-auto.test.ts', 'test/dashboard/browser.test.ts'];
 
 export default defineConfig({
   resolve: {

@@ -3,8 +3,8 @@
  * process or as processes, drive VMs, migrate them with every option, follow each migration's
  * QEMU-style events and read its statistics. The test kit is `ferry/testing`.
  */
-export { FerryClient, Migration } from './api/client.ts';
-export type { ConnectOptions, CreateVmOptions, MigrateOptions, MigrationInfo, MigrationStatus, RoundInfo, VmSummary } from './api/client.ts';
+export { FerryClient, Migration, PAGE_CODES } from './api/client.ts';
+export type { ConnectOptions, CreateVmOptions, MigrateOptions, MigrationInfo, MigrationStatus, HostInfo, PageMapSnapshot, PeerHost, RoundInfo, VmSummary } from './api/client.ts';
 export type { MigrationEvent, MigrationEventType } from './api/events.ts';
 export { startHost, spawnHost } from './api/host.ts';
 export type { FerryHost, HostStartOptions, SpawnedHost } from './api/host.ts';

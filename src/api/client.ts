@@ -4,14 +4,17 @@
  */
 import { EventEmitter } from 'node:events';
 import { FerryError } from '../errors.ts';
-import type { VmSummary } from '../host/registry.ts';
+import type { PeerHost } from '../host/migrations.ts';
+import type { PageMapSnapshot, VmSummary } from '../host/registry.ts';
 import { FINAL_STATUSES, type MigrationInfo } from '../migration/stats.ts';
 import { ControlClient } from '../wire/control-client.ts';
 import type { TlsTrust } from '../wire/tls.ts';
 import { MigrationEventStream, type MigrationEvent, type MigrationEventType } from './events.ts';
 
 export type { MigrationInfo, RoundInfo, MigrationStatus } from '../migration/stats.ts';
-export type { VmSummary } from '../host/registry.ts';
+export type { VmSummary, PageMapSnapshot } from '../host/registry.ts';
+export type { PeerHost } from '../host/migrations.ts';
+export { PAGE_CODES } from '../vm/page-map.ts';
 export type { MigrationEvent, MigrationEventType } from './events.ts';
 
 export interface ConnectOptions {
@@ -66,6 +69,19 @@ export interface MigrateOptions {
   convergencePolicy?: string;
   /** A post-copy push order the source host knows, by name ('default', 'near-pc', or one of its own). */
   pushOrder?: string;
+}
+
+export interface HostInfo {
+  name: string;
+  /** Control protocol version, and Ferry's. */
+  version: number;
+  ferry: string;
+  /** The URL other hosts reach it at (null until it listens). */
+  url: string | null;
+  vms: number;
+  memoryUsed: number;
+  memoryLimit: number;
+  peers: PeerHost[];
 }
 
 /** How often a handle asks for the statistics itself, should an event be lost. */
@@ -270,6 +286,16 @@ export class FerryClient {
     }
     m.begin();
     return m;
+  }
+
+  /** The host: its name, URL, version, VMs and memory, and the hosts it has migrated with. */
+  hostInfo(): Promise<HostInfo> {
+    return this.c.request<HostInfo>('host.info');
+  }
+
+  /** The VM's page map: one code per page (PAGE_CODES: never written, clean, dirty, queued, in flight, missing, faulted, waiting) and the vCPU's counters. */
+  async pageMap(name: string): Promise<PageMapSnapshot & { map: Uint8Array }> {
+    return this.c.request<PageMapSnapshot & { map: Uint8Array }>('vm.pagemap', { name });
   }
 
   /** The current or last migration of `name` on this host (either direction). */

@@ -5,6 +5,7 @@ import { FerryError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { MAX_RAM_SIZE } from '../memory/layout.ts';
 import { VM_NAME_RE } from '../vm/state-schema.ts';
+import { FERRY_VERSION } from '../version.ts';
 import { CONTROL_PROTOCOL_VERSION, decodeFromClient, encode, errorBody, requestSchema, type ServerMsg } from '../wire/control-protocol.ts';
 import { closeWith, peerText } from '../wire/peer-text.ts';
 import type { MigrationManager } from './migrations.ts';
@@ -51,6 +52,7 @@ export const METHODS: Record<string, Method<z.ZodType>> = {
   'host.info': method(z.strictObject({}), (_p, c) => ({
     name: c.registry.hostName, version: CONTROL_PROTOCOL_VERSION, vms: c.registry.names().length,
     memoryUsed: c.registry.usedMemory(), memoryLimit: c.registry.maxMemory,
+    url: c.migrations.selfUrl ?? null, ferry: FERRY_VERSION, peers: c.migrations.peers(),
   })),
   'vm.list': method(z.strictObject({}), (_p, c) => c.registry.list()),
   'vm.info': method(named, (p, c) => c.registry.info(p.name)),
@@ -78,6 +80,7 @@ export const METHODS: Record<string, Method<z.ZodType>> = {
     return { name: p.name };
   }),
   'vm.digest': method(named, (p, c) => c.registry.digest(p.name)),
+  'vm.pagemap': method(z.strictObject({ name, runs: flag }), (p, c) => c.registry.pageMap(p.name, c.migrations.pageMarks(p.name), p.runs === true)),
   'vm.registers': method(named, (p, c) => c.registry.registers(p.name)),
   'console.attach': method(z.strictObject({ name, follow: flag }), (p, c) => {
     // follow: also for a VM not here (yet): its output shows up once it arrives by migration.

@@ -10,7 +10,9 @@ import type WebSocket from 'ws';
 import type { z } from 'zod';
 import { FerryError } from '../errors.ts';
 import type { Logger } from '../log.ts';
+import type { TLSSocket } from 'node:tls';
 import { channelBinding, checkHello, CLOSE_PROTOCOL, newChallenge } from '../wire/auth.ts';
+import { peerCertificateProblem } from '../wire/tls.ts';
 import { decodeFromClient, encode } from '../wire/control-protocol.ts';
 import { frameKeysFor, MacSocket } from '../wire/frame-mac.ts';
 import { closeWith } from '../wire/peer-text.ts';
@@ -52,7 +54,9 @@ export function serverHandshake<T>(ws: WebSocket, o: HandshakeOptions<T>): void 
     try {
       if (!isBinary) throw new FerryError('EPROTO', 'text frames are not part of the protocol; send msgpack in binary frames');
       const binding = channelBinding(o.socket);
-      const verdict = checkHello(decodeFromClient(data), o.schema, o.version, { name: o.hostName, incarnation: o.incarnation }, o.token, o.endpoint, challenge, binding);
+      const certified = o.endpoint === '/control' && binding.length > 0 && peerCertificateProblem(o.socket as TLSSocket, []) === undefined;
+      const verdict = checkHello(decodeFromClient(data), o.schema, o.version, { name: o.hostName, incarnation: o.incarnation }, o.token, o.endpoint, challenge, binding,
+        certified);
       if ('close' in verdict) {
         o.admission.refused(`${o.endpoint} hello refused`, o.peer, verdict.close[1]);
         closeWith(ws, ...verdict.close);

@@ -15,6 +15,8 @@ import { controlHelloSchema, isLoopback, migrateHelloSchema } from '../wire/auth
 import { CONTROL_MAX_PAYLOAD, CONTROL_PROTOCOL_VERSION } from '../wire/control-protocol.ts';
 import { peerCertificateProblem, type HostTls } from '../wire/tls.ts';
 import { Admission } from './admission.ts';
+import { DashboardFiles } from './dashboard.ts';
+import { originProblem, type OriginPolicy } from './origin.ts';
 import { ControlConnection } from './control-server.ts';
 import { serverHandshake } from './handshake.ts';
 import { DEFAULT_LIMITS, type HostLimits } from './limits.ts';
@@ -58,6 +60,7 @@ export class Host {
   private readonly metrics: HostMetrics;
   private readonly limits: HostLimits;
   private readonly conns = new Set<ControlConnection>();
+  private readonly originPolicy: OriginPolicy;
   private heartbeat: NodeJS.Timeout | undefined;
   private readonly log: Logger;
   private stopping: Promise<void> | undefined;
@@ -74,8 +77,17 @@ export class Host {
     this.registry = new VmRegistry(o.name, o.maxMemory, o.log);
     const timeouts = { headersTimeout: this.limits.helloTimeoutMs, requestTimeout: this.limits.helloTimeoutMs };
     this.metrics = new HostMetrics(o.name, this.registry);
+    const dashboard = new DashboardFiles();
     const notFound = (req: IncomingMessage, res: ServerResponse) => {
-      if (req.method === 'GET' && (req.url ?? '').split('?')[0] === '/metrics') {
+      const path = (req.url ?? '').split('?')[0] ?? '';
+      if (dashboard.handles(path)) {
+        dashboard.serve(req, res, path).catch((e: Error) => {
+          this.log.warn({ err: e.message, path }, 'dashboard file failed');
+          if (!res.headersSent) res.writeHead(500, { connection: 'close' }).end();
+        });
+        return;
+      }
+      if (req.method === 'GET' && path === '/metrics') {
         this.metrics.serve(req, res, o.token, o.tls !== undefined).then((why) => {
           if (why !== undefined) this.admission.refused('metrics refused', req.socket.remoteAddress ?? '?', why);
         }, (e: Error) => {
@@ -84,7 +96,7 @@ export class Host {
         });
         return;
       }
-      res.writeHead(404, { 'content-type': 'text/plain' }).end(`ferry host ${o.name}: WebSocket endpoints only (/control, /migrate), and GET /metrics\n`);
+      res.writeHead(404, { 'content-type': 'text/plain' }).end(`ferry host ${o.name}: the dashboard at /, WebSocket endpoints /control and /migrate, and GET /metrics\n`);
     };
     // With TLS every peer is asked for a certificate; whether it must have one is decided per endpoint (onUpgrade).
     this.http = o.tls
@@ -114,6 +126,7 @@ export class Host {
       this.metrics.observe(info);
       for (const c of this.conns) c.push('migration', vm, info);
     }, this.limits.migrationIdleMs, this.incarnation, o.policies);
+    this.originPolicy = { tls: o.tls !== undefined, open: o.tls === undefined && o.token === undefined, peers: () => this.migrations.peers().map((p) => p.url) };
     this.registry.on('vm.state', (name: string, summary: unknown) => {
       for (const c of this.conns) c.push('vm.state', name, summary);
     });
@@ -140,7 +153,7 @@ export class Host {
     const url = `${this.o.tls ? 'wss' : 'ws'}://${host}:${addr.port}`;
     this.migrations.selfUrl = this.o.advertise ?? url;
     const auth = [this.o.tls ? 'mutual TLS' : undefined, this.o.token !== undefined ? 'cluster token' : undefined].filter(Boolean).join(' + ') || 'none (loopback only)';
-    this.log.info({ url, auth, tlsAllow: this.o.tls?.allow, limits: this.limits }, 'host listening');
+    this.log.info({ url, dashboard: `${url.replace(/^ws/, 'http')}/`, auth, tlsAllow: this.o.tls?.allow, limits: this.limits }, 'host listening');
     return url;
   }
 
@@ -150,6 +163,12 @@ export class Host {
     if (wss === undefined) {
       this.admission.refused('upgrade refused', req.socket.remoteAddress ?? '?', `no WebSocket endpoint ${path?.slice(0, 64)}`);
       socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-type: text/plain\r\n\r\nno such WebSocket endpoint\n');
+      return;
+    }
+    const originRefusal = originProblem(path, req.headers.origin, req.headers.host, this.originPolicy);
+    if (originRefusal !== undefined) {
+      this.admission.refused('web page refused', req.socket.remoteAddress ?? '?', originRefusal);
+      socket.end(`HTTP/1.1 403 Forbidden\r\nconnection: close\r\ncontent-type: text/plain\r\n\r\n${originRefusal}\n`);
       return;
     }
     if (this.o.tls) {

@@ -16,6 +16,7 @@ import type { migrateHelloSchema } from '../wire/auth.ts';
 import { ControlClient } from '../wire/control-client.ts';
 import { closeWith } from '../wire/peer-text.ts';
 import type { PeerCredentials } from '../wire/tls.ts';
+import type { PageMapMarks } from '../vm/page-map.ts';
 import type { VmRegistry } from './registry.ts';
 
 /** What a control client may ask for in `migrate.start`. */
@@ -57,6 +58,16 @@ const TELL_FOR_MS = 3_600_000;
 /** Statistics of migrations whose VM is no longer here, kept for `migrate status` (the newest). */
 const STATUS_KEPT = 256;
 
+/** A host this one has migrated with: its control URL, how many migrations went each way, and when the last began. */
+export interface PeerHost {
+  url: string;
+  to: number;
+  from: number;
+  last: string;
+}
+
+const PEERS_KEPT = 64;
+
 /**
  * The migrations of one host: outgoing ones it drives for its VMs, incoming ones arriving on
  * `/migrate`, and the last statistics of each VM's latest migration for `migrate status`.
@@ -72,6 +83,8 @@ export class MigrationManager {
   private readonly last = new Map<string, MigrationStats>();
   /** The stop-and-copies this host measured, per destination: what later migrations' expected downtime is based on. */
   private readonly switchovers = new SwitchoverHistory();
+  /** The hosts this one has migrated with, by control URL (the dashboard lists them; their pages may drive this host). */
+  private readonly peerHosts = new Map<string, PeerHost>();
   /** This host's control URL once it listens (carried in setups, so a destination can check on us). */
   selfUrl: string | undefined;
   /** Ends the waits of work that outlives a migration (telling sources outcomes) when the host stops. */
@@ -89,6 +102,26 @@ export class MigrationManager {
     /** The convergence policies and push orders migrations from here may name (migration/policies.ts). */
     readonly policies: PolicyRegistry = new PolicyRegistry(),
   ) {}
+
+  private notePeer(url: string | undefined, direction: 'to' | 'from'): void {
+    if (url === undefined) return;
+    const p = this.peerHosts.get(url) ?? { url, to: 0, from: 0, last: '' };
+    if (!this.peerHosts.has(url) && this.peerHosts.size >= PEERS_KEPT) this.peerHosts.delete(this.peerHosts.keys().next().value!);
+    p[direction]++;
+    p.last = new Date().toISOString();
+    this.peerHosts.delete(url);
+    this.peerHosts.set(url, p);
+  }
+
+  /** The hosts this one has migrated with, the most recent last. */
+  peers(): PeerHost[] {
+    return [...this.peerHosts.values()].map((p) => ({ ...p }));
+  }
+
+  /** What the page map of `name` shows of a migration of it: the outgoing one's dirty log and pass. */
+  pageMarks(name: string): PageMapMarks {
+    return this.outgoing.get(name)?.pageMarks() ?? {};
+  }
 
   /** Records a VM's latest migration statistics; those of VMs no longer here are kept, the newest STATUS_KEPT. */
   private remember(name: string, stats: MigrationStats): void {
@@ -146,6 +179,7 @@ export class MigrationManager {
       switchovers: this.switchovers,
     });
     rec.migrating = true;
+    this.notePeer(p.to, 'to');
     this.outgoing.set(rec.name, m);
     this.remember(rec.name, m.stats);
     rec.log.info({ to: p.to, mode: p.mode, downtimeLimitMs: p.downtimeLimitMs, maxBandwidth: p.maxBandwidth }, 'migration starting');
@@ -285,6 +319,7 @@ export class MigrationManager {
       closeWith(ws, 1008, 'a migration with that id exists: ids are fresh');
       return;
     }
+    let seenSetup = false;
     const m = new IncomingMigration(id, ws, peer, this.registry.maxMemory, this.log.child({ migration: 'in' }), {
       checkRoom: (setup) => this.registry.checkRoom(setup.as ?? setup.vm, setup.config.ramSize),
       reserve: (setup, vm) => this.registry.reserveIncoming(setup.as ?? setup.vm, setup.program, vm),
@@ -293,6 +328,10 @@ export class MigrationManager {
       probeSource: (url, name, incarnation) => this.probeSource(url, name, incarnation),
       discard: (name) => this.registry.remove(name, 'incoming migration failed'),
       update: (s) => {
+        if (!seenSetup) {
+          seenSetup = true;
+          this.notePeer(m.sourceUrl(), 'from');
+        }
         this.remember(s.info.vm, s);
         this.publish(s.info.vm, s.snapshot());
       },

@@ -6,6 +6,7 @@ import { DEFAULT_RAM_SIZE } from '../memory/layout.ts';
 import { formatBootArgs } from '../vm/boot.ts';
 import { loadBuiltProgram } from '../vm/programs.ts';
 import { VM_NAME_RE } from '../vm/state-schema.ts';
+import { pageCounts, pageMap, pageRuns, type PageMapMarks } from '../vm/page-map.ts';
 import { Vm, type VmInfo, type VmState } from '../vm/vm.ts';
 
 const CONSOLE_HISTORY = 16 * 1024;
@@ -31,6 +32,25 @@ export interface VmSummary extends Omit<VmInfo, 'state'> {
   createdAt: string;
   /** Set while the VM is being migrated away from this host. */
   migrating?: boolean;
+}
+
+export interface PageMapSnapshot {
+  name: string;
+  state: VmState | 'incoming';
+  pages: number;
+  /** One code per page (PAGE_CODES) ... */
+  map?: Uint8Array;
+  /** ... or, when asked for and smaller, the same as runs (vm/page-map.ts pageRuns). */
+  runs?: Uint32Array;
+  /** Pages per code. */
+  counts: number[];
+  instret: number;
+  /** Post-copy traps so far, time the vCPU spent blocked on missing pages, and how long each wait was (latency-histogram buckets). */
+  traps: number;
+  blockedMs: number;
+  blockedHistogram: number[];
+  /** When it was read (ms since the epoch). */
+  at: number;
 }
 
 export interface VmRecord {
@@ -263,6 +283,21 @@ export class VmRegistry extends EventEmitter {
     const instret = r.vm.instret();
     if (wasRunning && r.vm.state === 'paused') r.vm.resume();
     return { name: r.name, digest, instret, state: r.vm.state };
+  }
+
+  /**
+   * The VM's page map (vm/page-map.ts) with what a watcher needs beside it: the vCPU's counters
+   * (instructions, post-copy traps, time blocked and its histogram) read at the same moment.
+   */
+  pageMap(name: unknown, marks: PageMapMarks, asRuns = false): PageMapSnapshot {
+    const r = this.get(name);
+    const vm = r.vm;
+    const map = pageMap(vm.memory, { ...marks, faulted: vm.faultedPages() });
+    const runs = asRuns ? pageRuns(map) : undefined;
+    return {
+      name: r.name, state: r.incoming ? 'incoming' : vm.state, pages: vm.memory.pages, ...(runs ? { runs } : { map }), counts: pageCounts(map),
+      instret: vm.instret(), traps: vm.traps(), blockedMs: vm.blockedMs(), blockedHistogram: vm.blockedHistogram(), at: Date.now(),
+    };
   }
 
   /** CPU registers: exact for a paused or halted VM, a live sample for a running one. */

@@ -280,7 +280,7 @@ export class IncomingMigration<V extends DestinationVm = Vm> {
   }
 
   /** The source's control URL from its setup, with a wildcard listen address replaced by the peer's. */
-  private sourceUrl(): string | undefined {
+  sourceUrl(): string | undefined {
     const src = this.setup?.source;
     if (typeof src !== 'string') return undefined;
     try {

@@ -19,6 +19,7 @@ import { SOURCE_OWNER, SOURCE_TRANSITIONS, type SourcePhase } from './ownership.
 import { encodeOnPool, ENCODE_THREADS } from './encode-pool.ts';
 import { chooseEncoding, encodingName, encodingNotWorthIt, type EncodingMode, type EncodingRates } from './encoding-policy.ts';
 import { PageSender, type PageEncoding } from './page-sender.ts';
+import type { PageMapMarks } from '../vm/page-map.ts';
 import type { SourceVm } from './ports.ts';
 import { PushQueue } from './postcopy-push.ts';
 import type { SwitchoverHistory } from './switchover-history.ts';
@@ -185,6 +186,7 @@ export class OutgoingMigration {
     private readonly dial: Dial = openLink,
   ) {
     this.stats = new MigrationStats(name, 'outgoing', p.mode, p.to, vm.memory.size);
+    if (p.mode === 'precopy' || p.mode === 'hybrid') this.stats.info['downtime-limit-ms'] = p.downtimeLimitMs;
     const { convergence, pushOrder } = hooks.policies ?? {};
     if (convergence && convergence !== DEFAULT_CONVERGENCE) this.stats.info['convergence-policy'] = convergence.name;
     if (pushOrder && pushOrder !== ASCENDING_PUSH) this.stats.info['push-order'] = pushOrder.name;
@@ -192,6 +194,16 @@ export class OutgoingMigration {
 
   get phase(): SourcePhase {
     return this.phaseNow;
+  }
+
+  /** For the page map: pre-copy shows the dirty log; any sending phase its current pass. */
+  pageMarks(): PageMapMarks {
+    const sending = this.phaseNow === 'precopy' || this.phaseNow === 'stop-and-copy' || this.phaseNow === 'postcopy-active';
+    const post = this.phaseNow === 'postcopy-active' || this.phaseNow === 'postcopy-paused';
+    return {
+      dirtyLog: this.phaseNow === 'precopy', pass: sending ? this.link?.sender.pass : undefined,
+      push: post && this.push !== undefined ? { order: this.push.order, sent: this.push.sentPages } : undefined,
+    };
   }
 
   /** Post-copy failed after the switch-over: the guest can run on neither host. */

@@ -37,6 +37,8 @@ export class PageSender {
   private readonly bucket = { t: performance.now(), bytes: 0 };
   private dead = false;
   private encoding: PageEncoding | undefined;
+  /** The current (or last) sendAll, for the dashboard's page map: what is queued, in flight, gone. */
+  pass: { pages: ArrayLike<number>; handed: number; written: number } | undefined;
 
   /**
    * `check` throws when the migration must stop sending (the link failed, a cancel); it runs
@@ -63,6 +65,7 @@ export class PageSender {
   async sendAll(pages: ArrayLike<number>, phase: SendPhase): Promise<SendTotals> {
     const ram = this.ram.buffer;
     this.stats.toSend(pages.length);
+    this.pass = { pages, handed: 0, written: 0 };
     if (this.encoding && phase !== 'postcopy' && ram instanceof SharedArrayBuffer) return this.sendAllEncoded(ram, this.encoding, pages, phase);
     let bytes = 0;
     for (let i = 0; i < pages.length; i += PAGES_PER_FRAME) bytes += await this.send(pages, phase, i, Math.min(pages.length, i + PAGES_PER_FRAME));
@@ -76,37 +79,39 @@ export class PageSender {
    */
   private async sendAllEncoded(ram: SharedArrayBuffer, enc: PageEncoding, pages: ArrayLike<number>, phase: SendPhase): Promise<SendTotals> {
     const totals = { wire: 0, raw: 0 };
-    const ahead: Promise<EncodeResult>[] = [];
+    const ahead: { to: number; result: Promise<EncodeResult> }[] = [];
     try {
       for (let i = 0; i < pages.length || ahead.length > 0;) {
         if (i < pages.length && ahead.length < ENCODE_AHEAD) {
           this.check();
           const to = Math.min(pages.length, i + PAGES_PER_FRAME);
           const list = pages instanceof Uint32Array ? pages.slice(i, to) : Uint32Array.from({ length: to - i }, (_, k) => pages[i + k]!);
-          ahead.push(encodeOnPool({ ram, ramBytes: this.ram.length, pages: list, compress: enc.compress, ...(enc.xbzrle ? { cache: enc.xbzrle.buffers } : {}) }));
+          ahead.push({ to, result: encodeOnPool({ ram, ramBytes: this.ram.length, pages: list, compress: enc.compress, ...(enc.xbzrle ? { cache: enc.xbzrle.buffers } : {}) }) });
           i = to;
           continue;
         }
-        const r = await ahead.shift()!;
-        const sent = await this.sendEncoded(r, phase, enc.xbzrle !== undefined);
+        const next = ahead.shift()!;
+        const sent = await this.sendEncoded(await next.result, phase, enc.xbzrle !== undefined, next.to);
         totals.wire += sent.wire;
         totals.raw += sent.raw;
       }
     } finally {
-      for (const p of ahead) p.catch(() => {}); // abandoned with the send: their results go nowhere
+      for (const p of ahead) p.result.catch(() => {}); // abandoned with the send: their results go nowhere
     }
     return totals;
   }
 
-  private async sendEncoded(r: EncodeResult, phase: SendPhase, xbzrle: boolean): Promise<SendTotals> {
+  private async sendEncoded(r: EncodeResult, phase: SendPhase, xbzrle: boolean, to: number): Promise<SendTotals> {
     const raw = 8 + r.pages * 4 + (r.pages - r.zero) * PAGE_SIZE;
     const frame = r.frame;
     await this.waitWindow(frame.length);
     await this.pace(frame.length);
     this.inflight += frame.length;
+    const pass = this.handed(to);
     this.ws.send(frame, (err) => {
       if (this.dead) return;
       this.inflight -= frame.length;
+      if (pass !== undefined) pass.written = to;
       if (err) this.onError(new FerryError('ELINK', `link failed: ${err.message}`));
       else {
         this.stats.sent(frame.length, r.pages, r.zero, phase);
@@ -125,15 +130,23 @@ export class PageSender {
     const { frame, zero } = encodePages(this.ram, pages, from, to, buf);
     await this.pace(frame.length);
     this.inflight += frame.length;
+    const pass = pages === this.pass?.pages ? this.handed(to) : undefined;
     this.ws.send(frame, (err) => {
       if (this.dead) return; // a dropped link: its frames are resent from the destination's bitmap
       this.inflight -= frame.length;
+      if (pass !== undefined) pass.written = to;
       this.spare.push(buf);
       if (err) this.onError(new FerryError('ELINK', `link failed: ${err.message}`));
       else this.stats.sent(frame.length, to - from, zero, phase); // counted once it has left
       this.wake();
     });
     return frame.length;
+  }
+
+  /** The current pass has handed pages up to `to` to the link; returns it, to be told when they are written. */
+  private handed(to: number): PageSender['pass'] {
+    if (this.pass !== undefined) this.pass.handed = to;
+    return this.pass;
   }
 
   /** The link is given up: nothing it still reports counts, and a waiter rechecks `check`. */

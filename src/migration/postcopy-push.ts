@@ -28,6 +28,11 @@ export class PushQueue {
    * `order`: the pages the destination lacks, in push order; `indexOf`: each page's position in
    * it, -1 for the others.
    */
+  /** One byte per page, non-zero once handed to a socket (read by the page map). */
+  get sentPages(): Uint8Array {
+    return this.sent;
+  }
+
   constructor(readonly order: Uint32Array, private readonly indexOf: Int32Array, pages: number) {
     this.sent = new Uint8Array(pages);
     this.left = order.length;

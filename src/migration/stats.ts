@@ -97,6 +97,8 @@ export interface MigrationInfo {
   /** Post-copy: time spent in postcopy-paused, in all. */
   'postcopy-paused-ms'?: number;
   'throttle-percent': number;
+  /** Source, pre-copy and hybrid: the downtime limit it converges to (QEMU's downtime-limit parameter). */
+  'downtime-limit-ms'?: number;
   rounds: RoundInfo[];
 }
 

@@ -73,6 +73,7 @@ export class Vm extends EventEmitter {
   readonly insnLimit: number;
   private readonly control: HostControlBlock;
   private readonly pager: HostPager;
+  private faulted: Uint8Array | undefined;
   private readonly worker: Worker;
   private readonly statePort: MessagePort;
   private readonly pagesPort: MessagePort;
@@ -183,6 +184,8 @@ export class Vm extends EventEmitter {
         this.emit('halted', { exitCode: m.exitCode, reason: m.reason });
         break;
       case 'fault':
+        // Remembered for the page map (where a post-copy's faults landed), for this VM's life here.
+        if (m.page >= 0 && m.page < this.memory.pages) (this.faulted ??= new Uint8Array(this.memory.pages))[m.page] = 1;
         this.emit('fault', m.page);
         break;
       case 'fatal':
@@ -318,6 +321,11 @@ export class Vm extends EventEmitter {
   /** Post-copy: vCPU accesses that found their page missing so far. */
   traps(): number {
     return this.pager.traps();
+  }
+
+  /** The pages this VM faulted on since it was made here (post-copy), one byte each; undefined if none. */
+  faultedPages(): Uint8Array | undefined {
+    return this.faulted;
   }
 
   /** Pages the vCPU thread has filled from posted post-copy frames so far. */

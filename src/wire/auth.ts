@@ -51,7 +51,7 @@ export function verifyProof(token: string, role: 'client' | 'host', endpoint: st
   return timingSafeEqual(proof(token, role, endpoint, challenge, binding), mac);
 }
 
-const NO_BINDING = new Uint8Array(0);
+export const NO_BINDING = new Uint8Array(0);
 const BINDING_LABEL = 'EXPORTER-ferry-token-proof';
 
 /** What a token proof is bound to on `socket`: its TLS session's exported keying material, or nothing over plain TCP. */
@@ -117,13 +117,22 @@ export function checkHello<T>(
   endpoint: string,
   challenge: Uint8Array | undefined,
   binding?: Uint8Array,
+  /** The client presented a certificate the host's CA signed (over TLS): its proof may then be unbound. */
+  certified = false,
 ): HelloVerdict<T> {
   if (msg.t !== 'hello') return { close: [CLOSE_PROTOCOL, `expected hello, got "${peerText(msg.t, 32)}"`] };
   if (msg.v !== version) {
     return { close: [CLOSE_VERSION, `protocol version ${peerText(msg.v, 16)} is not supported; this host speaks ${version}`] };
   }
+  // The binding the client's proof was made with: this TLS session's, or (unbound) none, which
+  // is accepted only from a client whose certificate this host's CA signed (a browser cannot
+  // export keying material; a relaying endpoint would need such a certificate of its own).
+  let proven = binding;
   if (token !== undefined && !verifyProof(token, 'client', endpoint, challenge!, msg.mac, binding)) {
-    return { close: [CLOSE_AUTH_FAILED, 'authentication failed: wrong or missing cluster token'] };
+    const unbound = binding !== undefined && binding.length > 0 && verifyProof(token, 'client', endpoint, challenge!, msg.mac, NO_BINDING);
+    if (!unbound) return { close: [CLOSE_AUTH_FAILED, 'authentication failed: wrong or missing cluster token'] };
+    if (!certified) return { close: [CLOSE_AUTH_FAILED, 'authentication failed: an unbound token proof (a browser\'s) needs a client certificate from this host\'s CA'] };
+    proven = NO_BINDING;
   }
   const parsed = schema.safeParse(msg);
   if (!parsed.success) {
@@ -131,6 +140,6 @@ export function checkHello<T>(
     return { close: [CLOSE_PROTOCOL, `malformed hello: ${i ? `${i.path.map(String).join('.')}: ${i.message}` : 'invalid'}`] };
   }
   const nonce = msg.nonce as Uint8Array;
-  const hostProof = token !== undefined ? proof(token, 'host', endpoint, nonce, binding) : undefined;
+  const hostProof = token !== undefined ? proof(token, 'host', endpoint, nonce, proven) : undefined;
   return { ready: { t: 'ready', v: version, host: host.name, incarnation: host.incarnation, ...(hostProof ? { proof: hostProof } : {}) }, hello: parsed.data, nonce };
 }

@@ -98,7 +98,7 @@ describe('the installed package', () => {
     expect(pkg.stdout).toBe(src.stdout);
   }, T);
 
-  it('two installed hosts migrate a guest with deltas and compression (the pool threads load) to the unmigrated digest', async () => {
+  it('two installed hosts migrate a guest with deltas and compression (the pool threads load) to the unmigrated digest, and serve their dashboard', async () => {
     const [a, b] = await Promise.all([startInstalledHost('pa'), startInstalledHost('pb')]);
     const limit = '60000000';
     const create = await ferry(['--host', a, 'vm', 'create', 'm', '--program', 'memstress', '--memory', '32M', '--icount', '--insn-limit', limit, '--arg', 'ws_mib=8', '--start']);
@@ -116,6 +116,11 @@ describe('the installed package', () => {
     const ref = await ferry(['run', 'memstress', '--icount', '--insn-limit', limit, '--digest', '--arg', 'ws_mib=8', '--memory', '32M']);
     expect(digest).toMatch(/^digest: [0-9a-f]{64}$/);
     expect(digest).toBe(ref.stdout.trimEnd().split('\n').at(-1));
+    // The installed host serves its dashboard: the page and every library its import map names, from the package's own dependencies.
+    const page = await fetch(`${a.replace(/^ws/, 'http')}/`);
+    expect(page.status).toBe(200);
+    const map = JSON.parse(/<script type="importmap">([\s\S]*?)<\/script>/.exec(await page.text())![1]!) as { imports: Record<string, string> };
+    for (const path of ['/app/app.js', '/app/control.js', ...Object.values(map.imports)]) expect((await fetch(`${a.replace(/^ws/, 'http')}${path}`)).status, path).toBe(200);
   }, 90_000);
 
   it('ferry demo starts its own host processes from the package', async () => {

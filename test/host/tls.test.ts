@@ -198,6 +198,44 @@ describe.skipIf(!openssl)('TLS between hosts', () => {
     }
   }, 30_000);
 
+  it('a browser (the dashboard\'s client, which cannot bind its proof to the TLS session) is let in with the token only when it presents a certificate the CA signed', async () => {
+    const TOKEN = 'the-cluster-token-of-this-test';
+    const h = new Host({ host: '127.0.0.1', port: 0, name: 'h', maxMemory: 64 * MiB, log: silentLogger(), token: TOKEN, tls: { ...files(dir, 'b'), allow: [] } });
+    hosts.push(h);
+    const url = await h.start();
+    const { HostConnection } = await import('../../dashboard/control.js');
+    const g = globalThis as { WebSocket?: unknown };
+    const saved = g.WebSocket;
+    // The browser's WebSocket, with what a browser would bring to this TLS handshake.
+    const browserWith = (tls: { ca: Buffer; cert?: Buffer; key?: Buffer }) => class extends WebSocket {
+      constructor(u: string) {
+        super(u, tls);
+      }
+    };
+    try {
+      const mine = files(dir, 'a');
+      g.WebSocket = browserWith({ ca: mine.ca, cert: mine.cert, key: mine.key });
+      const conn = await HostConnection.open(url, { token: TOKEN });
+      expect(conn.host).toBe('h');
+      expect(conn.tags).toBeUndefined(); // TLS authenticates every record
+      expect(await conn.request<{ name: string }>('host.info')).toMatchObject({ name: 'h' });
+      conn.close();
+      // Without a certificate the unbound proof is refused, saying why: the binding is what keeps a relayed proof out.
+      const wantsCertificate = { code: 'ECERT', message: expect.stringContaining('needs a client certificate from this host\'s CA') };
+      g.WebSocket = browserWith({ ca: mine.ca });
+      await expect(HostConnection.open(url, { token: TOKEN })).rejects.toMatchObject(wantsCertificate);
+      // With a certificate another CA signed, likewise.
+      const stranger = files(other, 'mallory');
+      g.WebSocket = browserWith({ ca: mine.ca, cert: stranger.cert, key: stranger.key });
+      await expect(HostConnection.open(url, { token: TOKEN })).rejects.toMatchObject(wantsCertificate);
+      // And a wrong token is still a wrong token.
+      g.WebSocket = browserWith({ ca: mine.ca, cert: mine.cert, key: mine.key });
+      await expect(HostConnection.open(url, { token: 'not-the-token-of-this-cluster' })).rejects.toMatchObject({ code: 'EAUTH', message: expect.stringContaining('wrong or missing cluster token') });
+    } finally {
+      g.WebSocket = saved;
+    }
+  }, 30_000);
+
   it('a client that does not trust the host\'s CA, or that has no certificate for a host without a token, gets a clear error; the host logs both', async () => {
     const lines: string[] = [];
     const log = pino({ level: 'info' }, { write: (l: string) => { lines.push(l); } });
