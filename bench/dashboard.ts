@@ -1,13 +1,17 @@
 /**
  * What watching costs: a 1 GiB guest's speed with its dashboard page (live page map, 5 updates a
  * second of all 262144 pages) open in Chromium, against the same guest with no page open,
- * alternating in the same run on the same host process; the page's update rate; and the host's
- * time to read one page map. Prints one JSON line per window, then the summary with the ratio.
+ * alternating in the same run on the same host process; then the same during a pre-copy
+ * migration of it (a 256 MiB working set rewritten at full speed, capped at 200 MB/s so it runs
+ * on: the map shows dirty, queued and in-flight pages and is read afresh each time); the page's
+ * update rate; and the host's time to read one page map. Prints one JSON line per window, then
+ * the summary with the ratios.
  * Without Chromium the viewer is the page's own control client (dashboard/control.js) in this
  * process, polling as the page does (said in the output); with Chromium, both are measured.
  *
  *   npx tsx bench/dashboard.ts        (FERRY_BENCH_RUNS=N: open/closed window pairs, default 3; FERRY_BENCH_WINDOW_MS, default 4000)
  */
+import { readdirSync, readFileSync } from 'node:fs';
 import WebSocket from 'ws';
 import { startHostProcess } from '../src/host/spawn.ts';
 import { chromiumPath, launchChromium } from '../test/support/browser.ts';
@@ -16,24 +20,51 @@ import { median } from './quantile.ts';
 const MiB = 1024 * 1024;
 const RUNS = Number(process.env.FERRY_BENCH_RUNS ?? 3);
 const WINDOW_MS = Number(process.env.FERRY_BENCH_WINDOW_MS ?? 4000);
-const VM = 'watched';
 
-const host = await startHostProcess('bench-dash');
+const [host, dest] = await Promise.all([startHostProcess('bench-dash'), startHostProcess('bench-dash-to')]);
 const c = host.client;
+let VM = 'watched';
 
 async function instret(): Promise<number> {
   return (await c.request<{ instret: number }>('vm.info', { name: VM })).instret;
 }
 
-/** MIPS over one window, with whatever is watching left as it is. */
-async function window(): Promise<number> {
+/** MIPS over one window, with whatever is watching left as it is; during a migration if `migrating`. */
+async function window(migrating = false): Promise<number> {
+  if (migrating) {
+    await c.request('migrate.start', { name: VM, to: dest.url, mode: 'precopy', maxBandwidth: 200_000_000, maxRounds: 1000, xbzrle: 'off', compress: 'off' });
+    await new Promise((r) => setTimeout(r, 500));
+  }
   const n0 = await instret();
   const t0 = performance.now();
   await new Promise((r) => setTimeout(r, WINDOW_MS));
-  return (await instret() - n0) / ((performance.now() - t0) * 1000);
+  const mips = (await instret() - n0) / ((performance.now() - t0) * 1000);
+  if (migrating) {
+    const s = await c.request<{ status: string }>('migrate.status', { name: VM });
+    if (s.status !== 'active') throw new Error(`the migration was to run through the window, but it is ${s.status}`);
+    await c.request('migrate.cancel', { name: VM });
+    for (let i = 0; i < 100 && (await c.request<{ status: string }>('migrate.status', { name: VM })).status !== 'cancelled'; i++) await new Promise((r) => setTimeout(r, 50));
+  }
+  return mips;
 }
 
 interface Viewer { frames(): Promise<number>; close(): Promise<void> }
+
+/** CPU time (ms) of every Chromium process so far, from /proc (Linux). */
+function chromiumCpuMs(): number {
+  let ticks = 0;
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('chromium')) continue;
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(f[11]) + Number(f[12]); // utime, stime
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return ticks * 10; // USER_HZ 100
+}
 
 async function openViewer(kind: 'chromium' | 'node'): Promise<Viewer> {
   if (kind === 'chromium') {
@@ -56,7 +87,8 @@ async function openViewer(kind: 'chromium' | 'node'): Promise<Viewer> {
   void (async () => {
     while (open) {
       const t = performance.now();
-      await conn.request('vm.pagemap', { name: VM });
+      // (the last request ends with the connection: not an error)
+      if (!(await conn.request('vm.pagemap', { name: VM, runs: true }).then(() => true, () => false))) break;
       frames++;
       await new Promise((r) => setTimeout(r, Math.max(0, 200 - (performance.now() - t))));
     }
@@ -71,42 +103,60 @@ try {
   // The page in Chromium (renderer and all: on a small machine its CPU is the vCPU's too), and the
   // page's control client alone (what the host spends serving the map).
   const viewers: ('chromium' | 'node')[] = chromiumPath ? ['chromium', 'node'] : ['node'];
-  const closed: number[] = [];
-  const opened: Record<string, number[]> = { chromium: [], node: [] };
-  const rates: Record<string, number[]> = { chromium: [], node: [] };
-  for (let i = 0; i < RUNS; i++) {
-    for (const kind of viewers) {
-      const mipsClosed = await window();
-      closed.push(mipsClosed);
-      console.log(JSON.stringify({ window: i, page: 'closed', mips: +mipsClosed.toFixed(1) }));
-      const viewer = await openViewer(kind);
-      const f0 = await viewer.frames();
-      const t0 = performance.now();
-      const mipsOpen = await window();
-      const rate = (await viewer.frames() - f0) / ((performance.now() - t0) / 1000);
-      await viewer.close();
-      opened[kind]!.push(mipsOpen);
-      rates[kind]!.push(rate);
-      console.log(JSON.stringify({ window: i, page: 'open', viewer: kind, mips: +mipsOpen.toFixed(1), mapUpdatesPerSec: +rate.toFixed(2) }));
+  const rows: Record<string, { closed: number[]; open: Record<string, number[]>; rates: Record<string, number[]>; chromiumCores: number[] }> = {};
+  for (const [row, migrating] of [['idle host', false], ['during pre-copy', true]] as const) {
+    if (migrating) {
+      await c.request('vm.destroy', { name: VM });
+      VM = 'watched-migrating';
+      await c.request('vm.create', { name: VM, program: 'memstress', memory: 1024 * MiB, args: ['ws_mib=256'], start: true });
+      await new Promise((r) => setTimeout(r, 1500));
+    }
+    const r = { closed: [] as number[], open: { chromium: [] as number[], node: [] as number[] }, rates: { chromium: [] as number[], node: [] as number[] }, chromiumCores: [] as number[] };
+    rows[row] = r;
+    for (let i = 0; i < RUNS; i++) {
+      for (const kind of viewers) {
+        const mipsClosed = await window(migrating);
+        r.closed.push(mipsClosed);
+        console.log(JSON.stringify({ row, window: i, page: 'closed', mips: +mipsClosed.toFixed(1) }));
+        const viewer = await openViewer(kind);
+        const f0 = await viewer.frames();
+        const t0 = performance.now();
+        const cpu0 = chromiumCpuMs();
+        const mipsOpen = await window(migrating);
+        const elapsed = performance.now() - t0;
+        const rate = (await viewer.frames() - f0) / (elapsed / 1000);
+        const cores = kind === 'chromium' ? (chromiumCpuMs() - cpu0) / elapsed : undefined;
+        if (cores !== undefined) r.chromiumCores.push(cores);
+        await viewer.close();
+        r.open[kind]!.push(mipsOpen);
+        r.rates[kind]!.push(rate);
+        console.log(JSON.stringify({ row, window: i, page: 'open', viewer: kind, mips: +mipsOpen.toFixed(1), mapUpdatesPerSec: +rate.toFixed(2), ...(cores !== undefined ? { chromiumCores: +cores.toFixed(3) } : {}) }));
+      }
     }
   }
+  // One map read afresh (a migration runs: nothing is kept), as runs, round trip from this process.
   const reads: number[] = [];
+  await c.request('migrate.start', { name: VM, to: dest.url, mode: 'precopy', maxBandwidth: 200_000_000, maxRounds: 1000, xbzrle: 'off', compress: 'off' });
   for (let i = 0; i < 20; i++) {
     const t = performance.now();
-    await c.request('vm.pagemap', { name: VM });
+    await c.request('vm.pagemap', { name: VM, runs: true });
     reads.push(performance.now() - t);
   }
+  await c.request('migrate.cancel', { name: VM });
   const summary = {
-    bench: 'dashboard', guest: 'sieve in 1 GiB (262144 pages)', windowMs: WINDOW_MS, runs: RUNS,
+    bench: 'dashboard', guest: 'sieve in 1 GiB (262144 pages); during pre-copy memstress 256 MiB in 1 GiB', windowMs: WINDOW_MS, runs: RUNS,
     ...(chromiumPath ? {} : { chromium: 'not found: the page itself was not measured' }),
-    mipsClosed: +median(closed).toFixed(1),
-    viewers: Object.fromEntries(viewers.map((k) => [k, {
-      mipsOpen: +median(opened[k]!).toFixed(1), openOverClosed: +(median(opened[k]!) / median(closed)).toFixed(3), mapUpdatesPerSec: +median(rates[k]!).toFixed(2),
+    rows: Object.fromEntries(Object.entries(rows).map(([row, r]) => [row, {
+      mipsClosed: +median(r.closed).toFixed(1),
+      ...(r.chromiumCores.length ? { chromiumCores: +median(r.chromiumCores).toFixed(3) } : {}),
+      viewers: Object.fromEntries(viewers.map((k) => [k, {
+        mipsOpen: +median(r.open[k]!).toFixed(1), openOverClosed: +(median(r.open[k]!) / median(r.closed)).toFixed(3), mapUpdatesPerSec: +median(r.rates[k]!).toFixed(2),
+      }])),
     }])),
-    pageMapRoundTripMs: +median(reads).toFixed(2),
+    freshPageMapRoundTripMs: +median(reads).toFixed(2),
   };
   console.log(JSON.stringify(summary));
 } finally {
   await c.request('vm.destroy', { name: VM }).catch(() => undefined);
-  await host.stop();
+  await Promise.all([host.stop(), dest.stop()]);
 }

@@ -118,8 +118,14 @@ class VmView {
     this.source = undefined;
     /** Reaching the destination is under way. */
     this.following = false;
+    /** The counts the legend shows (redrawn when they change). */
+    this.legendCounts = '';
     this.onEvent = /** @type {EventListener} */ ((e) => this.event(/** @type {CustomEvent} */ (e).detail));
     conn.addEventListener('event', this.onEvent);
+    // The VM's last migration as this host kept it (its statistics, its rounds): the report outlives the page.
+    conn.request('migrate.status', { name }).then((info) => {
+      if (this.record === undefined && FINAL.includes(info.status)) this.migration(info);
+    }, () => undefined);
     this.tick();
   }
 
@@ -198,12 +204,21 @@ class VmView {
   async tick() {
     if (this.stopped) return;
     const t = performance.now();
+    // A hidden tab asks for nothing (but keeps sampling a migration it follows).
+    if (document.hidden && (this.record === undefined || FINAL.includes(this.record.info.status))) {
+      setTimeout(() => void this.tick(), 1000);
+      return;
+    }
     try {
       /** @type {PageMapSnapshot} */
       const snap = await this.conn.request('vm.pagemap', { name: this.name, runs: true });
       this.map.update(snap.runs ? expandPageRuns(snap.runs, snap.pages) : (snap.map ?? new Uint8Array(0)));
       $('page-map').dataset.frames = String(this.map.frames);
-      renderLegend($('legend'), snap.counts);
+      const counts = snap.counts.join(',');
+      if (counts !== this.legendCounts) {
+        this.legendCounts = counts;
+        renderLegend($('legend'), snap.counts);
+      }
       $('vm-state').textContent = `${snap.state} · ${snap.pages} pages (${fmtBytes(snap.pages * 4096)}) · ${snap.instret.toLocaleString()} instructions`;
       await this.sample(snap);
     } catch (e) {
@@ -280,6 +295,10 @@ class Dashboard {
   }
 
   async refresh() {
+    if (document.hidden) {
+      if (!this.conn.closed) setTimeout(() => void this.refresh(), 1000);
+      return;
+    }
     try {
       this.info = await this.conn.request('host.info');
       /** @type {VmSummary[]} */

@@ -32,7 +32,8 @@ function chart(parent, title, series, extra = {}) {
   const box = document.createElement('div');
   box.className = 'chart';
   parent.append(box);
-  const width = Math.max(280, Math.min(520, parent.clientWidth / 2 - 16));
+  // Two charts side by side (the box may still be hidden: measure the page).
+  const width = Math.max(300, Math.min(560, (document.body.clientWidth - 96) / 2));
   const empty = /** @type {uPlot.AlignedData} */ (/** @type {unknown} */ (series.map(() => [])));
   return new uPlot({ title, width, height: 180, series, legend: { live: false }, cursor: { drag: { x: false, y: false } }, ...extra }, empty, box);
 }
@@ -59,10 +60,16 @@ function markAt(/** @type {() => number | undefined} */ x) {
   };
 }
 
+const CHART_HZ = 2;
+const FINAL_STATUSES = ['completed', 'failed', 'cancelled'];
+
 export class MigrationCharts {
   /** @param {HTMLElement} box */
   constructor(box) {
     this.box = box;
+    this.drawnAt = 0;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this.pending = undefined;
     /** @type {MigrationRecord | undefined} */
     this.record = undefined;
     const bars = uPlot.paths.bars ? uPlot.paths.bars({ size: [0.6, 40] }) : undefined;
@@ -75,23 +82,50 @@ export class MigrationCharts {
     const switchover = () => this.record?.switchoverAt;
     this.transfer = chart(box, 'Transfer over time (MiB; dashed: switch-over)', [{ label: 's' }, { label: 'sent', stroke: '#38a9e4' }, { label: 'remaining', stroke: '#b23b3b' }], { scales: { x: { time: false } }, plugins: [markAt(switchover)] });
     this.postcopy = chart(box, 'Post-copy: pages missing, faults/s', [{ label: 's' }, { label: 'missing', stroke: '#b23b3b', scale: 'pages' }, { label: 'faults/s', stroke: '#ff5fb4', scale: 'rate' }],
-      { scales: { x: { time: false } }, axes: [{}, { scale: 'pages' }, { scale: 'rate', side: 1 }], plugins: [markAt(switchover)] });
+      { scales: { x: { time: false } }, axes: [{}, { scale: 'pages', size: 64 }, { scale: 'rate', side: 1, size: 56 }], plugins: [markAt(switchover)] });
     this.blocked = chart(box, 'vCPU blocked on missing pages (ms, total)', [{ label: 's' }, { label: 'blocked', stroke: '#ffffff' }], { scales: { x: { time: false } }, plugins: [markAt(switchover)] });
     this.latency = chart(box, 'Fault latency (vCPU wait per fault)', [{ label: 'µs' }, { label: 'faults', stroke: '#ff5fb4', fill: '#ff5fb455', ...(bars ? { paths: bars } : {}) }],
       { scales: { x: { time: false, distr: 3 } } });
   }
 
-  /** @param {MigrationRecord} r */
+  /**
+   * Redraws with `r`, at most CHART_HZ a second (the page map goes on at its own rate): a redraw
+   * asked for sooner is done once that time has come, with the record as it is then.
+   * @param {MigrationRecord} r
+   */
   update(r) {
     this.record = r;
+    if (this.pending) return;
+    const wait = this.drawnAt + 1000 / CHART_HZ - performance.now();
+    if (wait <= 0 || FINAL_STATUSES.includes(r.info.status)) {
+      this.draw(r);
+      return;
+    }
+    this.pending = setTimeout(() => {
+      this.pending = undefined;
+      if (this.record) this.draw(this.record);
+    }, wait);
+  }
+
+  /** @param {MigrationRecord} r */
+  draw(r) {
+    this.drawnAt = performance.now();
     const rounds = r.info.rounds ?? [];
-    const x = rounds.map((d) => d.round);
-    this.sent.setData([x, rounds.map((d) => d.bytes / 2 ** 20)]);
-    this.rates.setData([x, rounds.map((d) => (d['dirty-pages'] * 4096) / Math.max(1e-3, d.ms) / 1000), rounds.map((d) => d.mbps / 8)]);
-    const limit = r.downtimeLimitMs ?? Number(r.info['downtime-limit-ms'] ?? NaN);
-    this.downtime.setData([x, rounds.map((d) => d['expected-downtime-ms']), rounds.map(() => (Number.isFinite(limit) ? limit : null))]);
+    // Show what this migration has: rounds (pre-copy, hybrid), post-copy's faults; draw only those.
+    const hasRounds = rounds.length > 0;
+    const postcopy = r.info.mode === 'postcopy' || r.info.mode === 'hybrid';
+    for (const c of [this.sent, this.rates, this.downtime]) c.root.parentElement?.toggleAttribute('hidden', !hasRounds);
+    for (const c of [this.postcopy, this.blocked, this.latency]) c.root.parentElement?.toggleAttribute('hidden', !postcopy);
+    if (hasRounds) {
+      const x = rounds.map((d) => d.round);
+      this.sent.setData([x, rounds.map((d) => d.bytes / 2 ** 20)]);
+      this.rates.setData([x, rounds.map((d) => (d['dirty-pages'] * 4096) / Math.max(1e-3, d.ms) / 1000), rounds.map((d) => d.mbps / 8)]);
+      const limit = r.downtimeLimitMs ?? Number(r.info['downtime-limit-ms'] ?? NaN);
+      this.downtime.setData([x, rounds.map((d) => d['expected-downtime-ms']), rounds.map(() => (Number.isFinite(limit) ? limit : null))]);
+    }
     const t = r.samples.map((s) => s.t);
     this.transfer.setData([t, r.samples.map((s) => s.transferredMiB), r.samples.map((s) => s.remainingMiB)]);
+    if (!postcopy) return;
     this.postcopy.setData([t, r.samples.map((s) => s.missing ?? null), r.samples.map((s) => s.faultsPerSec ?? null)]);
     this.blocked.setData([t, r.samples.map((s) => s.blockedMs ?? null)]);
     const h = r.histogram ?? [];
@@ -106,11 +140,6 @@ export class MigrationCharts {
       }
     });
     this.latency.setData([hx, hy]);
-    // Show what this migration has: rounds (pre-copy, hybrid), post-copy's faults.
-    const hasRounds = rounds.length > 0;
-    const postcopy = r.info.mode === 'postcopy' || r.info.mode === 'hybrid';
-    for (const c of [this.sent, this.rates, this.downtime]) c.root.parentElement?.toggleAttribute('hidden', !hasRounds);
-    for (const c of [this.postcopy, this.blocked, this.latency]) c.root.parentElement?.toggleAttribute('hidden', !postcopy);
   }
 }
 

@@ -17,10 +17,26 @@ export const LEGEND = [
   { code: 7, name: 'faulting now', color: '#ffffff' },
 ];
 
-const RGBA = LEGEND.map(({ color }) => {
+/** Each code's colour as an ImageData pixel: RGBA in memory order, one little-endian word. */
+const PIXELS = LEGEND.map(({ color }) => {
   const v = parseInt(color.slice(1), 16);
-  return [v >> 16, (v >> 8) & 0xff, v & 0xff, 255];
+  return ((255 << 24) | ((v & 0xff) << 16) | (((v >> 8) & 0xff) << 8) | (v >> 16)) >>> 0;
 });
+
+/** @param {Uint8Array} a @param {Uint8Array} b */
+function sameBytes(a, b) {
+  if (a.length !== b.length) return false;
+  const n = a.length >>> 2;
+  if ((a.byteOffset & 3) === 0 && (b.byteOffset & 3) === 0) {
+    const wa = new Uint32Array(a.buffer, a.byteOffset, n);
+    const wb = new Uint32Array(b.buffer, b.byteOffset, n);
+    for (let i = 0; i < n; i++) if (wa[i] !== wb[i]) return false;
+  } else {
+    for (let i = 0; i < n * 4; i++) if (a[i] !== b[i]) return false;
+  }
+  for (let i = n * 4; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
 
 /**
  * A map sent as runs (src/vm/page-map.ts pageRuns: one word per run, (length << 3) | code), expanded.
@@ -56,8 +72,11 @@ export class PageMapView {
     this.cols = 1;
     this.rows = 1;
     this.count = 0;
-    /** Frames drawn (the bench reads it: the page's update rate). */
+    /** Maps received (the bench reads it: the page's update rate), and drawn (those that changed, and zooms). */
     this.frames = 0;
+    this.draws = 0;
+    /** @type {ImageData | undefined} reused while the grid keeps its size */
+    this.image = undefined;
     canvas.addEventListener('wheel', (e) => {
       e.preventDefault();
       this.zoomAt(this.pageAt(e), e.deltaY < 0 ? 2 : 0.5);
@@ -68,9 +87,12 @@ export class PageMapView {
 
   /** @param {Uint8Array} map */
   update(map) {
+    this.frames++;
     if (map.length !== this.map.length) {
       this.zoom = 1;
       this.first = 0;
+    } else if (sameBytes(map, this.map)) {
+      return; // nothing changed: nothing to draw
     }
     this.map = map;
     this.draw();
@@ -123,14 +145,14 @@ export class PageMapView {
     this.count = count;
     const ctx = this.canvas.getContext('2d');
     if (!ctx) return;
-    const img = ctx.createImageData(cols, rows);
+    if (this.image === undefined || this.image.width !== cols || this.image.height !== rows) this.image = ctx.createImageData(cols, rows);
+    const img = this.image;
     const px = new Uint32Array(img.data.buffer);
-    // ImageData is RGBA in memory order: one little-endian word per pixel.
-    const words = RGBA.map(([r, g, b, a]) => ((a << 24) | (b << 16) | (g << 8) | r) >>> 0);
+    px.fill(0);
     const end = Math.min(total, this.first + count);
-    for (let p = this.first, i = 0; p < end; p++, i++) px[i] = words[this.map[p] ?? 0] ?? 0;
+    for (let p = this.first, i = 0; p < end; p++, i++) px[i] = PIXELS[this.map[p] ?? 0] ?? 0;
     ctx.putImageData(img, 0, 0);
-    this.frames++;
+    this.draws++;
   }
 }
 

@@ -6,7 +6,7 @@ import { DEFAULT_RAM_SIZE } from '../memory/layout.ts';
 import { formatBootArgs } from '../vm/boot.ts';
 import { loadBuiltProgram } from '../vm/programs.ts';
 import { VM_NAME_RE } from '../vm/state-schema.ts';
-import { pageCounts, pageMap, pageRuns, type PageMapMarks } from '../vm/page-map.ts';
+import { PAGE_CODES, pageCounts, pageMap, pageRuns, type PageMapMarks } from '../vm/page-map.ts';
 import { Vm, type VmInfo, type VmState } from '../vm/vm.ts';
 
 const CONSOLE_HISTORY = 16 * 1024;
@@ -53,6 +53,14 @@ export interface PageMapSnapshot {
   at: number;
 }
 
+/** A page map kept while nothing can change it; `runs` null when runs would not be smaller, undefined until asked for. */
+interface PageMapCache {
+  firstWrites: number;
+  map: Uint8Array;
+  counts: number[];
+  runs: Uint32Array | null | undefined;
+}
+
 export interface VmRecord {
   name: string;
   program: string;
@@ -68,6 +76,8 @@ export interface VmRecord {
   historyBytes: number;
   /** Bytes of console output ever seen here (history keeps only the last CONSOLE_HISTORY of them). */
   outputBytes: number;
+  /** The last page map of a VM no migration touches, and the first-write count it was read at (see pageMap). */
+  pageMapCache?: PageMapCache;
 }
 
 /**
@@ -292,10 +302,22 @@ export class VmRegistry extends EventEmitter {
   pageMap(name: unknown, marks: PageMapMarks, asRuns = false): PageMapSnapshot {
     const r = this.get(name);
     const vm = r.vm;
-    const map = pageMap(vm.memory, { ...marks, faulted: vm.faultedPages() });
-    const runs = asRuns ? pageRuns(map) : undefined;
+    // A VM with every page here and no migration of it changes its map only by a page's first
+    // write, which the first-write ring counts: while that count stands, the last map stands
+    // (a watched idle VM costs its host nothing). The count is read before the map, so a write
+    // racing the read shows next time.
+    const settled = !r.incoming && marks.dirtyLog !== true && marks.pass === undefined && marks.push === undefined;
+    const firstWrites = vm.memory.firstWriteCount();
+    let c: PageMapCache | undefined = settled && r.pageMapCache?.firstWrites === firstWrites ? r.pageMapCache : undefined;
+    if (c === undefined) {
+      const map = pageMap(vm.memory, { ...marks, faulted: vm.faultedPages() });
+      const counts = pageCounts(map);
+      c = { firstWrites, map, counts, runs: undefined };
+      r.pageMapCache = settled && counts[PAGE_CODES.missing] === 0 && counts[PAGE_CODES.waiting] === 0 ? c : undefined;
+    }
+    if (asRuns && c.runs === undefined) c.runs = pageRuns(c.map) ?? null;
     return {
-      name: r.name, state: r.incoming ? 'incoming' : vm.state, pages: vm.memory.pages, ...(runs ? { runs } : { map }), counts: pageCounts(map),
+      name: r.name, state: r.incoming ? 'incoming' : vm.state, pages: vm.memory.pages, ...(asRuns && c.runs ? { runs: c.runs } : { map: c.map }), counts: c.counts,
       instret: vm.instret(), traps: vm.traps(), blockedMs: vm.blockedMs(), blockedHistogram: vm.blockedHistogram(), at: Date.now(),
     };
   }

@@ -116,6 +116,10 @@ describe.skipIf(!chromiumPath)('the dashboard in Chromium', () => {
       await page.waitForFunction(() => /completed/.test(document.getElementById('migration-summary')?.textContent ?? ''), undefined, { timeout: 30_000 });
       await page.waitForFunction(() => /missing \(post-copy\) 0$/.test(document.querySelector('#legend [data-code="5"]')?.textContent ?? ''), undefined, { timeout: 10_000 });
       expect(await legendCount(page, 6)).toBeGreaterThan(0); // where the guest faulted stays marked
+      // Zoom: a click doubles the cells around it, and the caption says which pages are shown.
+      await page.click('#page-map', { position: { x: 100, y: 50 } });
+      await page.hover('#page-map', { position: { x: 120, y: 60 } });
+      expect(await page.textContent('#page-map-caption')).toMatch(/^page \d+ \(0x8[0-9a-f]{7}\): .* · zoom 2x, pages \d+-\d+$/);
       // The console goes on: B's guest prints passes after those seen before it moved.
       await page.waitForFunction((n) => Math.max(-1, ...[...(document.getElementById('console')?.textContent ?? '').matchAll(/pass (\d+)/g)].map((m) => Number(m[1]))) > n + 1, passBefore, { timeout: 30_000 });
       const text = await consoleText(page);

@@ -167,6 +167,23 @@ describe('the page map (vm.pagemap)', () => {
     }
   });
 
+  it('a VM no migration touches is read once while nothing changes it, and read again once the guest writes a new page', async () => {
+    const c = await open.connect();
+    try {
+      await c.createVm({ name: 'map3', program: 'memstress', memory: 16 * MiB, args: ['ws_mib=4', 'passes=1'] });
+      const before = await c.pageMap('map3');
+      expect(await c.pageMap('map3')).toMatchObject({ counts: before.counts });
+      await c.startVm('map3');
+      await c.waitHalted('map3');
+      const after = await c.pageMap('map3');
+      expect(after.counts[PAGE_CODES.clean]).toBeGreaterThan(before.counts[PAGE_CODES.clean]! + 1000);
+      expect(after.map).toEqual((await c.pageMap('map3')).map);
+      await c.destroyVm('map3');
+    } finally {
+      await c.close();
+    }
+  });
+
   it('shows a migration: the source its dirty and queued pages; the destination in post-copy its missing and faulted ones', async () => {
     const ca = await a.connect();
     const cb = await b.connect();
