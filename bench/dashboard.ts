@@ -137,6 +137,7 @@ try {
   // One map read afresh (a migration runs: nothing is kept), as runs, round trip from this process.
   const reads: number[] = [];
   await c.request('migrate.start', { name: VM, to: dest.url, mode: 'precopy', maxBandwidth: 200_000_000, maxRounds: 1000, xbzrle: 'off', compress: 'off' });
+  await new Promise((r) => setTimeout(r, 500)); // past its setup: sending
   for (let i = 0; i < 20; i++) {
     const t = performance.now();
     await c.request('vm.pagemap', { name: VM, runs: true });

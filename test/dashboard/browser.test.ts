@@ -233,7 +233,3 @@ describe.skipIf(!chromiumPath || !openssl)('the dashboard in Chromium over https
     }
   });
 });
-
-describe.skipIf(chromiumPath !== undefined)('the dashboard in Chromium (skipped)', () => {
-  it.skip(noBrowserWhy, () => {});
-});
