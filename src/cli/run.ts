@@ -51,7 +51,9 @@ export async function runCommand(program: string, o: RunOptions): Promise<number
 
   try {
     vm.start();
-    const { exitCode } = await vm.waitHalted();
+    const { exitCode, reason } = await vm.waitHalted();
+    // A guest stuck in a trap loop is halted by the CPU (cpu.ts checkTrapLoop): say where.
+    if (reason.startsWith('trap loop')) process.stderr.write(`${lastByte === 10 ? '' : '\n'}ferry: the guest is stuck in a ${reason}\n`);
     if (o.digest) {
       const d = await vm.digest();
       process.stdout.write(`${lastByte === 10 ? '' : '\n'}digest: ${d}\n`);

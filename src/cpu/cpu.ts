@@ -97,6 +97,9 @@ export interface CpuOptions {
   jitThreshold?: number;
 }
 
+/** The exit code of a VM halted in a trap loop (its reason says where). */
+export const TRAP_LOOP_EXIT = 1;
+
 /**
  * The RV32IM + Zicsr hart. `run(budget)` executes up to `budget` steps (retired instructions
  * plus traps taken) and returns why it stopped. Traps are values applied in one place
@@ -112,6 +115,8 @@ export class Cpu {
   /** Retired instructions within the current `exec` call, valid whenever a slow path runs. */
   private cur = 0;
   private halted = false;
+  /** The last exception taken: where it sent the hart, what it was, and the instructions retired then (checkTrapLoop). */
+  private readonly lastTrap = { target: -1, cause: -1, tval: 0, instret: -1, repeats: 0 };
   private waiting = false;
   private loadValue = 0;
 
@@ -247,6 +252,35 @@ export class Cpu {
     return IRQ_MTI;
   }
 
+  /**
+   * A guest whose trap vector itself faults (a handler at an unmapped address, a vector in
+   * memory it cannot fetch) takes the same exception at the vector forever with no instruction
+   * retired; `--insn-limit` never fires and the host thread spins. From the second such trap on
+   * nothing changes (mepc, mcause, mtval and mstatus reach a fixed point, and interrupts stay
+   * masked in M-mode), so the third is proof: the CPU halts, saying where and why.
+   */
+  private checkTrapLoop(cause: number, tval: number, pc: number): void {
+    const retired = this.instret();
+    const t = this.lastTrap;
+    if (pc === t.target && cause === t.cause && tval === t.tval && retired === t.instret) t.repeats++;
+    else t.repeats = 0;
+    t.target = this.vectorFor(cause);
+    t.cause = cause;
+    t.tval = tval;
+    t.instret = retired;
+    if (t.repeats >= 2 && !this.halted) {
+      const hex = (v: number) => `0x${(v >>> 0).toString(16)}`;
+      this.halt(TRAP_LOOP_EXIT, `trap loop: the trap vector faults, no instruction retires (pc ${hex(pc)}, mcause ${cause}, mtval ${hex(tval)})`);
+    }
+  }
+
+  /** Where a trap with `cause` goes (mtvec: direct, or vectored for interrupts). */
+  private vectorFor(cause: number): number {
+    const tvec = this.s[S_MTVEC]!;
+    if ((tvec & 3) === 1 && cause < 0) return ((tvec & ~3) + 4 * (cause & 0x7fff_ffff)) | 0;
+    return tvec & ~3;
+  }
+
   private timerArmed(): boolean {
     const s = this.s;
     return (s[S_MIE]! & MIP_MTIP) !== 0 && (s[S_PRIV] !== PRIV_M || (s[S_MSTATUS]! & MSTATUS_MIE) !== 0);
@@ -256,9 +290,13 @@ export class Cpu {
     return (this.clint.msip ? MIP_MSIP : 0) | (this.clint.timerPending() ? MIP_MTIP : 0);
   }
 
-  /** Takes a trap into M-mode; returns the handler's pc. */
+  /**
+   * Takes a trap into M-mode; returns the handler's pc. Every caller has brought `instret()` up
+   * to date (this.cur), so the trap-loop check below sees exactly what retired in between.
+   */
   private trap(cause: number, tval: number, pc: number): number {
     const s = this.s;
+    if (cause >= 0) this.checkTrapLoop(cause, tval, pc);
     s[S_MEPC] = pc;
     s[S_MCAUSE] = cause;
     s[S_MTVAL] = tval;
@@ -267,9 +305,7 @@ export class Cpu {
       | ((st & MSTATUS_MIE) ? MSTATUS_MPIE : 0)
       | (s[S_PRIV]! << MSTATUS_MPP_SHIFT);
     s[S_PRIV] = PRIV_M;
-    const tvec = s[S_MTVEC]!;
-    if ((tvec & 3) === 1 && cause < 0) return ((tvec & ~3) + 4 * (cause & 0x7fff_ffff)) | 0;
-    return tvec & ~3;
+    return this.vectorFor(cause);
   }
 
   /**
@@ -337,7 +373,7 @@ export class Cpu {
         case Op.Jal: s[rd] = pc + 4; pc = (pc + imm) | 0; break;
         case Op.Jalr: {
           const t = ((s[rs1]! + imm) & ~1) | 0;
-          if (t & 2) { pc = this.trap(Cause.InsnMisaligned, t, pc); continue; }
+          if (t & 2) { this.cur = n; pc = this.trap(Cause.InsnMisaligned, t, pc); continue; }
           s[rd] = pc + 4;
           pc = t;
           break;
@@ -526,13 +562,15 @@ export class Cpu {
           pc = (pc + 4) | 0;
           break;
         case Op.Ecall:
+          this.cur = n;
           pc = this.trap(s[S_PRIV] === PRIV_U ? Cause.EcallU : Cause.EcallM, 0, pc);
           continue;
         case Op.Ebreak:
+          this.cur = n;
           pc = this.trap(Cause.Breakpoint, pc, pc);
           continue;
         case Op.Mret: {
-          if (s[S_PRIV] !== PRIV_M) { pc = this.trap(Cause.IllegalInsn, this.rawInsn(pc), pc); continue; }
+          if (s[S_PRIV] !== PRIV_M) { this.cur = n; pc = this.trap(Cause.IllegalInsn, this.rawInsn(pc), pc); continue; }
           const st = s[S_MSTATUS]!;
           s[S_PRIV] = (st & MSTATUS_MPP) >>> MSTATUS_MPP_SHIFT;
           s[S_MSTATUS] = (st & ~(MSTATUS_MIE | MSTATUS_MPP)) | MSTATUS_MPIE | ((st & MSTATUS_MPIE) ? MSTATUS_MIE : 0);
@@ -541,7 +579,7 @@ export class Cpu {
           break;
         }
         case Op.Wfi: {
-          if (s[S_PRIV] === PRIV_U && (s[S_MSTATUS]! & MSTATUS_TW)) { pc = this.trap(Cause.IllegalInsn, this.rawInsn(pc), pc); continue; }
+          if (s[S_PRIV] === PRIV_U && (s[S_MSTATUS]! & MSTATUS_TW)) { this.cur = n; pc = this.trap(Cause.IllegalInsn, this.rawInsn(pc), pc); continue; }
           pc = (pc + 4) | 0;
           this.cur = n + 1;
           this.waitForInterrupt();
@@ -556,6 +594,7 @@ export class Cpu {
           break;
         }
         default: // Op.Illegal
+          this.cur = n;
           pc = this.trap(Cause.IllegalInsn, imm, pc);
           continue;
       }
@@ -860,6 +899,7 @@ export class Cpu {
     this.waiting = false;
     this.exitCode = 0;
     this.exitReason = '';
+    Object.assign(this.lastTrap, { target: -1, cause: -1, tval: 0, instret: -1, repeats: 0 });
     this.rok.fill(0);
     this.wok.fill(0);
     if (this.codePages > 0) this.dropCode();
