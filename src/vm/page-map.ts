@@ -89,7 +89,8 @@ export function pageCounts(map: Uint8Array): number[] {
 /**
  * The map as runs, for the wire: one word per run, (length << 3) | code, in page order. A map is
  * mostly long runs (a working set, a region not yet sent), so a 1 GiB VM's 256 KiB map is a few
- * KiB this way; undefined when runs would not be smaller than the map itself.
+ * KiB this way; undefined when runs would not be smaller than the map itself. The page expands
+ * them (dashboard/page-map.js expandPageRuns).
  */
 export function pageRuns(map: Uint8Array): Uint32Array | undefined {
   const limit = map.length >>> 2;
@@ -106,14 +107,3 @@ export function pageRuns(map: Uint8Array): Uint32Array | undefined {
   return runs.slice(0, n);
 }
 
-/** The map back from its runs (pageRuns). */
-export function expandPageRuns(runs: Uint32Array, pages: number): Uint8Array {
-  const map = new Uint8Array(pages);
-  let p = 0;
-  for (const r of runs) {
-    const len = r >>> 3;
-    map.fill(r & 7, p, Math.min(pages, p + len));
-    p += len;
-  }
-  return map;
-}
