@@ -16,7 +16,7 @@ import { CONTROL_MAX_PAYLOAD, CONTROL_PROTOCOL_VERSION } from '../wire/control-p
 import { peerCertificateProblem, type HostTls } from '../wire/tls.ts';
 import { Admission } from './admission.ts';
 import { DashboardFiles } from './dashboard.ts';
-import { originProblem, type OriginPolicy } from './origin.ts';
+import { hostHeaderProblem, originProblem, type OriginPolicy } from './origin.ts';
 import { ControlConnection } from './control-server.ts';
 import { serverHandshake } from './handshake.ts';
 import { DEFAULT_LIMITS, type HostLimits } from './limits.ts';
@@ -88,6 +88,12 @@ export class Host {
         return;
       }
       if (req.method === 'GET' && path === '/metrics') {
+        const misdirected = hostHeaderProblem(req.headers.host, this.originPolicy);
+        if (misdirected !== undefined) {
+          this.admission.refused('metrics refused', req.socket.remoteAddress ?? '?', misdirected);
+          res.writeHead(403, { 'content-type': 'text/plain' }).end(`${misdirected}\n`);
+          return;
+        }
         this.metrics.serve(req, res, o.token, o.tls !== undefined).then((why) => {
           if (why !== undefined) this.admission.refused('metrics refused', req.socket.remoteAddress ?? '?', why);
         }, (e: Error) => {

@@ -47,3 +47,19 @@ export function originProblem(endpoint: string, origin: string | undefined, host
   }
   return `page ${o.origin} is neither this host's dashboard nor one of a host it has migrated with`;
 }
+
+/**
+ * Why a plain HTTP request (GET /metrics) may not be answered: on a host without a token or TLS,
+ * a request addressed by a name that is not loopback came through a name rebound to 127.0.0.1
+ * (a page on another site reading the host's metrics through the user's browser).
+ */
+export function hostHeaderProblem(hostHeader: string | undefined, policy: OriginPolicy): string | undefined {
+  if (!policy.open) return undefined;
+  let name: string;
+  try {
+    name = new URL(`http://${hostHeader ?? ''}`).hostname;
+  } catch {
+    return 'a request without a valid Host';
+  }
+  return isLoopback(name) ? undefined : `Host ${JSON.stringify(name.slice(0, 100))} is not a loopback address, and this host (no token, no TLS) serves its own machine only`;
+}

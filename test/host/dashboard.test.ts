@@ -124,6 +124,14 @@ describe('which web pages may open /control', () => {
     expect((await browserUpgrade(open, `https://127.0.0.1:${port(open)}`)).status).toBe(403);
   });
 
+  it('GET /metrics of a host without a token is not answered to a name rebound to 127.0.0.1', async () => {
+    const rebound = await rawGet(open, '/metrics', { host: `evil.example:${port(open)}` });
+    expect(rebound.status).toBe(403);
+    expect(rebound.body).toMatch(/not a loopback address/);
+    expect((await rawGet(open, '/metrics', { host: `localhost:${port(open)}` })).status).toBe(200);
+    expect((await rawGet(open, '/metrics', { host: `127.0.0.1:${port(open)}` })).status).toBe(200);
+  });
+
   it('no page may open /migrate', async () => {
     expect((await browserUpgrade(open, `http://127.0.0.1:${port(open)}`, undefined, '/migrate')).status).toBe(403);
   });
