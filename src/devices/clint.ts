@@ -18,10 +18,11 @@ export class Clint implements Device<ClintState> {
   readonly base = CLINT_BASE;
   readonly size = 0x10000;
   msip = 0;
-  private cmpLo = 0xffff_ffff;
-  private cmpHi = 0xffff_ffff;
+  // Reset value as on QEMU's virt: 0 (so mip.MTIP reads set until a guest programs it).
+  private cmpLo = 0;
+  private cmpHi = 0;
   /** mtimecmp as a double; exact below 2^53, and "never" above. */
-  mtimecmp = 2 ** 64;
+  mtimecmp = 0;
 
   constructor(private readonly clock: MachineClock, state?: ClintState) {
     if (state) this.load(state);

@@ -38,10 +38,11 @@ export class Uart16550 implements Device<UartState> {
   readonly size = 0x100;
   private ier = 0;
   private lcr = 0;
-  private mcr = 0;
+  // Reset values as QEMU's serial: MCR OUT2, and the divisor latch at 12 (9600 baud from 1.8432 MHz).
+  private mcr = 0x08;
   private scr = 0;
   private fcr = 0;
-  private dll = 0;
+  private dll = 0x0c;
   private dlm = 0;
   private readonly held: number[] = [];
 

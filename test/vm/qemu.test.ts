@@ -11,8 +11,21 @@ function qemu(elf: string, extra: string[] = []) {
   return runProcess(QEMU, ['-machine', 'virt', '-bios', 'none', '-m', '128M', '-nographic', ...extra, '-kernel', elf], 30_000);
 }
 
+describe("QEMU virt's reset values (issue 15, point 3)", () => {
+  it('resetvals reads on Ferry what it reads on QEMU 7.2: mtimecmp 0, UART MCR OUT2 and divisor 12', async () => {
+    // Read off QEMU 7.2 (`qemu-system-riscv32 -machine virt -bios none -kernel resetvals.elf`); the cross-check below repeats it where QEMU is installed.
+    const f = await runCli(['run', 'resetvals']);
+    expect(f.code).toBe(0);
+    expect(f.stdout).toBe([
+      'resetvals: mtimecmp=0x0000000000000000',
+      'resetvals: uart ier=0x00 iir=0x01 lcr=0x00 mcr=0x08 lsr=0x60 msr=0xb0 scr=0x00 dll=0x0c dlm=0x00',
+      '',
+    ].join('\n'));
+  });
+});
+
 describe.skipIf(!hasQemu)('QEMU cross-check', () => {
-  for (const prog of ['hello', 'sieve']) {
+  for (const prog of ['hello', 'sieve', 'resetvals']) {
     it(`${prog}: same stdout and exit code on QEMU and on Ferry`, async () => {
       const [q, f] = await Promise.all([qemu(elfPath(prog)), runCli(['run', prog])]);
       expect(q.signal, 'QEMU was killed (timeout)').toBeNull();
