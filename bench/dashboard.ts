@@ -4,7 +4,8 @@
  * alternating in the same run on the same host process; then the same during a pre-copy
  * migration of it (a 256 MiB working set rewritten at full speed, capped at 200 MB/s so it runs
  * on: the map shows dirty, queued and in-flight pages and is read afresh each time); the page's
- * update rate; and the host's time to read one page map. Prints one JSON line per window, then
+ * update rate, Chromium's CPU and its page thread's; the host's round trip for one fresh page map,
+ * and the host thread's time to read one of 1 GiB. Prints one JSON line per window, then
  * the summary with the ratios.
  * Without Chromium the viewer is the page's own control client (dashboard/control.js) in this
  * process, polling as the page does (said in the output); with Chromium, both are measured.
@@ -14,6 +15,8 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import WebSocket from 'ws';
 import { startHostProcess } from '../src/host/spawn.ts';
+import { GuestMemory } from '../src/memory/guest-memory.ts';
+import { pageMap } from '../src/vm/page-map.ts';
 import { chromiumPath, launchChromium } from '../test/support/browser.ts';
 import { median } from './quantile.ts';
 
@@ -48,7 +51,12 @@ async function window(migrating = false): Promise<number> {
   return mips;
 }
 
-interface Viewer { frames(): Promise<number>; close(): Promise<void> }
+interface Viewer {
+  frames(): Promise<number>;
+  /** Chromium: seconds the page's own thread has spent in tasks and in scripts so far (CDP Performance). */
+  pageThread?(): Promise<{ task: number; script: number }>;
+  close(): Promise<void>;
+}
 
 /** CPU time (ms) of every Chromium process so far, from /proc (Linux). */
 function chromiumCpuMs(): number {
@@ -74,8 +82,14 @@ async function openViewer(kind: 'chromium' | 'node'): Promise<Viewer> {
     await page.waitForSelector(`tr[data-vm=${VM}]`);
     await page.click(`tr[data-vm=${VM}] button[data-action=view]`);
     await page.waitForFunction(() => Number(document.getElementById('page-map')?.dataset.frames ?? 0) > 0);
+    const cdp = await page.context().newCDPSession(page);
+    await cdp.send('Performance.enable');
     return {
       frames: async () => Number(await page.getAttribute('#page-map', 'data-frames')),
+      pageThread: async () => {
+        const m = new Map((await cdp.send('Performance.getMetrics')).metrics.map((x) => [x.name, x.value]));
+        return { task: m.get('TaskDuration') ?? 0, script: m.get('ScriptDuration') ?? 0 };
+      },
       close: () => browser.close(),
     };
   }
@@ -103,7 +117,7 @@ try {
   // The page in Chromium (renderer and all: on a small machine its CPU is the vCPU's too), and the
   // page's control client alone (what the host spends serving the map).
   const viewers: ('chromium' | 'node')[] = chromiumPath ? ['chromium', 'node'] : ['node'];
-  const rows: Record<string, { closed: number[]; open: Record<string, number[]>; rates: Record<string, number[]>; chromiumCores: number[] }> = {};
+  const rows: Record<string, { closed: number[]; open: Record<string, number[]>; rates: Record<string, number[]>; chromiumCores: number[]; pageThread: { task: number; script: number }[] }> = {};
   for (const [row, migrating] of [['idle host', false], ['during pre-copy', true]] as const) {
     if (migrating) {
       await c.request('vm.destroy', { name: VM });
@@ -111,7 +125,7 @@ try {
       await c.request('vm.create', { name: VM, program: 'memstress', memory: 1024 * MiB, args: ['ws_mib=256'], start: true });
       await new Promise((r) => setTimeout(r, 1500));
     }
-    const r = { closed: [] as number[], open: { chromium: [] as number[], node: [] as number[] }, rates: { chromium: [] as number[], node: [] as number[] }, chromiumCores: [] as number[] };
+    const r = { closed: [] as number[], open: { chromium: [] as number[], node: [] as number[] }, rates: { chromium: [] as number[], node: [] as number[] }, chromiumCores: [] as number[], pageThread: [] as { task: number; script: number }[] };
     rows[row] = r;
     for (let i = 0; i < RUNS; i++) {
       for (const kind of viewers) {
@@ -122,15 +136,23 @@ try {
         const f0 = await viewer.frames();
         const t0 = performance.now();
         const cpu0 = chromiumCpuMs();
+        const thread0 = await viewer.pageThread?.();
         const mipsOpen = await window(migrating);
         const elapsed = performance.now() - t0;
         const rate = (await viewer.frames() - f0) / (elapsed / 1000);
         const cores = kind === 'chromium' ? (chromiumCpuMs() - cpu0) / elapsed : undefined;
         if (cores !== undefined) r.chromiumCores.push(cores);
+        const thread1 = await viewer.pageThread?.();
+        // The page's own thread, as a share of one core: all its tasks, and the scripts among them.
+        const pageThread = thread0 && thread1
+          ? { task: (thread1.task - thread0.task) * 1000 / elapsed, script: (thread1.script - thread0.script) * 1000 / elapsed }
+          : undefined;
+        if (pageThread) r.pageThread.push(pageThread);
         await viewer.close();
         r.open[kind]!.push(mipsOpen);
         r.rates[kind]!.push(rate);
-        console.log(JSON.stringify({ row, window: i, page: 'open', viewer: kind, mips: +mipsOpen.toFixed(1), mapUpdatesPerSec: +rate.toFixed(2), ...(cores !== undefined ? { chromiumCores: +cores.toFixed(3) } : {}) }));
+        console.log(JSON.stringify({ row, window: i, page: 'open', viewer: kind, mips: +mipsOpen.toFixed(1), mapUpdatesPerSec: +rate.toFixed(2), ...(cores !== undefined ? { chromiumCores: +cores.toFixed(3) } : {}),
+          ...(pageThread ? { pageThreadCores: +pageThread.task.toFixed(3), pageScriptCores: +pageThread.script.toFixed(4) } : {}) }));
       }
     }
   }
@@ -144,17 +166,28 @@ try {
     reads.push(performance.now() - t);
   }
   await c.request('migrate.cancel', { name: VM });
+  // The host thread's part alone: pageMap over a 1 GiB VM's page states (100000 of its pages written), here in-process.
+  const mem = GuestMemory.allocate(1024 * MiB);
+  for (let p = 0; p < 100_000; p++) mem.hostWrite(p * 4096, new Uint8Array([1]));
+  const computes: number[] = [];
+  for (let i = 0; i < 50; i++) {
+    const t = performance.now();
+    pageMap(mem, { dirtyLog: true });
+    computes.push(performance.now() - t);
+  }
   const summary = {
     bench: 'dashboard', guest: 'sieve in 1 GiB (262144 pages); during pre-copy memstress 256 MiB in 1 GiB', windowMs: WINDOW_MS, runs: RUNS,
     ...(chromiumPath ? {} : { chromium: 'not found: the page itself was not measured' }),
     rows: Object.fromEntries(Object.entries(rows).map(([row, r]) => [row, {
       mipsClosed: +median(r.closed).toFixed(1),
       ...(r.chromiumCores.length ? { chromiumCores: +median(r.chromiumCores).toFixed(3) } : {}),
+      ...(r.pageThread.length ? { pageThreadCores: +median(r.pageThread.map((t) => t.task)).toFixed(3), pageScriptCores: +median(r.pageThread.map((t) => t.script)).toFixed(4) } : {}),
       viewers: Object.fromEntries(viewers.map((k) => [k, {
         mipsOpen: +median(r.open[k]!).toFixed(1), openOverClosed: +(median(r.open[k]!) / median(r.closed)).toFixed(3), mapUpdatesPerSec: +median(r.rates[k]!).toFixed(2),
       }])),
     }])),
     freshPageMapRoundTripMs: +median(reads).toFixed(2),
+    pageMap1GiBMs: +median(computes).toFixed(2),
   };
   console.log(JSON.stringify(summary));
 } finally {

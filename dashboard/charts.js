@@ -13,7 +13,7 @@ import uPlot from 'uplot';
  * @typedef {{ t: number, transferredMiB: number, remainingMiB: number, missing?: number, faultsPerSec?: number, blockedMs?: number }} Sample
  * @typedef {{ round: number, pages: number, bytes: number, ms: number, mbps: number, 'dirty-pages': number, 'expected-downtime-ms': number }} Round
  * @typedef {Record<string, unknown> & { vm: string, direction: string, mode: string, status: string, rounds: Round[] }} MigrationInfo
- * @typedef {{ info: MigrationInfo, samples: Sample[], switchoverAt?: number, histogram?: number[], downtimeLimitMs?: number }} MigrationRecord
+ * @typedef {{ info: MigrationInfo, samples: Sample[], switchoverAt?: number, histogram?: number[] }} MigrationRecord
  */
 
 /** bucket midpoints of src/vm/latency-histogram.ts, µs */
@@ -66,7 +66,6 @@ const FINAL_STATUSES = ['completed', 'failed', 'cancelled'];
 export class MigrationCharts {
   /** @param {HTMLElement} box */
   constructor(box) {
-    this.box = box;
     this.drawnAt = 0;
     /** @type {ReturnType<typeof setTimeout> | undefined} */
     this.pending = undefined;
@@ -120,7 +119,7 @@ export class MigrationCharts {
       const x = rounds.map((d) => d.round);
       this.sent.setData([x, rounds.map((d) => d.bytes / 2 ** 20)]);
       this.rates.setData([x, rounds.map((d) => (d['dirty-pages'] * 4096) / Math.max(1e-3, d.ms) / 1000), rounds.map((d) => d.mbps / 8)]);
-      const limit = r.downtimeLimitMs ?? Number(r.info['downtime-limit-ms'] ?? NaN);
+      const limit = Number(r.info['downtime-limit-ms'] ?? NaN);
       this.downtime.setData([x, rounds.map((d) => d['expected-downtime-ms']), rounds.map(() => (Number.isFinite(limit) ? limit : null))]);
     }
     const t = r.samples.map((s) => s.t);

@@ -2,7 +2,8 @@
  * A picture of a VM's RAM, one code per 4 KiB page, for the dashboard's live page map. It is read
  * on the host thread while the vCPU runs: each word is an Atomics.load of its own (a page's code
  * may be a moment old, never torn), and nothing is written, so the vCPU does not slow down for
- * it. Reading a 1 GiB VM's 262144 pages takes about a millisecond.
+ * it. Reading a 1 GiB VM's 262144 pages, dirty log included, takes about 4 ms (bench/dashboard.ts
+ * pageMap1GiBMs).
  */
 import { PAGE_EVER_WRITTEN, PAGE_FILLING, PAGE_PRESENT, PAGE_REQUESTED } from '../memory/layout.ts';
 import type { GuestMemory } from '../memory/guest-memory.ts';

@@ -55,6 +55,8 @@ function browserUpgrade(h: FerryHost, origin: string, hostHeader = `127.0.0.1:${
       resolve({ status: 101, body: '' });
     });
     ws.on('error', () => undefined);
+    // Neither an answer nor a refusal (the connection failed): say so, rather than wait for the test's timeout.
+    ws.on('close', () => resolve({ status: 0, body: 'closed without an answer' }));
   });
 }
 
