@@ -1,8 +1,9 @@
 /**
  * vCPU throughput: MIPS for `sieve` (compute) and `memstress` (one store per page, the worst
  * case for dirty logging), each with dirty logging idle and with the host harvesting the log
- * every HARVEST_MS as pre-copy rounds would; how long a pause request takes to land; and the
- * CPU an idle guest costs.
+ * every HARVEST_MS as pre-copy rounds would; what external interrupts cost (`platform`, an RTC
+ * alarm through the PLIC every 1000 instructions, against the same guest with none); how long a
+ * pause request takes to land; and the CPU an idle guest costs.
  * Prints one JSON object per line: { name, unit, value, ... }.
  *
  *   npx tsx bench/cpu.ts            (FERRY_BENCH_QUICK=1 for a short smoke run)
@@ -129,6 +130,20 @@ async function main(): Promise<void> {
     });
     emit({ name: `${name}.dirty-logging-overhead`, unit: '%', value: round(((a.mips - b.mips) / a.mips) * 100) });
   }
+  // The same guest with an alarm every 100 µs of deterministic time (one interrupt per 1000
+  // instructions: claim, clear, re-arm, complete) and with one every 4 s (none within the run).
+  const irqInsns = quick ? 30_000_000 : 150_000_000;
+  const busy: Run[] = [];
+  const quiet: Run[] = [];
+  for (let i = 0; i < reps; i++) {
+    busy.push(await measure('platform', ['period_us=100', 'limit=0'], irqInsns, 0));
+    quiet.push(await measure('platform', ['period_us=4000000', 'limit=0'], irqInsns, 0));
+  }
+  const withIrq = median(busy);
+  const without = median(quiet);
+  emit({ name: 'platform-interrupts.mips', unit: 'MIPS', value: round(withIrq.mips), interruptsPerSecond: Math.round((withIrq.mips * 1e6) / 1000), runs: busy.map((r) => Math.round(r.mips)) });
+  emit({ name: 'platform-quiet.mips', unit: 'MIPS', value: round(without.mips), runs: quiet.map((r) => Math.round(r.mips)) });
+  emit({ name: 'platform-interrupts.ratio', unit: 'with ÷ without', value: round(withIrq.mips / without.mips) });
   const pl = await pauseLatency(quick ? 50 : 300);
   emit({ name: 'pause-latency.p50', unit: 'ms', value: round(pl.p50) });
   emit({ name: 'pause-latency.p99', unit: 'ms', value: round(pl.p99), max: round(pl.max) });

@@ -5,6 +5,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { CPU_STATE_WORDS, S_MTVEC, S_PC, S_PRIV } from '../src/cpu/state.ts';
+import { resetRtcState } from '../src/devices/goldfish-rtc.ts';
+import { resetPlicState } from '../src/devices/plic.ts';
 import { PAGE_SIZE } from '../src/memory/layout.ts';
 import { FRAME_LZ4 } from '../src/memory/page-compression.ts';
 import { FRAME_PAGES, ZERO_PAGE } from '../src/memory/page-frame.ts';
@@ -12,6 +14,7 @@ import { DEVICES, ISA, MIGRATION_PROTOCOL_VERSION } from '../src/migration/proto
 import { proof } from '../src/wire/auth.ts';
 import { frameKeys } from '../src/wire/frame-mac.ts';
 import { CONTROL_PROTOCOL_VERSION } from '../src/wire/control-protocol.ts';
+import { VM_STATE_VERSION } from '../src/vm/state-schema.ts';
 import type { Rng } from './rng.ts';
 
 export { CONTROL_PROTOCOL_VERSION, DEVICES, FRAME_LZ4, FRAME_PAGES, frameKeys, ISA, MIGRATION_PROTOCOL_VERSION, PAGE_SIZE, proof, ZERO_PAGE };
@@ -89,12 +92,14 @@ export function validSetup(vm: string, mode: 'precopy' | 'postcopy' | 'hybrid' |
   };
 }
 
-/** Device state as a VM exports it (an idle UART, CLINT without a deadline, realtime clock). */
+/** Device state as a VM exports it (an idle UART, CLINT without a deadline, realtime clock, PLIC and RTC at reset). */
 export function validDevices(clock = 'realtime'): Record<string, unknown> {
   return {
     uart: { ier: 0, lcr: 3, mcr: 0, scr: 0, fcr: 0, dll: 1, dlm: 0, rx: [] },
     clint: { msip: 0, mtimecmpLo: 0xffff_ffff, mtimecmpHi: 0xffff_ffff },
     clock: { mode: clock, mtime: 0 },
+    plic: resetPlicState(),
+    rtc: resetRtcState(),
   };
 }
 
@@ -112,7 +117,7 @@ export function validCpu(): number[] {
 export function validState(setup: SetupShape, extra: Record<string, unknown> = {}): Record<string, unknown> {
   return {
     t: 'state',
-    state: { version: 1, config: { ...setup.config }, insnLimit: setup.insnLimit, cpu: validCpu(), devices: validDevices(setup.config.clock) },
+    state: { version: VM_STATE_VERSION, config: { ...setup.config }, insnLimit: setup.insnLimit, cpu: validCpu(), devices: validDevices(setup.config.clock) },
     run: 'running',
     console: new Uint8Array(0),
     ...extra,

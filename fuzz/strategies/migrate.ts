@@ -243,6 +243,10 @@ function garbageState(ctx: CaseContext, setup: SetupShape): Record<string, unkno
         () => ({ ...validDevices(), clint: { msip: NaN, mtimecmpLo: 'x', mtimecmpHi: Infinity } }),
         () => ({ ...validDevices(), clock: { mode: hostileValue(rng), mtime: rng.pick([NaN, -1, Infinity, 2 ** 64]) } }),
         () => ({ ...validDevices(), uart: { ...(validDevices().uart as object), rx: new Array<number>(rng.pick([1000, 100_000])).fill(0x41) } }),
+        () => ({ ...validDevices(), plic: mutate(validDevices().plic as Record<string, unknown>, rng, rng.range(1, 3)) }),
+        () => ({ ...validDevices(), plic: { ...(validDevices().plic as object), priority: new Array<number>(rng.pick([0, 96, 98, 100_000])).fill(7) } }),
+        () => ({ ...validDevices(), rtc: mutate(validDevices().rtc as Record<string, unknown>, rng, rng.range(1, 3)) }),
+        () => ({ ...validDevices(), rtc: { ...(validDevices().rtc as object), offsetHi: rng.pick([2 ** 31, -(2 ** 31) - 1, NaN, 1.5]) } }),
         () => mutate(validDevices(), rng, rng.range(1, 3)),
       ])();
       break;

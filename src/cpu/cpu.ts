@@ -7,9 +7,9 @@ import { PAGE_EVER_WRITTEN, PAGE_PRESENT, PAGE_SHIFT } from '../memory/layout.ts
 import { compileBlock, type Block } from './block-compiler.ts';
 import { decode, writesRd, type InsnName } from './isa.ts';
 import {
-  Cause, Csr, INTERRUPT, IRQ_MSI, IRQ_MTI, MIE_WRITABLE, MIP_MSIP, MIP_MTIP, MISA, MSTATUS_MIE, MSTATUS_MPIE,
-  MSTATUS_MPP, MSTATUS_MPP_SHIFT, MSTATUS_TW, MSTATUS_WRITABLE, PRIV_M, PRIV_U,
-  S_MCAUSE, S_MCOUNTEREN, S_MEPC, S_MIE, S_MSCRATCH, S_MSTATUS, S_MTVAL, S_MTVEC, S_PC, S_PRIV, X_SINK,
+  Cause, Csr, INTERRUPT, IRQ_MEI, IRQ_MSI, IRQ_MTI, MIE_WRITABLE, MIP_MEIP, MIP_MSIP, MIP_MTIP, MISA, MSTATUS_MIE, MSTATUS_MPIE,
+  MSTATUS_MPP, MSTATUS_MPP_SHIFT, MSTATUS_TW, MSTATUS_WRITABLE, PMP_A_SHIFT, PMP_A_TOR, PMP_ENTRIES, PMP_L, PRIV_M, PRIV_U,
+  S_MCAUSE, S_MCOUNTEREN, S_MEPC, S_MIE, S_MSCRATCH, S_MSTATUS, S_MTVAL, S_MTVEC, S_PC, S_PMPADDR0, S_PMPCFG0, S_PRIV, X_SINK,
   readInstret, writeInstret,
 } from './state.ts';
 
@@ -95,7 +95,24 @@ export interface CpuOptions {
   jit?: boolean;
   /** Interpreter visits before an instruction starts a compiled block (1..255; tests use 1). */
   jitThreshold?: number;
+  /** The interrupt controller's line into mip.MEIP (none: never asserted). */
+  external?: ExternalInterrupt;
 }
+
+/** What the vCPU needs of the platform's interrupt controller (the PLIC and what it hears). */
+export interface ExternalInterrupt {
+  /** mip.MEIP now. */
+  pending(): boolean;
+  /** Deterministic mode: the mtime of the next device event that may assert it; Infinity if none. */
+  nextEventMtime(): number;
+  /** Real-time mode: host milliseconds until then; Infinity if none. */
+  msUntilEvent(): number;
+}
+
+const NO_EXTERNAL: ExternalInterrupt = { pending: () => false, nextEventMtime: () => Infinity, msUntilEvent: () => Infinity };
+
+/** What a CSR instruction did: a read alone cannot change which interrupt is pending. */
+const enum CsrDone { Illegal = 0, Read = 1, Written = 2 }
 
 /** The exit code of a VM halted in a trap loop (its reason says where). */
 export const TRAP_LOOP_EXIT = 1;
@@ -147,6 +164,7 @@ export class Cpu {
   private codePages = 0;
   private readonly bus: Bus;
   private readonly clint: Clint;
+  private readonly external: ExternalInterrupt;
   private readonly tohost: number;
   private readonly missingPage: (page: number) => void;
   /**
@@ -164,6 +182,7 @@ export class Cpu {
     this.clock = o.clock;
     this.bus = o.bus;
     this.clint = o.clint;
+    this.external = o.external ?? NO_EXTERNAL;
     this.tohost = o.tohost;
     this.missingPage = o.missingPage ?? ((page) => {
       throw new FerryError('EPAGE', `guest page ${page} is not present and no pager is attached`);
@@ -230,8 +249,9 @@ export class Cpu {
         this.s[S_PC] = this.trap(INTERRUPT | irq, 0, this.s[S_PC]!);
       }
       let limit = remaining;
-      if (this.clock.mode === 'icount' && this.timerArmed()) {
-        const until = this.clint.mtimecmp - this.clock.now();
+      if (this.clock.mode === 'icount') {
+        // stop where an enabled interrupt becomes pending, so it is taken at the same instruction on every run
+        const until = this.armedDeadline(true) - this.clock.now();
         if (until > 0 && until < limit) limit = until;
       }
       remaining -= this.exec(limit);
@@ -246,10 +266,29 @@ export class Cpu {
   private pendingInterrupt(): number {
     const s = this.s;
     if (s[S_PRIV] === PRIV_M && (s[S_MSTATUS]! & MSTATUS_MIE) === 0) return -1;
-    const pending = this.mip() & s[S_MIE]!;
+    const mie = s[S_MIE]!;
+    if (mie === 0) return -1;
+    const pending = ((this.clint.msip ? MIP_MSIP : 0) | (this.clint.timerPending() ? MIP_MTIP : 0)
+      | ((mie & MIP_MEIP) !== 0 && this.external.pending() ? MIP_MEIP : 0)) & mie;
     if (pending === 0) return -1;
+    if (pending & MIP_MEIP) return IRQ_MEI;
     if (pending & MIP_MSIP) return IRQ_MSI;
     return IRQ_MTI;
+  }
+
+  /**
+   * Deterministic mode: the earliest mtime at which an interrupt enabled in mie may become
+   * pending (the CLINT's mtimecmp, the next device event); with `takeable`, only if it would be
+   * taken now (not masked by mstatus.MIE in M-mode). Infinity if there is none.
+   */
+  private armedDeadline(takeable: boolean): number {
+    const s = this.s;
+    if (takeable && s[S_PRIV] === PRIV_M && (s[S_MSTATUS]! & MSTATUS_MIE) === 0) return Infinity;
+    const mie = s[S_MIE]!;
+    let t = Infinity;
+    if (mie & MIP_MTIP) t = this.clint.mtimecmp;
+    if (mie & MIP_MEIP) t = Math.min(t, this.external.nextEventMtime());
+    return t;
   }
 
   /**
@@ -281,13 +320,8 @@ export class Cpu {
     return tvec & ~3;
   }
 
-  private timerArmed(): boolean {
-    const s = this.s;
-    return (s[S_MIE]! & MIP_MTIP) !== 0 && (s[S_PRIV] !== PRIV_M || (s[S_MSTATUS]! & MSTATUS_MIE) !== 0);
-  }
-
   private mip(): number {
-    return (this.clint.msip ? MIP_MSIP : 0) | (this.clint.timerPending() ? MIP_MTIP : 0);
+    return (this.clint.msip ? MIP_MSIP : 0) | (this.clint.timerPending() ? MIP_MTIP : 0) | (this.external.pending() ? MIP_MEIP : 0);
   }
 
   /**
@@ -588,9 +622,10 @@ export class Cpu {
         }
         case Op.Csrrw: case Op.Csrrs: case Op.Csrrc: case Op.Csrrwi: case Op.Csrrsi: case Op.Csrrci: {
           this.cur = n;
-          if (!this.csrInsn(w & 255, rd, rs1, imm)) { pc = this.trap(Cause.IllegalInsn, this.rawInsn(pc), pc); continue; }
+          const done = this.csrInsn(w & 255, rd, rs1, imm);
+          if (done === CsrDone.Illegal) { pc = this.trap(Cause.IllegalInsn, this.rawInsn(pc), pc); continue; }
           pc = (pc + 4) | 0;
-          limit = steps;
+          if (done === CsrDone.Written) limit = steps; // mie, mstatus, the PLIC's view may have changed: let run() look
           break;
         }
         default: // Op.Illegal
@@ -724,7 +759,7 @@ export class Cpu {
       return true;
     }
     const dev = this.bus.find(addr);
-    if (dev === undefined) return false;
+    if (dev === undefined || (dev.wordOnly && (width !== 4 || (addr & 3) !== 0))) return false;
     const v = dev.read((addr >>> 0) - (dev.base >>> 0), width);
     this.loadValue = signed && width < 4 ? (v << (32 - width * 8)) >> (32 - width * 8) : width === 4 ? v | 0 : v & ((1 << (width * 8)) - 1);
     return true;
@@ -743,7 +778,7 @@ export class Cpu {
       return true;
     }
     const dev = this.bus.find(addr);
-    if (dev === undefined) return false;
+    if (dev === undefined || (dev.wordOnly && (width !== 4 || (addr & 3) !== 0))) return false;
     dev.write((addr >>> 0) - (dev.base >>> 0), width, value);
     return true;
   }
@@ -784,43 +819,46 @@ export class Cpu {
     const s = this.s;
     if (this.mip() & s[S_MIE]!) return;
     if (this.clock.mode === 'icount') {
-      if (s[S_MIE]! & MIP_MTIP) {
-        this.clock.advanceTo(this.clint.mtimecmp);
+      const t = this.armedDeadline(false);
+      if (t !== Infinity) {
+        this.clock.advanceTo(t);
         return;
       }
     }
     this.waiting = true;
   }
 
-  /** Host milliseconds until the timer could wake a waiting hart; Infinity if it cannot. */
+  /** Host milliseconds until the timer or a device could wake a waiting hart; Infinity if nothing can. */
   msUntilWake(): number {
-    if ((this.s[S_MIE]! & MIP_MTIP) === 0) return Infinity;
-    return this.clock.msUntil(this.clint.mtimecmp);
+    const mie = this.s[S_MIE]!;
+    let ms = Infinity;
+    if (mie & MIP_MTIP) ms = this.clock.msUntil(this.clint.mtimecmp);
+    if (mie & MIP_MEIP) ms = Math.min(ms, this.external.msUntilEvent());
+    return ms;
   }
 
-  private csrInsn(op: number, rd: number, rs1: number, csr: number): boolean {
+  private csrInsn(op: number, rd: number, rs1: number, csr: number): CsrDone {
     const s = this.s;
     const priv = s[S_PRIV]!;
-    if (((csr >>> 8) & 3) > priv) return false;
+    if (((csr >>> 8) & 3) > priv) return CsrDone.Illegal;
     const isImm = op >= Op.Csrrwi;
     const src = isImm ? rs1 : s[rs1]!;
     const kind = isImm ? op - Op.Csrrwi : op - Op.Csrrw; // 0 write, 1 set, 2 clear
     const writes = kind === 0 || rs1 !== 0;
-    if (writes && (csr >>> 10) === 3) return false;
+    if (writes && (csr >>> 10) === 3) return CsrDone.Illegal;
     let old = 0;
     if (kind !== 0 || rd !== X_SINK) {
       const v = this.csrRead(csr, priv);
-      if (v === undefined) return false;
+      if (v === undefined) return CsrDone.Illegal;
       old = v;
     } else if (this.csrRead(csr, priv) === undefined) {
-      return false;
-    }
-    if (writes) {
-      const nv = kind === 0 ? src : kind === 1 ? old | src : old & ~src;
-      this.csrWrite(csr, nv | 0);
+      return CsrDone.Illegal;
     }
     s[rd] = old;
-    return true;
+    if (!writes) return CsrDone.Read;
+    const nv = kind === 0 ? src : kind === 1 ? old | src : old & ~src;
+    this.csrWrite(csr, nv | 0);
+    return CsrDone.Written;
   }
 
   private counterAllowed(bit: number, priv: number): boolean {
@@ -851,8 +889,48 @@ export class Cpu {
       case Csr.TimeH: return this.counterAllowed(1, priv) ? Math.floor(this.clock.now() / 2 ** 32) | 0 : undefined;
       case Csr.Instret: return this.counterAllowed(2, priv) ? this.instret() % 2 ** 32 | 0 : undefined;
       case Csr.InstretH: return this.counterAllowed(2, priv) ? Math.floor(this.instret() / 2 ** 32) | 0 : undefined;
-      default: return undefined;
+      // The debug trigger module with no triggers: tselect holds only 0, whose tdata1 says
+      // type 0 ("no trigger here"), and tinfo says so too (bit 0).
+      case Csr.Tselect: case Csr.Tdata1: case Csr.Tdata2: case Csr.Tdata3: return 0;
+      case Csr.Tinfo: return 1;
+      default:
+        if (csr >= Csr.Pmpcfg0 && csr <= Csr.Pmpcfg3) return s[S_PMPCFG0 + csr - Csr.Pmpcfg0];
+        if (csr >= Csr.Pmpaddr0 && csr <= Csr.Pmpaddr15) return s[S_PMPADDR0 + csr - Csr.Pmpaddr0];
+        return undefined;
     }
+  }
+
+  /** Entry `i`'s config byte. */
+  private pmpCfg(i: number): number {
+    return (this.s[S_PMPCFG0 + (i >> 2)]! >>> ((i & 3) * 8)) & 0xff;
+  }
+
+  /**
+   * PMP registers as on QEMU's virt (16 entries, 4-byte grain): every bit of an unlocked entry
+   * is kept as written, reserved ones included; a locked entry ignores writes to its config and
+   * address, and a locked TOR entry also freezes the address below it. Ferry keeps the
+   * registers but does not enforce them (README, "The machine").
+   */
+  private pmpWrite(csr: number, v: number): void {
+    const s = this.s;
+    if (csr >= Csr.Pmpcfg0 && csr <= Csr.Pmpcfg3) {
+      const w = S_PMPCFG0 + csr - Csr.Pmpcfg0;
+      let cfg = s[w]!;
+      for (let b = 0; b < 4; b++) {
+        if (this.pmpCfg(4 * (csr - Csr.Pmpcfg0) + b) & PMP_L) continue;
+        const mask = 0xff << (8 * b);
+        cfg = (cfg & ~mask) | (v & mask);
+      }
+      s[w] = cfg;
+      return;
+    }
+    const i = csr - Csr.Pmpaddr0;
+    if (this.pmpCfg(i) & PMP_L) return;
+    if (i + 1 < PMP_ENTRIES) {
+      const next = this.pmpCfg(i + 1);
+      if ((next & PMP_L) && ((next >>> PMP_A_SHIFT) & 3) === PMP_A_TOR) return;
+    }
+    s[S_PMPADDR0 + i] = v;
   }
 
   private csrWrite(csr: number, v: number): void {
@@ -874,7 +952,9 @@ export class Cpu {
       case Csr.Mtval: s[S_MTVAL] = v; break;
       case Csr.Mcycle: case Csr.Minstret: this.setInstret(Math.floor(this.instret() / 2 ** 32) * 2 ** 32 + (v >>> 0)); break;
       case Csr.McycleH: case Csr.MinstretH: this.setInstret((v >>> 0) * 2 ** 32 + (this.instret() % 2 ** 32)); break;
-      default: break; // misa, mip, mstatush: writes ignored (WARL)
+      default:
+        if ((csr >= Csr.Pmpcfg0 && csr <= Csr.Pmpcfg3) || (csr >= Csr.Pmpaddr0 && csr <= Csr.Pmpaddr15)) this.pmpWrite(csr, v);
+        break; // misa, mip, mstatush, the trigger registers: writes ignored (WARL)
     }
   }
 

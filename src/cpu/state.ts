@@ -17,12 +17,17 @@ export const S_MTVAL = 41;
 export const S_MCOUNTEREN = 42;
 export const S_INSTRET_LO = 43;
 export const S_INSTRET_HI = 44;
-export const CPU_STATE_WORDS = 48;
+/** Words 45..47 are spare. PMP: pmpcfg0..3 (four 8-bit entry configs each), then pmpaddr0..15. */
+export const S_PMPCFG0 = 48;
+export const PMP_ENTRIES = 16;
+export const S_PMPADDR0 = S_PMPCFG0 + PMP_ENTRIES / 4;
+export const CPU_STATE_WORDS = S_PMPADDR0 + PMP_ENTRIES;
 
-/** The words the digest covers, in order: x1..x31, then pc .. instret. */
+/** The words the digest covers, in order: x1..x31, then pc .. instret, then the PMP registers. */
 export const DIGEST_WORDS: readonly number[] = [
   ...Array.from({ length: 31 }, (_, i) => i + 1),
   S_PC, S_PRIV, S_MSTATUS, S_MIE, S_MTVEC, S_MSCRATCH, S_MEPC, S_MCAUSE, S_MTVAL, S_MCOUNTEREN, S_INSTRET_LO, S_INSTRET_HI,
+  ...Array.from({ length: CPU_STATE_WORDS - S_PMPCFG0 }, (_, i) => S_PMPCFG0 + i),
 ];
 
 export const PRIV_U = 0;
@@ -51,7 +56,14 @@ export const enum Csr {
   Mscratch = 0x340, Mepc = 0x341, Mcause = 0x342, Mtval = 0x343, Mip = 0x344,
   Mcycle = 0xb00, Minstret = 0xb02, McycleH = 0xb80, MinstretH = 0xb82,
   Mvendorid = 0xf11, Marchid = 0xf12, Mimpid = 0xf13, Mhartid = 0xf14,
+  Pmpcfg0 = 0x3a0, Pmpcfg3 = 0x3a3, Pmpaddr0 = 0x3b0, Pmpaddr15 = 0x3bf,
+  Tselect = 0x7a0, Tdata1 = 0x7a1, Tdata2 = 0x7a2, Tdata3 = 0x7a3, Tinfo = 0x7a4,
 }
+
+/** A PMP entry's config byte: L (locked until reset) and the address-matching mode A. */
+export const PMP_L = 0x80;
+export const PMP_A_SHIFT = 3;
+export const PMP_A_TOR = 1;
 
 export const enum Cause {
   InsnMisaligned = 0, InsnAccess = 1, IllegalInsn = 2, Breakpoint = 3,
@@ -60,6 +72,7 @@ export const enum Cause {
 export const INTERRUPT = 0x8000_0000 | 0;
 export const IRQ_MSI = 3;
 export const IRQ_MTI = 7;
+export const IRQ_MEI = 11;
 
 export function createCpuState(): Int32Array {
   return new Int32Array(new SharedArrayBuffer(CPU_STATE_WORDS * 4));

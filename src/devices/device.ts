@@ -5,6 +5,8 @@ export interface Device<S = unknown> {
   readonly name: string;
   readonly base: number;
   readonly size: number;
+  /** Only aligned 32-bit accesses; any other raises an access fault (QEMU's PLIC and RTC). */
+  readonly wordOnly?: boolean;
   /** `offset` is relative to `base`; `width` is 1, 2 or 4 bytes. Never throws. */
   read(offset: number, width: number): number;
   write(offset: number, width: number, value: number): void;

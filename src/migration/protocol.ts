@@ -53,7 +53,10 @@ import { z } from 'zod';
 import { FerryError } from '../errors.ts';
 import { MAX_RAM_SIZE, PAGE_SIZE } from '../memory/layout.ts';
 import { MAX_FRAME_BYTES } from '../memory/page-frame.ts';
-import { machineConfigSchema, safeCount, vmNameSchema, vmStateSchema } from '../vm/state-schema.ts';
+import { CPU_STATE_WORDS } from '../cpu/state.ts';
+import { resetRtcState } from '../devices/goldfish-rtc.ts';
+import { resetPlicState } from '../devices/plic.ts';
+import { machineConfigSchema, safeCount, VM_STATE_VERSION, vmNameSchema, vmStateSchema } from '../vm/state-schema.ts';
 import { packMsg, unpackChecked, type MsgpackLimits } from '../wire/codec.ts';
 import { peerText } from '../wire/peer-text.ts';
 
@@ -64,7 +67,9 @@ import { peerText } from '../wire/peer-text.ts';
  */
 export const MIGRATION_PROTOCOL_VERSION = 4;
 export const ISA = 'rv32im_zicsr';
-export const DEVICES = ['uart16550@0x10000000', 'clint@0x2000000', 'test-finisher@0x100000'];
+export const DEVICES = [
+  'uart16550@0x10000000', 'clint@0x2000000', 'test-finisher@0x100000', 'plic@0xc000000', 'goldfish-rtc@0x101000', 'virtio-mmio-empty@0x10001000x8',
+];
 /** The largest message on an authenticated migration link: a page frame, or a state section. */
 export const MIGRATION_MAX_PAYLOAD = MAX_FRAME_BYTES + 1024 * 1024;
 /** Pages in the largest RAM a VM may have. */
@@ -267,7 +272,7 @@ function contextProblem(m: MigrationMsg, pages: number): string | undefined {
  * not compile msgpack and schema paths inside its downtime (measured: about 2 ms on a fresh host).
  */
 export function warmCodec(): void {
-  const cpu = Array.from({ length: 48 }, (_, i) => (i % 3 === 0 ? -(i << 20) : i * 977));
+  const cpu = Array.from({ length: CPU_STATE_WORDS }, (_, i) => (i % 3 === 0 ? -(i << 20) : i * 977));
   cpu[33] = 0x8000_0000 | 0;
   cpu[34] = 3;
   cpu[35] = 0;
@@ -276,21 +281,22 @@ export function warmCodec(): void {
   cpu[39] = 0x8000_0100 | 0;
   const devices = (mode: 'icount' | 'realtime', mtime: number, rx: number[]) => ({
     uart: { ier: 0, lcr: 3, mcr: 0, scr: 0, fcr: 0, dll: 0, dlm: 0, rx }, clint: { msip: 0, mtimecmpLo: 0xffff_ffff, mtimecmpHi: 1 }, clock: { mode, mtime },
+    plic: resetPlicState(), rtc: resetRtcState(),
   });
   // Both clocks, small and large numbers, with and without post-copy fields: the shapes a switch-over meets.
   const samples: [MigrationMsg, number][] = [
     [{
       t: 'state', run: 'running', console: new Uint8Array(64),
-      state: { version: 1, config: { ramSize: 1 << 20, clock: 'icount', tohost: 0 }, insnLimit: 10, cpu, devices: devices('icount', 2, [1, 2]) },
+      state: { version: VM_STATE_VERSION, config: { ramSize: 1 << 20, clock: 'icount', tohost: 0 }, insnLimit: 10, cpu, devices: devices('icount', 2, [1, 2]) },
       postcopy: { late: new Uint32Array(8), missingCount: 8 },
     }, 256],
     [{
       t: 'state', run: 'running', console: new Uint8Array(0),
-      state: { version: 1, config: { ramSize: 256 << 20, clock: 'realtime', tohost: -1 }, insnLimit: 0, cpu, devices: devices('realtime', 52_900_988.5, []) },
+      state: { version: VM_STATE_VERSION, config: { ramSize: 256 << 20, clock: 'realtime', tohost: -1 }, insnLimit: 0, cpu, devices: devices('realtime', 52_900_988.5, []) },
     }, 65_536],
     [{
       t: 'state', run: 'paused', console: new Uint8Array(16),
-      state: { version: 1, config: { ramSize: 8 << 20, clock: 'realtime', tohost: -1 }, insnLimit: 0, cpu, devices: devices('realtime', 2 ** 40, []) },
+      state: { version: VM_STATE_VERSION, config: { ramSize: 8 << 20, clock: 'realtime', tohost: -1 }, insnLimit: 0, cpu, devices: devices('realtime', 2 ** 40, []) },
     }, 2048],
     [{ t: 'resumed' }, 256], [{ t: 'page-req', page: 123 }, 256], [{ t: 'pushed', bytes: 1 << 30, received: 1 << 30 }, 256], [{ t: 'advise-ok' }, 256],
     [{ t: 'completed', resumedAt: Date.now() }, 256], [{ t: 'round-ack', round: 3, pages: 1000 }, 256], [{ t: 'setup-ok' }, 256],

@@ -3,7 +3,7 @@ import { DIGEST_WORDS } from '../cpu/state.ts';
 import type { DeviceStates } from './machine.ts';
 import type { GuestMemory } from '../memory/guest-memory.ts';
 
-const DIGEST_VERSION = 'ferry-digest-v1';
+const DIGEST_VERSION = 'ferry-digest-v2'; // v2: the PMP words and the PLIC and RTC states
 
 /** JSON with object keys sorted at every level, so equal states serialize equally. */
 export function canonicalJson(v: unknown): string {

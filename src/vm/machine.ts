@@ -3,6 +3,9 @@ import { readInstret } from '../cpu/state.ts';
 import { Clint, type ClintState } from '../devices/clint.ts';
 import { MachineClock, type ClockMode, type ClockState } from '../devices/clock.ts';
 import { Bus } from '../devices/device.ts';
+import { GoldfishRtc, RTC_IRQ, type RtcState } from '../devices/goldfish-rtc.ts';
+import { Plic, type PlicState } from '../devices/plic.ts';
+import { EmptyVirtioMmio, VIRTIO_MMIO_SLOTS } from '../devices/virtio-mmio.ts';
 import { TestFinisher } from '../devices/test-finisher.ts';
 import { Uart16550, type ByteSource, type UartState } from '../devices/uart16550.ts';
 import type { GuestMemory } from '../memory/guest-memory.ts';
@@ -20,6 +23,8 @@ export interface DeviceStates {
   uart: UartState;
   clint: ClintState;
   clock: ClockState;
+  plic: PlicState;
+  rtc: RtcState;
 }
 
 export interface MachineIo {
@@ -42,6 +47,8 @@ export class Machine {
   readonly clock: MachineClock;
   readonly uart: Uart16550;
   readonly clint: Clint;
+  readonly plic: Plic;
+  readonly rtc: GoldfishRtc;
   readonly bus = new Bus();
 
   constructor(
@@ -56,16 +63,25 @@ export class Machine {
     this.clock = new MachineClock(config.clock, () => (cpu ? cpu.instret() : startInstret), devices?.clock.mtime ?? 0);
     this.clint = new Clint(this.clock, devices?.clint);
     this.uart = new Uart16550(io.transmit, io.input ?? NO_INPUT, devices?.uart);
+    this.plic = new Plic(devices?.plic);
+    this.rtc = new GoldfishRtc(this.clock, devices?.rtc);
+    this.plic.connect(RTC_IRQ, this.rtc.irqLine);
     const finisher = new TestFinisher((code, reason) => this.cpu.halt(code, reason));
+    // QEMU virt's map; the busiest first (the bus searches in order)
     this.bus.add(this.uart);
     this.bus.add(this.clint);
     this.bus.add(finisher);
+    this.bus.add(this.plic);
+    this.bus.add(this.rtc);
+    for (let slot = 0; slot < VIRTIO_MMIO_SLOTS; slot++) this.bus.add(new EmptyVirtioMmio(slot));
+    const plic = this.plic, rtc = this.rtc;
     cpu = new Cpu({
       memory,
       state: cpuState,
       bus: this.bus,
       clint: this.clint,
       clock: this.clock,
+      external: { pending: () => plic.meip(), nextEventMtime: () => rtc.alarmMtime(), msUntilEvent: () => rtc.msUntilAlarm() },
       tohost: config.tohost,
       ...(io.missingPage ? { missingPage: io.missingPage } : {}),
       ...(io.jit !== undefined ? { jit: io.jit } : {}),
@@ -81,10 +97,14 @@ export class Machine {
     this.clock.set(devices.clock.mtime);
     this.clint.load(devices.clint);
     this.uart.load(devices.uart);
+    this.plic.load(devices.plic);
+    this.rtc.load(devices.rtc);
   }
 
   deviceStates(): DeviceStates {
-    return { uart: this.uart.state(), clint: this.clint.state(), clock: this.clock.state() };
+    // the PLIC first: sampling its lines brings the RTC up to date, and the RTC's state follows it
+    const plic = this.plic.state();
+    return { uart: this.uart.state(), clint: this.clint.state(), clock: this.clock.state(), plic, rtc: this.rtc.state() };
   }
 
   /**

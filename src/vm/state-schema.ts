@@ -1,18 +1,23 @@
 /**
- * What a valid exported VM state is (VM_STATE_VERSION 1), as the destination of a migration
+ * What a valid exported VM state is (VM_STATE_VERSION 2), as the destination of a migration
  * checks it before it acknowledges anything: every device register within its width, the clock
  * in the VM's mode, CPU words the executor could have produced. State from our own `exportState`
  * always passes; anything else fails here, while the source still owns the guest.
  */
 import { z } from 'zod';
-import { cpuStateProblem } from '../cpu/state.ts';
+import { CPU_STATE_WORDS, cpuStateProblem } from '../cpu/state.ts';
 import { MAX_RAM_SIZE, MIN_RAM_SIZE, PAGE_SIZE } from '../memory/layout.ts';
 import type { ClintState } from '../devices/clint.ts';
 import type { ClockState } from '../devices/clock.ts';
+import type { RtcState } from '../devices/goldfish-rtc.ts';
+import { PLIC_CONTEXTS, PLIC_SOURCES, type PlicState } from '../devices/plic.ts';
 import { MAX_UART_HELD, type UartState } from '../devices/uart16550.ts';
 import type { DeviceStates, MachineConfig } from './machine.ts';
 import type { HaltInfo } from './vcpu-protocol.ts';
 import type { VmStateExport } from './vm.ts';
+
+/** 2: the PMP registers in the CPU words, the PLIC and the RTC among the devices. */
+export const VM_STATE_VERSION = 2;
 
 /** mtime is a double: exact up to 2^53 ticks (28 years at 10 MHz). */
 const MAX_MTIME = 2 ** 53;
@@ -43,7 +48,25 @@ const clockSchema: z.ZodType<ClockState> = z.strictObject({
   mtime: z.number().min(0).max(MAX_MTIME),
 });
 
-const devicesSchema: z.ZodType<DeviceStates> = z.strictObject({ uart: uartSchema, clint: clintSchema, clock: clockSchema });
+const priority = z.number().int().min(0).max(7);
+const plicWords = PLIC_SOURCES / 32;
+const plicSchema: z.ZodType<PlicState> = z.strictObject({
+  priority: z.array(priority).length(PLIC_SOURCES + 1).refine((p) => p[0] === 0, 'source 0 has no priority'),
+  pending: z.array(u32).length(plicWords),
+  claimed: z.array(u32).length(plicWords),
+  enable: z.array(u32).length(PLIC_CONTEXTS * plicWords),
+  threshold: z.array(priority).length(PLIC_CONTEXTS),
+});
+
+const flag = z.number().int().min(0).max(1);
+const rtcSchema: z.ZodType<RtcState> = z.strictObject({
+  offsetHi: z.number().int().min(-0x8000_0000).max(0x7fff_ffff), offsetLo: u32, alarmHi: u32, alarmLo: u32,
+  alarmRunning: flag, irqPending: flag, irqEnabled: flag, timeHigh: u32,
+});
+
+const devicesSchema: z.ZodType<DeviceStates> = z.strictObject({
+  uart: uartSchema, clint: clintSchema, clock: clockSchema, plic: plicSchema, rtc: rtcSchema,
+});
 
 const haltSchema: z.ZodType<HaltInfo> = z.strictObject({
   exitCode: z.number().int().min(-0x8000_0000).max(0xffff_ffff),
@@ -51,10 +74,10 @@ const haltSchema: z.ZodType<HaltInfo> = z.strictObject({
 });
 
 export const vmStateSchema: z.ZodType<VmStateExport> = z.strictObject({
-  version: z.literal(1),
+  version: z.literal(VM_STATE_VERSION),
   config: machineConfigSchema,
   insnLimit: safeCount,
-  cpu: z.array(z.number()).max(64).superRefine((words, ctx) => {
+  cpu: z.array(z.number()).max(CPU_STATE_WORDS).superRefine((words, ctx) => {
     const why = cpuStateProblem(words);
     if (why !== undefined) ctx.addIssue({ code: 'custom', message: why });
   }),

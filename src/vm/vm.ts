@@ -11,6 +11,7 @@ import { bootElf } from './boot.ts';
 import { Cmd, HostControlBlock } from './control-block.ts';
 import type { DeviceStates, MachineConfig } from './machine.ts';
 import { HostPager } from './pager.ts';
+import { VM_STATE_VERSION } from './state-schema.ts';
 import type { HaltInfo, RestoreMessage, VcpuInit, VcpuMessage } from './vcpu-protocol.ts';
 import { takeVcpuThread } from './vcpu-threads.ts';
 
@@ -36,7 +37,7 @@ export interface VmStateExport {
   halted?: HaltInfo;
 }
 
-export const VM_STATE_VERSION = 1;
+export { VM_STATE_VERSION };
 
 /** Console input queued on the host for a guest that does not read it, at most (beyond its ring). */
 const MAX_PENDING_INPUT = 1024 * 1024;

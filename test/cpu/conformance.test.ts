@@ -8,7 +8,8 @@ const TESTS = conformanceTests();
 
 describe('conformance ELFs, in-process', () => {
   it('the build holds the expected tests', () => {
-    for (const t of ['rr', 'imm', 'muldiv', 'branch', 'mem', 'fence', 'csr', 'trap', 'umode', 'access-fault', 'misaligned-jump', 'timer', 'htif-pass', 'htif-fail-expected']) {
+    for (const t of ['rr', 'imm', 'muldiv', 'branch', 'mem', 'fence', 'csr', 'trap', 'umode', 'access-fault', 'misaligned-jump', 'timer', 'htif-pass', 'htif-fail-expected',
+      'pmp', 'triggers', 'plic', 'rtc', 'virtio-mmio']) {
       expect(TESTS).toContain(t);
     }
   });
@@ -36,7 +37,7 @@ describe('conformance ELFs, in a worker VM', () => {
   const vms = vmTracker();
   afterEach(() => vms.destroyAll());
 
-  for (const [name, icount] of [['rr', false], ['timer', false], ['timer', true], ['htif-fail-expected', false]] as const) {
+  for (const [name, icount] of [['rr', false], ['timer', false], ['timer', true], ['rtc', false], ['rtc', true], ['htif-fail-expected', false]] as const) {
     it(`${name} (${icount ? 'icount' : 'real time'}) gives the same result as in-process`, async () => {
       const vm = vms.create({ elf: loadElf(`tests/${name}`), memory: 16 * MiB, icount });
       vm.start();

@@ -1,10 +1,14 @@
-// Devices (src/devices): UART 16550, CLINT + MachineClock, test finisher, bus.
+// Devices (src/devices): UART 16550, CLINT + MachineClock, test finisher, PLIC, goldfish RTC,
+// empty virtio-mmio slots, bus. (Their guest-visible behaviour against QEMU: guest-programs/tests.)
 // STYLE: every device has a save → restore → same-read test.
 import { describe, expect, it } from 'vitest';
 import { Clint, CLINT_BASE } from '../../src/devices/clint.ts';
 import { MachineClock } from '../../src/devices/clock.ts';
 import { Bus, type Device } from '../../src/devices/device.ts';
+import { GoldfishRtc } from '../../src/devices/goldfish-rtc.ts';
+import { Plic } from '../../src/devices/plic.ts';
 import { FINISHER_BASE, TestFinisher } from '../../src/devices/test-finisher.ts';
+import { EmptyVirtioMmio } from '../../src/devices/virtio-mmio.ts';
 import { Uart16550, UART_BASE, type ByteSource } from '../../src/devices/uart16550.ts';
 import { FerryError } from '../../src/errors.ts';
 
@@ -328,5 +332,112 @@ describe('Bus', () => {
     bus.add(dev('hi', 0xf000_0000 | 0, 0x1000));
     expect(() => bus.add(dev('hi2', 0xf000_0800 | 0, 0x1000))).toThrow(FerryError);
     expect(bus.find(0xf000_0010 | 0)?.name).toBe('hi');
+  });
+});
+
+describe('Plic', () => {
+  const CLAIM0 = 0x20_0004, ENABLE0 = 0x2000, PENDING = 0x1000;
+  function plicWithLine() {
+    const p = new Plic();
+    let level = false;
+    p.connect(11, () => level);
+    p.write(4 * 11, 4, 1);
+    p.write(ENABLE0, 4, 1 << 11);
+    return { p, set: (v: boolean) => { level = v; } };
+  }
+
+  it('a level-triggered gateway: a line still high at completion is pending again (the PLIC spec; QEMU 7.2 waits for the device to raise it anew)', () => {
+    const { p, set } = plicWithLine();
+    expect(p.meip()).toBe(false);
+    set(true);
+    expect(p.meip()).toBe(true);
+    expect(p.read(CLAIM0, 4)).toBe(11);
+    expect(p.meip()).toBe(false); // claimed: the gateway holds it
+    p.write(CLAIM0, 4, 11);
+    expect(p.read(PENDING, 4)).toBe(1 << 11);
+    set(false);
+    expect(p.read(CLAIM0, 4)).toBe(11); // a latched request survives the line going low
+    p.write(CLAIM0, 4, 11);
+    expect(p.meip()).toBe(false);
+  });
+
+  it('save → restore → same reads, a claim in progress included', () => {
+    const { p, set } = plicWithLine();
+    p.write(0x20_0000, 4, 0);
+    p.write(0x20_1000, 4, 6);
+    p.write(ENABLE0 + 0x80 + 8, 4, 0xdead_beef);
+    set(true);
+    expect(p.read(CLAIM0, 4)).toBe(11);
+    const saved = p.state();
+    const q = new Plic(structuredClone(saved));
+    q.connect(11, () => true);
+    expect(q.state()).toEqual(saved);
+    expect(q.read(0x20_1000, 4)).toBe(6);
+    expect(q.read(ENABLE0 + 0x88, 4) >>> 0).toBe(0xdead_beef);
+    expect(q.read(CLAIM0, 4)).toBe(0); // still claimed: nothing new until it completes
+    q.write(CLAIM0, 4, 11);
+    expect(q.read(CLAIM0, 4)).toBe(11);
+  });
+});
+
+describe('GoldfishRtc', () => {
+  it('under --icount reads 100 ns a tick of mtime from the epoch, and an alarm fires at its exact tick', () => {
+    let instret = 0;
+    const clock = new MachineClock('icount', () => instret);
+    const rtc = new GoldfishRtc(clock);
+    instret = 12_345;
+    expect(rtc.read(0, 4)).toBe(1_234_500);
+    expect(rtc.read(4, 4)).toBe(0);
+    rtc.write(0x10, 4, 1);
+    rtc.write(0x08, 4, 1_234_500 + 250); // 2.5 ticks ahead: fires at the third
+    expect(rtc.alarmMtime()).toBe(12_348);
+    instret = 12_347;
+    expect(rtc.irqLine()).toBe(false);
+    instret = 12_348;
+    expect(rtc.irqLine()).toBe(true);
+    expect(rtc.read(0x18, 4)).toBe(0); // no longer running
+    expect(rtc.alarmMtime()).toBe(Infinity);
+  });
+
+  it('save → restore → same reads: the time set, the latched high word, the alarm', () => {
+    let instret = 0;
+    const clock = new MachineClock('icount', () => instret);
+    const rtc = new GoldfishRtc(clock);
+    rtc.write(0x04, 4, 0x17a6_dc78);
+    rtc.write(0x0c, 4, 0x7fff_ffff);
+    rtc.write(0x08, 4, 5);
+    instret = 1000;
+    const lo = rtc.read(0, 4);
+    const saved = rtc.state();
+    const again = new GoldfishRtc(clock, structuredClone(saved));
+    expect(again.state()).toEqual(saved);
+    expect(again.read(4, 4)).toBe(0x17a6_dc78);
+    expect(again.read(0, 4)).toBe(lo);
+    expect(again.read(0x0c, 4)).toBe(0x7fff_ffff);
+    expect(again.read(0x18, 4)).toBe(1);
+  });
+
+  it('in real time follows the host clock: nanoseconds since the epoch', () => {
+    const rtc = new GoldfishRtc(new MachineClock('realtime', () => 0));
+    const lo = rtc.read(0, 4) >>> 0;
+    const ns = (BigInt(rtc.read(4, 4) >>> 0) << 32n) | BigInt(lo);
+    const host = BigInt(Date.now()) * 1_000_000n;
+    expect(Number(ns - host) / 1e6).toBeGreaterThan(-1000);
+    expect(Number(ns - host) / 1e6).toBeLessThan(1000);
+  });
+});
+
+describe('EmptyVirtioMmio', () => {
+  it('reads as a transport with no device, at any width; ignores writes', () => {
+    const v = new EmptyVirtioMmio(3);
+    expect(v.base).toBe(0x1000_4000);
+    expect(v.read(0, 4)).toBe(0x7472_6976);
+    expect(v.read(4, 4)).toBe(1);
+    expect(v.read(8, 4)).toBe(0);
+    expect(v.read(0xc, 4)).toBe(0x554d_4551);
+    expect(v.read(0, 1)).toBe(0x76);
+    expect(v.read(1, 1)).toBe(0);
+    v.write(0x70, 4, 0xff);
+    expect(v.read(0x70, 4)).toBe(0);
   });
 });

@@ -7,6 +7,8 @@ import { EventEmitter } from 'node:events';
 import pino from 'pino';
 import { afterAll, beforeAll, vi } from 'vitest';
 import { CPU_STATE_WORDS, PRIV_M, S_INSTRET_HI, S_INSTRET_LO, S_PC, S_PRIV } from '../../src/cpu/state.ts';
+import { resetRtcState } from '../../src/devices/goldfish-rtc.ts';
+import { resetPlicState } from '../../src/devices/plic.ts';
 import { FerryError } from '../../src/errors.ts';
 import type { Logger } from '../../src/log.ts';
 import { PAGE_EVER_WRITTEN, PAGE_PRESENT, PAGE_SIZE } from '../../src/memory/layout.ts';
@@ -19,6 +21,7 @@ import type { DestinationVm, SourceVm } from '../../src/migration/ports.ts';
 import { decodeMsg, encodeMsg, type MigrationMsg, type RunState, type SetupMsg } from '../../src/migration/protocol.ts';
 import type { MigrationStats } from '../../src/migration/stats.ts';
 import type { MachineConfig } from '../../src/vm/machine.ts';
+import { VM_STATE_VERSION } from '../../src/vm/state-schema.ts';
 import type { VmState, VmStateExport } from '../../src/vm/vm.ts';
 import type { Dial, LinkOptions } from '../../src/wire/link.ts';
 import { closeWith } from '../../src/wire/peer-text.ts';
@@ -227,11 +230,12 @@ export class FakeVm extends EventEmitter implements SourceVm, DestinationVm {
     cpu[S_INSTRET_LO] = this.regs.steps | 0;
     cpu[S_INSTRET_HI] = 0;
     return {
-      version: 1, config: { ...this.config }, insnLimit: this.insnLimit, cpu,
+      version: VM_STATE_VERSION, config: { ...this.config }, insnLimit: this.insnLimit, cpu,
       devices: {
         uart: { ier: 0, lcr: 0, mcr: 0, scr: 0, fcr: 0, dll: 0, dlm: 0, rx: [] },
         clint: { msip: 0, mtimecmpLo: 0, mtimecmpHi: 0 },
         clock: { mode: 'icount', mtime: this.regs.steps },
+        plic: resetPlicState(), rtc: resetRtcState(),
       },
       ...(this.state === 'halted' ? { halted: { exitCode: 0, reason: 'instruction limit' } } : {}),
     };

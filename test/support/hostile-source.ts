@@ -3,6 +3,10 @@
 // destination to any phase and then send it whatever it likes.
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
+import { CPU_STATE_WORDS } from '../../src/cpu/state.ts';
+import { resetRtcState } from '../../src/devices/goldfish-rtc.ts';
+import { resetPlicState } from '../../src/devices/plic.ts';
+import { VM_STATE_VERSION } from '../../src/vm/state-schema.ts';
 import { proof } from '../../src/wire/auth.ts';
 import { frameKeys } from '../../src/wire/frame-mac.ts';
 import { DEVICES, ISA, MIGRATION_PROTOCOL_VERSION } from '../../src/migration/protocol.ts';
@@ -49,15 +53,16 @@ export function setupMsg(vm: string, mode: 'precopy' | 'postcopy' | 'hybrid' | '
 
 /** A CPU and device state a fresh VM could have: pc at RAM base, M-mode, devices at reset. */
 export function plausibleState(): Record<string, unknown> {
-  const cpu = new Array<number>(48).fill(0);
+  const cpu = new Array<number>(CPU_STATE_WORDS).fill(0);
   cpu[33] = 0x8000_0000 | 0; // pc
   cpu[34] = 3; // M-mode
   return {
-    version: 1, config: { ramSize: SCRIPT_RAM, clock: 'icount', tohost: -1 }, insnLimit: 0, cpu,
+    version: VM_STATE_VERSION, config: { ramSize: SCRIPT_RAM, clock: 'icount', tohost: -1 }, insnLimit: 0, cpu,
     devices: {
       uart: { ier: 0, lcr: 0, mcr: 0, scr: 0, fcr: 0, dll: 0, dlm: 0, rx: [] },
       clint: { msip: 0, mtimecmpLo: 0xffff_ffff, mtimecmpHi: 0xffff_ffff },
       clock: { mode: 'icount', mtime: 0 },
+      plic: resetPlicState(), rtc: resetRtcState(),
     },
   };
 }

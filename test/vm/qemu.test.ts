@@ -24,8 +24,36 @@ describe("QEMU virt's reset values (issue 15, point 3)", () => {
   });
 });
 
+describe('guests built for QEMU (issue 15): what QEMU 7.2 prints, Ferry prints', () => {
+  // Both outputs were read off QEMU 7.2 (`qemu-system-riscv32 -machine virt -bios none -kernel X.elf`);
+  // the cross-check below compares them with QEMU itself where it is installed.
+  it('usermode: sets PMP, drops to U-mode, serves its ecalls, reports its illegal CSR read', async () => {
+    const f = await runCli(['run', 'usermode']);
+    expect(f.code).toBe(0);
+    expect(f.stdout).toBe([
+      'usermode: pmpaddr0=0xffffffff pmpcfg0=0x0000001f',
+      'usermode: entering U-mode',
+      'user: hello from U-mode',
+      'user: 168 primes below 1000',
+      'kernel: illegal instruction in U-mode at 0x80000400, skipped',
+      'user: still here, mstatus read as 0',
+      'kernel: user exited with 0 after 8 system calls',
+      '',
+    ].join('\n'));
+  });
+
+  it('platform: PMP, the PLIC and 500 RTC alarms taken as external interrupts, in both clock modes', async () => {
+    const want = 'platform: period 1000 us, pmpcfg0=0x0b00001f pmpaddr3=0x20000400\nplatform: 500 alarms taken through the PLIC\n';
+    for (const mode of [[], ['--icount']]) {
+      const f = await runCli(['run', 'platform', ...mode]);
+      expect(f.code, f.stderr).toBe(0);
+      expect(f.stdout).toBe(want);
+    }
+  });
+});
+
 describe.skipIf(!hasQemu)('QEMU cross-check', () => {
-  for (const prog of ['hello', 'sieve', 'resetvals']) {
+  for (const prog of ['hello', 'sieve', 'resetvals', 'usermode', 'platform']) {
     it(`${prog}: same stdout and exit code on QEMU and on Ferry`, async () => {
       const [q, f] = await Promise.all([qemu(elfPath(prog)), runCli(['run', prog])]);
       expect(q.signal, 'QEMU was killed (timeout)').toBeNull();
