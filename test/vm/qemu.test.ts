@@ -12,13 +12,17 @@ function qemu(elf: string, extra: string[] = []) {
 }
 
 describe("QEMU virt's reset values (issue 15, point 3)", () => {
-  it('resetvals reads on Ferry what it reads on QEMU 7.2: mtimecmp 0, UART MCR OUT2 and divisor 12', async () => {
+  it('resetvals reads on Ferry what it reads on QEMU 7.2: mtimecmp 0, UART MCR OUT2 and divisor 12, PMP, PLIC, RTC and virtio-mmio at reset', async () => {
     // Read off QEMU 7.2 (`qemu-system-riscv32 -machine virt -bios none -kernel resetvals.elf`); the cross-check below repeats it where QEMU is installed.
     const f = await runCli(['run', 'resetvals']);
     expect(f.code).toBe(0);
     expect(f.stdout).toBe([
       'resetvals: mtimecmp=0x0000000000000000',
       'resetvals: uart ier=0x00 iir=0x01 lcr=0x00 mcr=0x08 lsr=0x60 msr=0xb0 scr=0x00 dll=0x0c dlm=0x00',
+      'resetvals: pmpcfg0-3=0x00000000 0x00000000 0x00000000 0x00000000 pmpaddr0=0x00000000 pmpaddr15=0x00000000',
+      'resetvals: plic prio1=0 prio96=0 pending=0x00000000 enable0=0x00000000 enable1=0x00000000 threshold=0/0 claim=0/0',
+      'resetvals: rtc alarm=0x0000000000000000 irq_enabled=0 alarm_status=0',
+      'resetvals: virtio-mmio magic=0x74726976 version=1 device=0 vendor=0x554d4551',
       '',
     ].join('\n'));
   });
