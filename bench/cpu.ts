@@ -66,9 +66,10 @@ function median(runs: Run[]): Run {
   return sorted[Math.floor(sorted.length / 2)]!;
 }
 
-async function idleCpuPercent(): Promise<number> {
-  const { elf } = loadProgram('counter');
-  const vm = Vm.create({ elf, args: ['period_ms=1000'] });
+/** The host CPU a guest costs while it waits in wfi (counter: for its timer; uartirq: for a keystroke's interrupt). */
+async function idleCpuPercent(program = 'counter', args = ['period_ms=1000']): Promise<number> {
+  const { elf } = loadProgram(program);
+  const vm = Vm.create({ elf, args });
   try {
     vm.start();
     await new Promise<void>((resolve) => vm.once('console', () => resolve()));
@@ -148,6 +149,7 @@ async function main(): Promise<void> {
   emit({ name: 'pause-latency.p50', unit: 'ms', value: round(pl.p50) });
   emit({ name: 'pause-latency.p99', unit: 'ms', value: round(pl.p99), max: round(pl.max) });
   emit({ name: 'idle-counter.cpu', unit: '% of one core', value: round(await idleCpuPercent()) });
+  emit({ name: 'idle-uartirq.cpu', unit: '% of one core', value: round(await idleCpuPercent('uartirq', [])) });
 }
 
 function round(v: number): number {

@@ -95,7 +95,7 @@ export function validSetup(vm: string, mode: 'precopy' | 'postcopy' | 'hybrid' |
 /** Device state as a VM exports it (an idle UART, CLINT without a deadline, realtime clock, PLIC and RTC at reset). */
 export function validDevices(clock = 'realtime'): Record<string, unknown> {
   return {
-    uart: { ier: 0, lcr: 3, mcr: 0, scr: 0, fcr: 0, dll: 1, dlm: 0, rx: [] },
+    uart: { ier: 0, lcr: 3, mcr: 0, scr: 0, fcr: 0, dll: 1, dlm: 0, rx: [], thrIpending: 0 },
     clint: { msip: 0, mtimecmpLo: 0xffff_ffff, mtimecmpHi: 0xffff_ffff },
     clock: { mode: clock, mtime: 0 },
     plic: resetPlicState(),

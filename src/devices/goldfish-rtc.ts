@@ -103,16 +103,24 @@ export class GoldfishRtc implements Device<RtcState> {
       this.alarmRunning = false;
       this.irqPending = true;
       this.due = Infinity;
+      this.raised();
     } else {
       this.schedule();
     }
   }
+
+  private raised: () => void = () => {};
 
   /** The line into the PLIC. */
   readonly irqLine = (): boolean => {
     this.poll();
     return this.irqPending && this.irqEnabled;
   };
+
+  /** Connects the line: `raised` is told whenever it may have gone high (Plic.connect). */
+  attachIrq(raised: () => void): void {
+    this.raised = raised;
+  }
 
   /**
    * Deterministic mode: the mtime at which a running alarm fires, so the vCPU can stop there
@@ -151,6 +159,7 @@ export class GoldfishRtc implements Device<RtcState> {
   }
 
   write(offset: number, _width: number, value: number): void {
+    this.poll(); // an alarm already due fires before the write takes effect
     const v = BigInt(value >>> 0);
     switch (offset) {
       case TIME_LOW: this.setTime((this.now() & ~U32) | v); break;
@@ -166,7 +175,8 @@ export class GoldfishRtc implements Device<RtcState> {
       case CLEAR_INTERRUPT: this.irqPending = false; break;
       default: break;
     }
-    this.poll();
+    this.poll(); // fires an alarm just set in the past
+    this.raised(); // IRQ_ENABLED may have raised the line
   }
 
   state(): RtcState {

@@ -63,10 +63,18 @@ export class Plic implements Device<PlicState> {
     if (state) this.load(state);
   }
 
-  /** Wires a device's interrupt line to source `irq`. */
-  connect(irq: number, line: IrqLine): void {
+  /**
+   * Wires a device's interrupt line to source `irq`. The device calls the function returned
+   * whenever its line may have risen (after each of its register accesses, when its alarm
+   * fires), so a request is latched at the instruction that raised it even if the line falls
+   * again before anyone looks at the PLIC: a run and its migrated copy latch the same requests.
+   */
+  connect(irq: number, line: IrqLine): () => void {
     this.lineIrqs.push(irq);
     this.lines.push(line);
+    return () => {
+      if (!bit(this.st.claimed, irq) && line()) setBit(this.st.pending, irq, true);
+    };
   }
 
   load(state: PlicState): void {
@@ -74,7 +82,7 @@ export class Plic implements Device<PlicState> {
     this.st.priority[0] = 0;
   }
 
-  /** The gateways: a line that is high sets its source pending unless it is claimed. */
+  /** The gateways: a line that is high sets its source pending unless it is claimed (a completed source whose line stays high is pending again). */
   private sample(): void {
     for (let i = 0; i < this.lines.length; i++) {
       const irq = this.lineIrqs[i]!;

@@ -280,7 +280,7 @@ export function warmCodec(): void {
   cpu[37] = 0x8000_0000 | 0;
   cpu[39] = 0x8000_0100 | 0;
   const devices = (mode: 'icount' | 'realtime', mtime: number, rx: number[]) => ({
-    uart: { ier: 0, lcr: 3, mcr: 0, scr: 0, fcr: 0, dll: 0, dlm: 0, rx }, clint: { msip: 0, mtimecmpLo: 0xffff_ffff, mtimecmpHi: 1 }, clock: { mode, mtime },
+    uart: { ier: 0, lcr: 3, mcr: 0, scr: 0, fcr: 0, dll: 0, dlm: 0, rx, thrIpending: 0 }, clint: { msip: 0, mtimecmpLo: 0xffff_ffff, mtimecmpHi: 1 }, clock: { mode, mtime },
     plic: resetPlicState(), rtc: resetRtcState(),
   });
   // Both clocks, small and large numbers, with and without post-copy fields: the shapes a switch-over meets.

@@ -7,7 +7,7 @@ import { GoldfishRtc, RTC_IRQ, type RtcState } from '../devices/goldfish-rtc.ts'
 import { Plic, type PlicState } from '../devices/plic.ts';
 import { EmptyVirtioMmio, VIRTIO_MMIO_SLOTS } from '../devices/virtio-mmio.ts';
 import { TestFinisher } from '../devices/test-finisher.ts';
-import { Uart16550, type ByteSource, type UartState } from '../devices/uart16550.ts';
+import { Uart16550, UART_IRQ, type ByteSource, type UartState } from '../devices/uart16550.ts';
 import type { GuestMemory } from '../memory/guest-memory.ts';
 
 /** What a machine is, apart from its state: fixed at creation, checked before a migration. */
@@ -65,7 +65,8 @@ export class Machine {
     this.uart = new Uart16550(io.transmit, io.input ?? NO_INPUT, devices?.uart);
     this.plic = new Plic(devices?.plic);
     this.rtc = new GoldfishRtc(this.clock, devices?.rtc);
-    this.plic.connect(RTC_IRQ, this.rtc.irqLine);
+    this.uart.attachIrq(this.plic.connect(UART_IRQ, this.uart.irqLine));
+    this.rtc.attachIrq(this.plic.connect(RTC_IRQ, this.rtc.irqLine));
     const finisher = new TestFinisher((code, reason) => this.cpu.halt(code, reason));
     // QEMU virt's map; the busiest first (the bus searches in order)
     this.bus.add(this.uart);

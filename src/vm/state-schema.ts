@@ -16,7 +16,7 @@ import type { DeviceStates, MachineConfig } from './machine.ts';
 import type { HaltInfo } from './vcpu-protocol.ts';
 import type { VmStateExport } from './vm.ts';
 
-/** 2: the PMP registers in the CPU words, the PLIC and the RTC among the devices. */
+/** 2: the PMP registers in the CPU words, the PLIC and the RTC among the devices, the UART's pending THRE interrupt. */
 export const VM_STATE_VERSION = 2;
 
 /** mtime is a double: exact up to 2^53 ticks (28 years at 10 MHz). */
@@ -39,6 +39,7 @@ export const machineConfigSchema: z.ZodType<MachineConfig> = z.strictObject({
 const uartSchema: z.ZodType<UartState> = z.strictObject({
   ier: byte, lcr: byte, mcr: byte, scr: byte, fcr: byte, dll: byte, dlm: byte,
   rx: z.array(byte).max(MAX_UART_HELD),
+  thrIpending: z.number().int().min(0).max(1),
 });
 
 const clintSchema: z.ZodType<ClintState> = z.strictObject({ msip: z.number().int().min(0).max(1), mtimecmpLo: u32, mtimecmpHi: u32 });

@@ -87,9 +87,11 @@ describe('Uart16550', () => {
     expect(u.read(MCR, 1)).toBe(0x1f);
     u.write(IER, 1, 0xff);
     expect(u.read(IER, 1)).toBe(0x0f);
+    expect(u.read(IIR, 1)).toBe(0x02); // enabling it raised "transmitter empty" (as QEMU does); reading IIR acknowledges it
     expect(u.read(IIR, 1)).toBe(0x01); // no interrupt pending, FIFOs off
     u.write(FCR, 1, 0x01);
-    expect(u.read(IIR, 1)).toBe(0xc1); // FIFOs enabled
+    expect(u.read(IIR, 1)).toBe(0xc2); // FIFOs enabled, and reset: the transmitter is empty anew (QEMU too)
+    expect(u.read(IIR, 1)).toBe(0xc1);
     expect(u.read(MSR, 1)).toBe(0xb0);
   });
 
@@ -335,6 +337,59 @@ describe('Bus', () => {
   });
 });
 
+describe('Uart16550 interrupts (QEMU virt: PLIC source 10)', () => {
+  const IIR_NONE = 0x01, IIR_THRE = 0x02, IIR_RDA = 0x04, IIR_TIMEOUT = 0x0c;
+
+  it('received data: RDA while a byte waits, with ERBFI; with the FIFO on, a timeout below the trigger level', () => {
+    const { u, src } = uart();
+    expect(u.irqLine()).toBe(false);
+    u.write(IER, 1, 0x01);
+    expect(u.irqLine()).toBe(false);
+    src.q.push(0x41);
+    expect(u.irqLine()).toBe(true);
+    expect(u.read(IIR, 1)).toBe(IIR_RDA);
+    expect(u.read(RBR, 1)).toBe(0x41);
+    expect(u.read(IIR, 1)).toBe(IIR_NONE);
+    u.write(FCR, 1, 0x41); // FIFO on, trigger level 4
+    src.q.push(1, 2, 3);
+    expect(u.read(IIR, 1)).toBe(0xc0 | IIR_TIMEOUT);
+    src.q.push(4);
+    expect(u.read(IIR, 1)).toBe(0xc0 | IIR_RDA);
+    u.write(FCR, 1, 0x43); // receive FIFO reset
+    expect(u.read(LSR, 1) & LSR_DR).toBe(0);
+    expect(u.irqLine()).toBe(false);
+  });
+
+  it('transmitter empty: raised by enabling it and by each byte sent, acknowledged by reading IIR; data goes first', () => {
+    const { u, src, out } = uart();
+    u.write(IER, 1, 0x02);
+    expect(u.irqLine()).toBe(true);
+    src.q.push(0x42);
+    u.write(IER, 1, 0x03);
+    expect(u.read(IIR, 1)).toBe(IIR_RDA); // received data outranks it, and does not acknowledge it
+    u.read(RBR, 1);
+    expect(u.read(IIR, 1)).toBe(IIR_THRE);
+    expect(u.irqLine()).toBe(false);
+    u.write(THR, 1, 0x43);
+    expect(out).toEqual([0x43]);
+    expect(u.irqLine()).toBe(true);
+    const saved = u.state();
+    expect(saved.thrIpending).toBe(1);
+    const again = new Uart16550(() => {}, source(), saved);
+    expect(again.read(IIR, 1)).toBe(IIR_THRE);
+  });
+
+  it('tells the PLIC the moment its line rises, so a request is latched even if the guest lowers it before looking', () => {
+    const plic = new Plic();
+    const { u } = uart();
+    u.attachIrq(plic.connect(10, u.irqLine));
+    u.write(IER, 1, 0x02); // raised...
+    u.read(IIR, 1); // ...and acknowledged before anyone looked at the PLIC
+    expect(u.irqLine()).toBe(false);
+    expect(plic.state().pending[0]).toBe(1 << 10);
+  });
+});
+
 describe('Plic', () => {
   const CLAIM0 = 0x20_0004, ENABLE0 = 0x2000, PENDING = 0x1000;
   function plicWithLine() {
@@ -381,6 +436,21 @@ describe('Plic', () => {
 });
 
 describe('GoldfishRtc', () => {
+  it('an alarm that fires is latched by the PLIC then and there, even if the guest clears it before anyone looks', () => {
+    // A snapshot taken between the alarm and the clear must not see anything a run never sees.
+    let instret = 0;
+    const clock = new MachineClock('icount', () => instret);
+    const plic = new Plic();
+    const rtc = new GoldfishRtc(clock);
+    rtc.attachIrq(plic.connect(11, rtc.irqLine));
+    rtc.write(0x10, 4, 1); // IRQ_ENABLED
+    rtc.write(0x08, 4, 1000 * 100); // alarm at mtime 1000
+    instret = 2000;
+    rtc.write(0x1c, 4, 1); // CLEAR_INTERRUPT: the alarm fires first, then its interrupt is cleared
+    expect(rtc.irqLine()).toBe(false);
+    expect(plic.state().pending[0]).toBe(1 << 11);
+  });
+
   it('under --icount reads 100 ns a tick of mtime from the epoch, and an alarm fires at its exact tick', () => {
     let instret = 0;
     const clock = new MachineClock('icount', () => instret);

@@ -232,7 +232,7 @@ export class FakeVm extends EventEmitter implements SourceVm, DestinationVm {
     return {
       version: VM_STATE_VERSION, config: { ...this.config }, insnLimit: this.insnLimit, cpu,
       devices: {
-        uart: { ier: 0, lcr: 0, mcr: 0, scr: 0, fcr: 0, dll: 0, dlm: 0, rx: [] },
+        uart: { ier: 0, lcr: 0, mcr: 0, scr: 0, fcr: 0, dll: 0, dlm: 0, rx: [], thrIpending: 0 },
         clint: { msip: 0, mtimecmpLo: 0, mtimecmpHi: 0 },
         clock: { mode: 'icount', mtime: this.regs.steps },
         plic: resetPlicState(), rtc: resetRtcState(),

@@ -59,7 +59,7 @@ export function plausibleState(): Record<string, unknown> {
   return {
     version: VM_STATE_VERSION, config: { ramSize: SCRIPT_RAM, clock: 'icount', tohost: -1 }, insnLimit: 0, cpu,
     devices: {
-      uart: { ier: 0, lcr: 0, mcr: 0, scr: 0, fcr: 0, dll: 0, dlm: 0, rx: [] },
+      uart: { ier: 0, lcr: 0, mcr: 0, scr: 0, fcr: 0, dll: 0, dlm: 0, rx: [], thrIpending: 0 },
       clint: { msip: 0, mtimecmpLo: 0xffff_ffff, mtimecmpHi: 0xffff_ffff },
       clock: { mode: 'icount', mtime: 0 },
       plic: resetPlicState(), rtc: resetRtcState(),

@@ -7,9 +7,13 @@ const QEMU = 'qemu-system-riscv32';
 const hasQemu = onPath(QEMU);
 if (!hasQemu) console.warn('qemu-system-riscv32 not installed: QEMU cross-check skipped');
 
-function qemu(elf: string, extra: string[] = []) {
-  return runProcess(QEMU, ['-machine', 'virt', '-bios', 'none', '-m', '128M', '-nographic', ...extra, '-kernel', elf], 30_000);
+function qemu(elf: string, extra: string[] = [], input?: string) {
+  return runProcess(QEMU, ['-machine', 'virt', '-bios', 'none', '-m', '128M', '-nographic', ...extra, '-kernel', elf], 30_000, input);
 }
+
+/** What uartirq is given, and what QEMU 7.2 prints for it. */
+const UARTIRQ_INPUT = 'hello world\nsecond line\nquit\n';
+const UARTIRQ_OUTPUT = 'uartirq: ready\n> HELLO WORLD\n> SECOND LINE\nuartirq: 2 lines\n';
 
 describe("QEMU virt's reset values (issue 15, point 3)", () => {
   it('resetvals reads on Ferry what it reads on QEMU 7.2: mtimecmp 0, UART MCR OUT2 and divisor 12, PMP, PLIC, RTC and virtio-mmio at reset', async () => {
@@ -46,6 +50,14 @@ describe('guests built for QEMU (issue 15): what QEMU 7.2 prints, Ferry prints',
     ].join('\n'));
   });
 
+  it('uartirq: an interrupt-driven console (UART receive interrupts through the PLIC, wfi between them), in both clock modes', async () => {
+    for (const mode of [[], ['--icount']]) {
+      const f = await runCli(['run', 'uartirq', ...mode], 30_000, UARTIRQ_INPUT);
+      expect(f.code, f.stderr).toBe(0);
+      expect(f.stdout).toBe(UARTIRQ_OUTPUT);
+    }
+  });
+
   it('platform: PMP, the PLIC and 500 RTC alarms taken as external interrupts, in both clock modes', async () => {
     const want = 'platform: period 1000 us, pmpcfg0=0x0b00001f pmpaddr3=0x20000400\nplatform: 500 alarms taken through the PLIC\n';
     for (const mode of [[], ['--icount']]) {
@@ -67,6 +79,15 @@ describe.skipIf(!hasQemu)('QEMU cross-check', () => {
       expect(q.stdout.length).toBeGreaterThan(0);
     }, 60_000);
   }
+
+  it('uartirq: the same input gives the same output on QEMU and on Ferry', async () => {
+    const [q, f] = await Promise.all([qemu(elfPath('uartirq'), [], UARTIRQ_INPUT), runCli(['run', 'uartirq'], 30_000, UARTIRQ_INPUT)]);
+    expect(q.signal, 'QEMU was killed (timeout)').toBeNull();
+    expect(q.code).toBe(0);
+    expect(q.stdout).toBe(UARTIRQ_OUTPUT);
+    expect(f.stdout).toBe(q.stdout);
+    expect(f.code).toBe(q.code);
+  }, 60_000);
 
   const tests = conformanceTests().filter((t) => !HTIF_TESTS.has(t));
   it('found the non-HTIF conformance tests', () => {
