@@ -2,7 +2,8 @@
  * vCPU throughput: MIPS for `sieve` (compute) and `memstress` (one store per page, the worst
  * case for dirty logging), each with dirty logging idle and with the host harvesting the log
  * every HARVEST_MS as pre-copy rounds would; what external interrupts cost (`platform`, an RTC
- * alarm through the PLIC every 1000 instructions, against the same guest with none); how long a
+ * alarm through the PLIC every 1000 instructions, against the same guest with none); what PMP
+ * costs U-mode (`usermode`'s code in U-mode, against the same code in M-mode); how long a
  * pause request takes to land; and the CPU an idle guest costs.
  * Prints one JSON object per line: { name, unit, value, ... }.
  *
@@ -145,6 +146,18 @@ async function main(): Promise<void> {
   emit({ name: 'platform-interrupts.mips', unit: 'MIPS', value: round(withIrq.mips), interruptsPerSecond: Math.round((withIrq.mips * 1e6) / 1000), runs: busy.map((r) => Math.round(r.mips)) });
   emit({ name: 'platform-quiet.mips', unit: 'MIPS', value: round(without.mips), runs: quiet.map((r) => Math.round(r.mips)) });
   emit({ name: 'platform-interrupts.ratio', unit: 'with ÷ without', value: round(withIrq.mips / without.mips) });
+  // The same sieve in U-mode, under PMP (U-mode's own TLBs, every fetch page checked), and in M-mode.
+  const user: Run[] = [];
+  const machine: Run[] = [];
+  for (let i = 0; i < reps; i++) {
+    user.push(await measure('usermode', ['rounds=100000000'], irqInsns, 0));
+    machine.push(await measure('usermode', ['rounds=100000000', 'mode=m'], irqInsns, 0));
+  }
+  const u = median(user);
+  const m = median(machine);
+  emit({ name: 'usermode-u.mips', unit: 'MIPS', value: round(u.mips), runs: user.map((r) => Math.round(r.mips)) });
+  emit({ name: 'usermode-m.mips', unit: 'MIPS', value: round(m.mips), runs: machine.map((r) => Math.round(r.mips)) });
+  emit({ name: 'usermode.ratio', unit: 'U-mode ÷ M-mode', value: round(u.mips / m.mips) });
   const pl = await pauseLatency(quick ? 50 : 300);
   emit({ name: 'pause-latency.p50', unit: 'ms', value: round(pl.p50) });
   emit({ name: 'pause-latency.p99', unit: 'ms', value: round(pl.p99), max: round(pl.max) });

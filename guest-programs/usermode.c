@@ -3,7 +3,9 @@
  * access no entry allows, so the kernel (M-mode) first opens PMP entry 0 over all memory
  * (NAPOT, R W X), then drops to U-mode with mret. The user code computes, and asks the
  * kernel to write and to exit through ecall; its read of an M-mode CSR is an illegal
- * instruction the kernel reports and skips. The output is the same on Ferry and QEMU. */
+ * instruction the kernel reports and skips. The output is the same on Ferry and QEMU.
+ * Args (Ferry only): rounds (sieve rounds, default 1), mode=m (run the same user code in M-mode,
+ * for bench/cpu.ts to compare). */
 #include "ferry.h"
 
 #define MSTATUS_MPP (3u << 11)
@@ -13,13 +15,14 @@ enum { SYS_WRITE = 1, SYS_EXIT = 2 };
 /* the user's request, in memory both modes share */
 static volatile struct { uint32_t nr; const char *buf; uint32_t len; } req;
 static uint32_t syscalls;
+static uint32_t rounds;
 
 /* ---- kernel (M-mode) ---- */
 
 void trap_handler(uint32_t mcause, uint32_t mepc, uint32_t mtval) {
   (void)mtval;
   uint32_t from = (csr_read(mstatus) & MSTATUS_MPP) >> 11;
-  if (mcause == 8) { /* ecall from U */
+  if (mcause == 8 || mcause == 11) { /* ecall from U (or from M, with mode=m) */
     syscalls++;
     if (req.nr == SYS_WRITE) {
       for (uint32_t i = 0; i < req.len; i++) uart_putc(req.buf[i]);
@@ -58,21 +61,28 @@ static void uwrite_num(uint32_t v) {
   uwrite(&buf[i]);
 }
 
-static uint8_t composite[1000];
+static uint8_t composite[1000] __attribute__((aligned(4096))); /* its own page: none of its stores lands on decoded code */
+/* four pages whose contents depend on every round before: a page a migration failed to resend shows */
+static uint32_t history[4096] __attribute__((aligned(4096)));
 
 static void user_main(void) {
   uwrite("user: hello from U-mode\n");
   uint32_t primes = 0;
-  for (uint32_t i = 2; i < sizeof composite; i++) {
-    if (composite[i]) continue;
-    primes++;
-    for (uint32_t j = i * i; j < sizeof composite; j += i) composite[j] = 1;
+  for (uint32_t r = 0; r < rounds; r++) {
+    for (uint32_t i = 0; i < sizeof composite; i++) composite[i] = 0;
+    primes = 0;
+    for (uint32_t i = 2; i < sizeof composite; i++) {
+      if (composite[i]) continue;
+      primes++;
+      for (uint32_t j = i * i; j < sizeof composite; j += i) composite[j] = 1;
+    }
+    for (uint32_t i = 0; i < 64; i++) history[(r * 67 + i * 61) % 4096] += r ^ (i * primes);
   }
   uwrite("user: ");
   uwrite_num(primes);
   uwrite(" primes below 1000\n");
   uint32_t v = 0;
-  __asm__ volatile("csrr %0, mstatus" : "=r"(v)); /* not allowed here */
+  __asm__ volatile("csrr %0, mstatus" : "+r"(v)); /* not allowed here: it traps and leaves v as it was */
   uwrite("user: still here, mstatus read as ");
   uwrite_num(v);
   uwrite("\n");
@@ -81,6 +91,8 @@ static void user_main(void) {
 }
 
 int main(void) {
+  rounds = arg_uint("rounds", 1);
+  if (strcmp(arg_str("mode", "u"), "m") == 0) user_main(); /* never returns: it exits through ecall */
   csr_write(pmpaddr0, 0xffffffffu);
   csr_write(pmpcfg0, PMP_NAPOT_RWX);
   printf("usermode: pmpaddr0=0x%08x pmpcfg0=0x%08x\n", (unsigned)csr_read(pmpaddr0), (unsigned)csr_read(pmpcfg0));

@@ -6,9 +6,10 @@ import type { GuestMemory } from '../memory/guest-memory.ts';
 import { PAGE_EVER_WRITTEN, PAGE_PRESENT, PAGE_SHIFT } from '../memory/layout.ts';
 import { compileBlock, type Block } from './block-compiler.ts';
 import { decode, writesRd, type InsnName } from './isa.ts';
+import { PMP_R, PMP_W, PMP_X, PmpRules, writePmpAddr, writePmpCfg } from './pmp.ts';
 import {
   Cause, Csr, INTERRUPT, IRQ_MEI, IRQ_MSI, IRQ_MTI, MIE_WRITABLE, MIP_MEIP, MIP_MSIP, MIP_MTIP, MISA, MSTATUS_MIE, MSTATUS_MPIE,
-  MSTATUS_MPP, MSTATUS_MPP_SHIFT, MSTATUS_TW, MSTATUS_WRITABLE, PMP_A_SHIFT, PMP_A_TOR, PMP_ENTRIES, PMP_L, PRIV_M, PRIV_U,
+  MSTATUS_MPP, MSTATUS_MPP_SHIFT, MSTATUS_MPRV, MSTATUS_TW, MSTATUS_WRITABLE, PRIV_M, PRIV_U,
   S_MCAUSE, S_MCOUNTEREN, S_MEPC, S_MIE, S_MSCRATCH, S_MSTATUS, S_MTVAL, S_MTVEC, S_PC, S_PMPADDR0, S_PMPCFG0, S_PRIV, X_SINK,
   readInstret, writeInstret,
 } from './state.ts';
@@ -49,6 +50,10 @@ const MAX_CODE_PAGES = 8192;
 const SLOTS = 1024;
 const EMPTY_BLOCKS: (Block | undefined)[] = [];
 const EMPTY_HEAT: Uint8Array = new Uint8Array(SLOTS);
+/** Counts nobody reads: the heat of a page whose blocks may not run. */
+const SPARE_HEAT: Uint8Array = new Uint8Array(SLOTS);
+/** A block's first write to a page always goes to the interpreter (which checks PMP). */
+const NO_FAST_FIRST_WRITE = (_page: number): boolean => false;
 /** Visits of an instruction in the interpreter before a block is compiled from it. */
 const DEFAULT_JIT_THRESHOLD = 16;
 
@@ -165,6 +170,21 @@ export class Cpu {
   private readonly bus: Bus;
   private readonly clint: Clint;
   private readonly external: ExternalInterrupt;
+  /** The PMP entries, decoded from the state words. */
+  private readonly pmp = new PmpRules();
+  /** This run of `exec` checks loads and stores against PMP (they all take the slow path). */
+  private dataChecked = false;
+  /** The page being fetched from is only partly executable: check each instruction. */
+  private fetchEach = false;
+  /**
+   * The TLBs while PMP checks loads and stores (U-mode, or M-mode under a locked entry), for the
+   * privilege `checkedPriv`: a page is in `prok` (`pwok`) only if it is in `rok` (`wok`) and PMP
+   * lets that privilege read (write) all of it. Cleared with the PMP rules and when the privilege
+   * they were filled for changes, and `pwok` wherever `wok` is, so a store never skips the dirty log.
+   */
+  private prok: Uint8Array | undefined;
+  private pwok: Uint8Array | undefined;
+  private checkedPriv = PRIV_U;
   private readonly tohost: number;
   private readonly missingPage: (page: number) => void;
   /**
@@ -183,6 +203,7 @@ export class Cpu {
     this.bus = o.bus;
     this.clint = o.clint;
     this.external = o.external ?? NO_EXTERNAL;
+    this.pmp.rebuild(o.state);
     this.tohost = o.tohost;
     this.missingPage = o.missingPage ?? ((page) => {
       throw new FerryError('EPAGE', `guest page ${page} is not present and no pager is attached`);
@@ -233,6 +254,7 @@ export class Cpu {
    */
   forgetMarkedPages(): void {
     this.wok.fill(0);
+    this.pwok?.fill(0);
   }
 
   /** A page became present (post-copy fill); lets the fast paths use it. */
@@ -349,7 +371,25 @@ export class Cpu {
   private exec(limit: number): number {
     const s = this.s;
     const ram8 = this.ram8, ram8s = this.ram8s, ram16 = this.ram16, ram16s = this.ram16s, ram32 = this.ram32;
-    const rok = this.rok, wok = this.wok;
+    // PMP binds U-mode, and M-mode only through locked entries. Then fetches are checked page by
+    // page, and loads and stores go through the checked TLBs, so a page PMP does not allow whole
+    // takes the slow path, which checks each access; compiled blocks leave first writes to the
+    // interpreter (they would skip that check).
+    const fetchChecked = s[S_PRIV] === PRIV_U || this.pmp.anyLocked;
+    const dataPriv = this.dataPriv();
+    const dataChecked = dataPriv === PRIV_U || this.pmp.anyLocked;
+    this.dataChecked = dataChecked;
+    let rok = this.rok, wok = this.wok;
+    if (dataChecked) {
+      rok = this.prok ??= new Uint8Array(this.rok.length);
+      wok = this.pwok ??= new Uint8Array(this.rok.length);
+      if (this.checkedPriv !== dataPriv) {
+        rok.fill(0);
+        wok.fill(0);
+        this.checkedPriv = dataPriv;
+      }
+    }
+    const markWrite = dataChecked ? NO_FAST_FIRST_WRITE : this.markWrite;
     const ramSize = this.ramSize;
     let pc = s[S_PC]! | 0;
     let n = 0;
@@ -366,7 +406,7 @@ export class Cpu {
       if (k >>> 0 > 4092) {
         this.cur = n;
         const c = this.fetchPage(pc);
-        if (c === undefined) {
+        if (c === undefined || (fetchChecked && !this.fetchAllowed(pc))) {
           steps++;
           pc = this.trap(Cause.InsnAccess, pc, pc);
           pageBase = 1;
@@ -378,11 +418,16 @@ export class Cpu {
         heat = this.fetchedHeat;
         pageBase = pc & -4096;
         k = pc - pageBase;
+        if (fetchChecked && this.fetchEach) {
+          pageBase = 1; // a page only partly executable: come back here for the next instruction,
+          blocks = EMPTY_BLOCKS; // and run none of its blocks (they would run several)
+          heat = SPARE_HEAT;
+        }
       }
       if (jit) {
         const blk = blocks[k >> 2];
         if (blk !== undefined) {
-          const done = blk(s, ram8, ram8s, ram16, ram16s, ram32, rok, wok, ramSize, limit - steps, this.markWrite);
+          const done = blk(s, ram8, ram8s, ram16, ram16s, ram32, rok, wok, ramSize, limit - steps, markWrite);
           if (done > 0) {
             steps += done;
             n += done;
@@ -606,8 +651,10 @@ export class Cpu {
         case Op.Mret: {
           if (s[S_PRIV] !== PRIV_M) { this.cur = n; pc = this.trap(Cause.IllegalInsn, this.rawInsn(pc), pc); continue; }
           const st = s[S_MSTATUS]!;
-          s[S_PRIV] = (st & MSTATUS_MPP) >>> MSTATUS_MPP_SHIFT;
-          s[S_MSTATUS] = (st & ~(MSTATUS_MIE | MSTATUS_MPP)) | MSTATUS_MPIE | ((st & MSTATUS_MPIE) ? MSTATUS_MIE : 0);
+          const to = (st & MSTATUS_MPP) >>> MSTATUS_MPP_SHIFT;
+          s[S_PRIV] = to;
+          // leaving M-mode also clears MPRV (privileged spec 1.12, as QEMU)
+          s[S_MSTATUS] = (st & ~(MSTATUS_MIE | MSTATUS_MPP | (to !== PRIV_M ? MSTATUS_MPRV : 0))) | MSTATUS_MPIE | ((st & MSTATUS_MPIE) ? MSTATUS_MIE : 0);
           pc = s[S_MEPC]!;
           limit = steps;
           break;
@@ -667,6 +714,7 @@ export class Cpu {
       this.heat[page] = new Uint8Array(SLOTS);
       this.codePages++;
       this.wok[page] = 0; // stores to this page must now invalidate decoded slots
+      if (this.pwok) this.pwok[page] = 0;
     }
     this.fetchedBlocks = this.blocks[page]!;
     this.fetchedHeat = this.heat[page]!;
@@ -748,7 +796,37 @@ export class Cpu {
     if (this.code[page] === undefined && page !== this.tohost >>> PAGE_SHIFT) this.wok[page] = 1;
   }
 
+  /** The privilege loads and stores run with: mstatus.MPP in M-mode with MPRV set. */
+  private dataPriv(): number {
+    const s = this.s;
+    const priv = s[S_PRIV]!;
+    if (priv === PRIV_M && (s[S_MSTATUS]! & MSTATUS_MPRV) !== 0) return (s[S_MSTATUS]! & MSTATUS_MPP) >>> MSTATUS_MPP_SHIFT;
+    return priv;
+  }
+
+  /** Whether the current mode may execute at `pc`; notes whether its page needs a check per instruction. */
+  private fetchAllowed(pc: number): boolean {
+    const priv = this.s[S_PRIV]!;
+    const page = this.pmp.range((pc & -4096) >>> 0, 4096, PMP_X, priv);
+    this.fetchEach = page === 2;
+    return page === 1 || (page === 2 && this.pmp.allows(pc, 4, PMP_X, priv));
+  }
+
+  /**
+   * After an access that passed PMP: its page goes into the checked TLB if PMP lets the
+   * privilege it was filled for read (write) all of it, and M-mode's TLB already has it (so the
+   * dirty log has it too). A trap in the middle of `exec` may have changed the privilege: then not.
+   */
+  private noteCheckedPage(off: number, write: boolean): void {
+    if (this.prok === undefined || this.dataPriv() !== this.checkedPriv) return;
+    const page = off >>> PAGE_SHIFT;
+    if ((write ? this.wok[page] : this.rok[page]) !== 1) return;
+    if (this.pmp.range(0x8000_0000 + page * 4096, 4096, write ? PMP_W : PMP_R, this.checkedPriv) !== 1) return;
+    (write ? this.pwok! : this.prok)[page] = 1;
+  }
+
   private loadSlow(addr: number, width: number, signed: boolean): boolean {
+    if (this.dataChecked && !this.pmp.allows(addr, width, PMP_R, this.dataPriv())) return false;
     const off = addr ^ RAM_XOR;
     if (off >= 0 && off + width <= this.ramSize) {
       this.ensureReadable(off >>> PAGE_SHIFT);
@@ -756,6 +834,7 @@ export class Cpu {
       let v = 0;
       for (let i = width - 1; i >= 0; i--) v = (v << 8) | this.ram8[off + i]!;
       this.loadValue = signed && width < 4 ? (v << (32 - width * 8)) >> (32 - width * 8) : v | 0;
+      if (this.dataChecked) this.noteCheckedPage(off, false);
       return true;
     }
     const dev = this.bus.find(addr);
@@ -766,6 +845,7 @@ export class Cpu {
   }
 
   private storeSlow(addr: number, width: number, value: number): boolean {
+    if (this.dataChecked && !this.pmp.allows(addr, width, PMP_W, this.dataPriv())) return false;
     const off = addr ^ RAM_XOR;
     if (off >= 0 && off + width <= this.ramSize) {
       const first = off >>> PAGE_SHIFT;
@@ -774,6 +854,7 @@ export class Cpu {
       if (last !== first) this.prepareWrite(last);
       for (let i = 0; i < width; i++) this.ram8[off + i] = value >>> (8 * i);
       this.invalidateCode(off, width);
+      if (this.dataChecked && last === first) this.noteCheckedPage(off, true);
       if (this.tohost >= 0 && off < this.tohost + 4 && off + width > this.tohost) this.htif();
       return true;
     }
@@ -900,39 +981,6 @@ export class Cpu {
     }
   }
 
-  /** Entry `i`'s config byte. */
-  private pmpCfg(i: number): number {
-    return (this.s[S_PMPCFG0 + (i >> 2)]! >>> ((i & 3) * 8)) & 0xff;
-  }
-
-  /**
-   * PMP registers as on QEMU's virt (16 entries, 4-byte grain): every bit of an unlocked entry
-   * is kept as written, reserved ones included; a locked entry ignores writes to its config and
-   * address, and a locked TOR entry also freezes the address below it. Ferry keeps the
-   * registers but does not enforce them (README, "The machine").
-   */
-  private pmpWrite(csr: number, v: number): void {
-    const s = this.s;
-    if (csr >= Csr.Pmpcfg0 && csr <= Csr.Pmpcfg3) {
-      const w = S_PMPCFG0 + csr - Csr.Pmpcfg0;
-      let cfg = s[w]!;
-      for (let b = 0; b < 4; b++) {
-        if (this.pmpCfg(4 * (csr - Csr.Pmpcfg0) + b) & PMP_L) continue;
-        const mask = 0xff << (8 * b);
-        cfg = (cfg & ~mask) | (v & mask);
-      }
-      s[w] = cfg;
-      return;
-    }
-    const i = csr - Csr.Pmpaddr0;
-    if (this.pmpCfg(i) & PMP_L) return;
-    if (i + 1 < PMP_ENTRIES) {
-      const next = this.pmpCfg(i + 1);
-      if ((next & PMP_L) && ((next >>> PMP_A_SHIFT) & 3) === PMP_A_TOR) return;
-    }
-    s[S_PMPADDR0 + i] = v;
-  }
-
   private csrWrite(csr: number, v: number): void {
     const s = this.s;
     switch (csr) {
@@ -953,8 +1001,11 @@ export class Cpu {
       case Csr.Mcycle: case Csr.Minstret: this.setInstret(Math.floor(this.instret() / 2 ** 32) * 2 ** 32 + (v >>> 0)); break;
       case Csr.McycleH: case Csr.MinstretH: this.setInstret((v >>> 0) * 2 ** 32 + (this.instret() % 2 ** 32)); break;
       default:
-        if ((csr >= Csr.Pmpcfg0 && csr <= Csr.Pmpcfg3) || (csr >= Csr.Pmpaddr0 && csr <= Csr.Pmpaddr15)) this.pmpWrite(csr, v);
-        break; // misa, mip, mstatush, the trigger registers: writes ignored (WARL)
+        if (csr >= Csr.Pmpcfg0 && csr <= Csr.Pmpcfg3) writePmpCfg(s, csr - Csr.Pmpcfg0, v);
+        else if (csr >= Csr.Pmpaddr0 && csr <= Csr.Pmpaddr15) writePmpAddr(s, csr - Csr.Pmpaddr0, v);
+        else break; // misa, mip, mstatush, the trigger registers: writes ignored (WARL)
+        this.pmpChanged();
+        break;
     }
   }
 
@@ -983,6 +1034,14 @@ export class Cpu {
     this.rok.fill(0);
     this.wok.fill(0);
     if (this.codePages > 0) this.dropCode();
+    this.pmpChanged();
+  }
+
+  /** The PMP registers changed (or were restored): decode them again, and forget what U-mode's TLBs allowed. */
+  private pmpChanged(): void {
+    this.pmp.rebuild(this.s);
+    this.prok?.fill(0);
+    this.pwok?.fill(0);
   }
 
   /** Publishes instret into the state words (for snapshots and the digest). */

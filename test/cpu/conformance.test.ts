@@ -9,7 +9,7 @@ const TESTS = conformanceTests();
 describe('conformance ELFs, in-process', () => {
   it('the build holds the expected tests', () => {
     for (const t of ['rr', 'imm', 'muldiv', 'branch', 'mem', 'fence', 'csr', 'trap', 'umode', 'access-fault', 'misaligned-jump', 'timer', 'htif-pass', 'htif-fail-expected',
-      'pmp', 'triggers', 'plic', 'rtc', 'virtio-mmio', 'uart-irq']) {
+      'pmp', 'pmp-enforce', 'triggers', 'plic', 'rtc', 'virtio-mmio', 'uart-irq']) {
       expect(TESTS).toContain(t);
     }
   });

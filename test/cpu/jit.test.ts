@@ -48,6 +48,8 @@ describe('block compiler', () => {
     ['sieve', ['n=100000']],
     ['life', ['w=64', 'h=64']],
     ['counter', ['period_ms=1']],
+    ['usermode', ['rounds=200']], // U-mode under PMP: its own TLBs, first writes left to the interpreter
+    ['platform', ['period_us=100', 'limit=0']],
   ];
   it.each(programs)('%s reaches the same digest with blocks and without', (name, args) => {
     const elf = new URL(`${name}.elf`, BUILD);

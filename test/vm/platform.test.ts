@@ -193,6 +193,18 @@ describe('the UART interrupt across a move', () => {
   }, 60_000);
 });
 
+describe('U-mode under PMP, migrated while it runs', () => {
+  // usermode in U-mode: its stores go through U-mode's own TLB, which must forget a page whenever
+  // the dirty log does, or a page written after a round would not be sent again.
+  const g: GuestSpec = { program: 'usermode', memory: 16 * MiB, args: ['rounds=1000000'], insnLimit: 120_000_000 };
+  for (const mode of ['precopy', 'postcopy'] as const) {
+    it(`${mode} reaches the unmigrated digest`, async () => {
+      const s = await migrateAndCompare(hosts, g, `usermode-${mode}`, mode === 'precopy' ? { mode, downtimeLimitMs: 1, maxRounds: 3, switchoverAtMaxRounds: true } : { mode }, 0.3);
+      expect(s.mode).toBe(mode);
+    }, 90_000);
+  }
+});
+
 describe('migrated between hosts, the run reaches the unmigrated digest', () => {
   const g: GuestSpec = { program: 'platform', memory: 16 * MiB, args: ['period_us=100', 'every=500', 'limit=0'], insnLimit: 60_000_000 };
   for (const mode of ['precopy', 'postcopy', 'hybrid'] as const) {
