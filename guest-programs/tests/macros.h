@@ -240,4 +240,23 @@ test_##num:                                                              \
   csrw mepc, t0;                                                         \
   mret
 
+/* Run code in U-mode; it must trap with cause at label 1 inside it (mepc),
+   from U (mstatus.MPP = 0). */
+#define TEST_U_TRAP(num, cause, code...)                                 \
+test_##num:                                                              \
+  li TESTNUM, num;                                                       \
+  EXPECT_TRAP(8f);                                                       \
+  ENTER_UMODE(2f);                                                       \
+2:                                                                       \
+  code;                                                                  \
+  j fail;                                                                \
+8:                                                                       \
+  CHECK(s8, cause);                                                      \
+  la a1, 1b;                                                             \
+  CHECK_EQ(s9, a1);                                                      \
+  csrr a1, mstatus;                                                      \
+  li a2, MSTATUS_MPP;                                                    \
+  and a1, a1, a2;                                                        \
+  CHECK(a1, 0)
+
 #endif

@@ -15,20 +15,6 @@
 #define PMP_L 0x80
 #define MSTATUS_MPRV 0x20000
 
-/* run code in U-mode; it must trap with cause at label 1 inside it */
-#define TEST_U_TRAP(num, cause, code...)                                 \
-test_##num:                                                              \
-  li TESTNUM, num;                                                       \
-  EXPECT_TRAP(8f);                                                       \
-  ENTER_UMODE(2f);                                                       \
-2:                                                                       \
-  code;                                                                  \
-  j fail;                                                                \
-8:                                                                       \
-  CHECK(s8, cause);                                                      \
-  la a1, 1b;                                                             \
-  CHECK_EQ(s9, a1)
-
 /* run code in U-mode; it must reach its ecall (cause 8) */
 #define TEST_U_OK(num, code...) TEST_U_TRAP(num, CAUSE_USER_ECALL, code; 1: ecall)
 

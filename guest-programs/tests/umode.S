@@ -6,24 +6,6 @@
    wfi in U-mode is not tested: QEMU (with S-mode) traps it, Ferry need not. */
 #include "macros.h"
 
-/* run code in U-mode; it must trap with cause; mepc must be label 1b */
-#define TEST_U_TRAP(num, cause, code...)                                 \
-test_##num:                                                              \
-  li TESTNUM, num;                                                       \
-  EXPECT_TRAP(8f);                                                       \
-  ENTER_UMODE(2f);                                                       \
-2:                                                                       \
-  code;                                                                  \
-  j fail;                                                                \
-8:                                                                       \
-  CHECK(s8, cause);                                                      \
-  la a1, 1b;                                                             \
-  CHECK_EQ(s9, a1);                                                      \
-  csrr a1, mstatus;                                                      \
-  li a2, MSTATUS_MPP;                                                    \
-  and a1, a1, a2;                                                        \
-  CHECK(a1, 0)
-
 TEST_BEGIN
   PMP_ALLOW_ALL
 
