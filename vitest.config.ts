@@ -6,7 +6,9 @@ import { defineConfig } from 'vitest/config';
  * round trips and fault waits; 'auto' page encoding), so they run alone, after the rest; and the
  * browser's, whose Chromium would otherwise take the CPU of the files running beside it.
  */
-const LINK_BED = ['test/migration/link-profiles.test.ts', 'test/migration/encoding-auto.test.ts', 'test/dashboard/browser.test.ts'];
+const LINK_BED = [
+  'test/migration/link-profiles.test.ts', 'test/migration/encoding-auto.test.ts', 'test/migration/encoding-remeasure.test.ts', 'test/dashboard/browser.test.ts',
+];
 
 export default defineConfig({
   resolve: {

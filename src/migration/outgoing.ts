@@ -80,6 +80,12 @@ export const MIGRATE_DEFAULTS: Omit<MigrateParams, 'to'> = {
 /** Trial frames the pool encodes to measure its rate (encoding-policy.ts). */
 const ENCODE_TRIALS = 8;
 /**
+ * Rounds whose measurement 'auto' takes before it settles on plain frames: a pool measured slower
+ * than the link may have met a moment the machine was busy (seen: 13 MB/s once, where it encodes
+ * 2 GB/s), so it asks again a round later. Turning encoding on is decided by one measurement.
+ */
+const PLAIN_AFTER_MEASUREMENTS = 2;
+/**
  * The XBZRLE cache sized by itself: at least this, and at most XBZRLE_CACHE_AUTO_MAX (memory the
  * source host takes beside the guest's, outside its --max-memory; a larger one is --xbzrle-cache's).
  */
@@ -169,6 +175,7 @@ export class OutgoingMigration {
   /** How pre-copy frames are encoded (undefined: plain), and whether 'auto' has been decided. */
   private encoding: PageEncoding | undefined;
   private encodingDecided = false;
+  private encodingMeasurements = 0;
   /** Page bytes per ms of the best plain round, and rounds sent encoded since (judgeEncoding). */
   private plainPageRate = 0;
   private encodedRounds = 0;
@@ -635,6 +642,9 @@ export class OutgoingMigration {
           return undefined;
         });
         this.useEncoding(rates, pages.length, unavailable);
+        if (rates !== undefined && this.encoding === undefined && ++this.encodingMeasurements < PLAIN_AFTER_MEASUREMENTS) {
+          this.encodingDecided = false; // plain frames this round; measured again after the next
+        }
         this.checkCancelled();
       }
       if (decision.throttle !== throttle) {
