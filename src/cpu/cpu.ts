@@ -172,7 +172,7 @@ export class Cpu {
   private readonly external: ExternalInterrupt;
   /** The PMP entries, decoded from the state words. */
   private readonly pmp = new PmpRules();
-  /** This run of `exec` checks loads and stores against PMP (they all take the slow path). */
+  /** This run of `exec` checks loads and stores against PMP (through the checked TLBs below, then the slow path). */
   private dataChecked = false;
   /** The page being fetched from is only partly executable: check each instruction. */
   private fetchEach = false;
@@ -290,8 +290,7 @@ export class Cpu {
     if (s[S_PRIV] === PRIV_M && (s[S_MSTATUS]! & MSTATUS_MIE) === 0) return -1;
     const mie = s[S_MIE]!;
     if (mie === 0) return -1;
-    const pending = ((this.clint.msip ? MIP_MSIP : 0) | (this.clint.timerPending() ? MIP_MTIP : 0)
-      | ((mie & MIP_MEIP) !== 0 && this.external.pending() ? MIP_MEIP : 0)) & mie;
+    const pending = this.mip(mie) & mie;
     if (pending === 0) return -1;
     if (pending & MIP_MEIP) return IRQ_MEI;
     if (pending & MIP_MSIP) return IRQ_MSI;
@@ -342,8 +341,10 @@ export class Cpu {
     return tvec & ~3;
   }
 
-  private mip(): number {
-    return (this.clint.msip ? MIP_MSIP : 0) | (this.clint.timerPending() ? MIP_MTIP : 0) | (this.external.pending() ? MIP_MEIP : 0);
+  /** mip; the interrupt controller is asked only if `wanted` has MEIP (its answer has a cost). */
+  private mip(wanted = MIP_MEIP): number {
+    return (this.clint.msip ? MIP_MSIP : 0) | (this.clint.timerPending() ? MIP_MTIP : 0)
+      | ((wanted & MIP_MEIP) !== 0 && this.external.pending() ? MIP_MEIP : 0);
   }
 
   /**
@@ -651,10 +652,9 @@ export class Cpu {
         case Op.Mret: {
           if (s[S_PRIV] !== PRIV_M) { this.cur = n; pc = this.trap(Cause.IllegalInsn, this.rawInsn(pc), pc); continue; }
           const st = s[S_MSTATUS]!;
-          const to = (st & MSTATUS_MPP) >>> MSTATUS_MPP_SHIFT;
-          s[S_PRIV] = to;
-          // leaving M-mode also clears MPRV (privileged spec 1.12, as QEMU)
-          s[S_MSTATUS] = (st & ~(MSTATUS_MIE | MSTATUS_MPP | (to !== PRIV_M ? MSTATUS_MPRV : 0))) | MSTATUS_MPIE | ((st & MSTATUS_MPIE) ? MSTATUS_MIE : 0);
+          // MPRV stays as it is: QEMU 7.2's virt hart does not clear it (privileged spec 1.12 would)
+          s[S_PRIV] = (st & MSTATUS_MPP) >>> MSTATUS_MPP_SHIFT;
+          s[S_MSTATUS] = (st & ~(MSTATUS_MIE | MSTATUS_MPP)) | MSTATUS_MPIE | ((st & MSTATUS_MPIE) ? MSTATUS_MIE : 0);
           pc = s[S_MEPC]!;
           limit = steps;
           break;
@@ -837,8 +837,8 @@ export class Cpu {
       if (this.dataChecked) this.noteCheckedPage(off, false);
       return true;
     }
-    const dev = this.bus.find(addr);
-    if (dev === undefined || (dev.wordOnly && (width !== 4 || (addr & 3) !== 0))) return false;
+    const dev = this.bus.find(addr, width);
+    if (dev === undefined) return false;
     const v = dev.read((addr >>> 0) - (dev.base >>> 0), width);
     this.loadValue = signed && width < 4 ? (v << (32 - width * 8)) >> (32 - width * 8) : width === 4 ? v | 0 : v & ((1 << (width * 8)) - 1);
     return true;
@@ -858,8 +858,8 @@ export class Cpu {
       if (this.tohost >= 0 && off < this.tohost + 4 && off + width > this.tohost) this.htif();
       return true;
     }
-    const dev = this.bus.find(addr);
-    if (dev === undefined || (dev.wordOnly && (width !== 4 || (addr & 3) !== 0))) return false;
+    const dev = this.bus.find(addr, width);
+    if (dev === undefined) return false;
     dev.write((addr >>> 0) - (dev.base >>> 0), width, value);
     return true;
   }
@@ -898,7 +898,7 @@ export class Cpu {
    */
   private waitForInterrupt(): void {
     const s = this.s;
-    if (this.mip() & s[S_MIE]!) return;
+    if (this.mip(s[S_MIE]!) & s[S_MIE]!) return;
     if (this.clock.mode === 'icount') {
       const t = this.armedDeadline(false);
       if (t !== Infinity) {
@@ -1037,7 +1037,7 @@ export class Cpu {
     this.pmpChanged();
   }
 
-  /** The PMP registers changed (or were restored): decode them again, and forget what U-mode's TLBs allowed. */
+  /** The PMP registers changed (or were restored): decode them again, and forget what the checked TLBs allowed. */
   private pmpChanged(): void {
     this.pmp.rebuild(this.s);
     this.prok?.fill(0);

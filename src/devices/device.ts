@@ -29,11 +29,15 @@ export class Bus {
     this.devices.push(device);
   }
 
-  find(addr: number): Device | undefined {
+  /**
+   * The device an access of `width` bytes at `addr` reaches, or undefined (an access fault): none
+   * there, or one that takes only aligned words (`wordOnly`) and this is not one.
+   */
+  find(addr: number, width = 4): Device | undefined {
     const a = addr >>> 0;
     for (const d of this.devices) {
       const off = a - (d.base >>> 0);
-      if (off >= 0 && off < d.size) return d;
+      if (off >= 0 && off < d.size) return d.wordOnly && (width !== 4 || (a & 3) !== 0) ? undefined : d;
     }
     return undefined;
   }

@@ -163,7 +163,7 @@ export class Plic implements Device<PlicState> {
       const reg = (offset - CONTEXT) % CONTEXT_STRIDE;
       if (reg === 0) this.st.threshold[ctx] = value & PRIORITY_MASK;
       // complete: a source not enabled for this context is ignored, as the PLIC spec says
-      else if (reg === 4 && value >= 1 && value <= PLIC_SOURCES && bit(this.st.enable.slice(ctx * WORDS, ctx * WORDS + WORDS), value)) {
+      else if (reg === 4 && value >= 1 && value <= PLIC_SOURCES && ((this.st.enable[ctx * WORDS + (value >>> 5)]! >>> (value & 31)) & 1) === 1) {
         setBit(this.st.claimed, value, false);
       }
     }
