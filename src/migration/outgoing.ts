@@ -86,6 +86,12 @@ const ENCODE_TRIALS = 8;
  */
 const PLAIN_AFTER_MEASUREMENTS = 2;
 /**
+ * 'auto' takes the link's rate only from a round that carried this much: a smaller one measures
+ * the round trip and the threads' wake-ups (an 819-byte round, a guest just started, read as
+ * 1 Mbit/s on loopback and turned encoding on, which then took 0.3 s a round to fill its cache).
+ */
+const LINK_RATE_MIN_BYTES = 1024 * 1024;
+/**
  * The XBZRLE cache sized by itself: at least this, and at most XBZRLE_CACHE_AUTO_MAX (memory the
  * source host takes beside the guest's, outside its --max-memory; a larger one is --xbzrle-cache's).
  */
@@ -632,7 +638,7 @@ export class OutgoingMigration {
         break;
       }
       if (decision.next === 'give-up') throw new FerryError('ENOCONVERGE', decision.reason);
-      if (!this.encodingDecided && pages.length > 0) {
+      if (!this.encodingDecided && pages.length > 0 && wire >= LINK_RATE_MIN_BYTES) {
         // Another round it is: measure whether encoding would carry it faster (once, on its pages).
         let unavailable: string | undefined;
         const rates = await this.measureEncoding(pages, wire / ms).catch((e: unknown) => {
@@ -925,10 +931,10 @@ export class OutgoingMigration {
    */
   private async postcopySwitch(order: Uint32Array, tPause: number, indexOf: Int32Array, late: Uint32Array): Promise<void> {
     const vm = this.vm;
-    const push = new PushQueue(order, indexOf, vm.memory.pages);
+    const link = this.link!;
+    const push = new PushQueue(order, indexOf, vm.memory.pages, () => link.liveness.rttMs());
     this.push = push;
     this.stats.toSend(push.left); // pages still here, counted down as they are pushed or asked for
-    const link = this.link!;
     this.serveFaults(link); // listen before the guest can resume over there
     const tState = performance.now();
     const state = vm.exportState();
@@ -1155,7 +1161,7 @@ export class OutgoingMigration {
     if (reply.t === 'completed') return 'completed';
     // It answered with its bitmap: it runs the guest (a recovery never resumes one that had not).
     this.resumedThere = true;
-    const resent = this.push!.resync(reply.received); // the bitmap's size and count were checked at decode
+    const resent = this.push!.resync(reply.received, () => link.liveness.rttMs()); // the bitmap's size and count were checked at decode
     const info = this.stats.info;
     info['postcopy-resent-pages'] = (info['postcopy-resent-pages'] ?? 0) + resent;
     await this.openPrio(link);

@@ -22,7 +22,7 @@ export class PushQueue {
   /** The background push waits until then (pushDelayMs). */
   notBefore = 0;
   /** How far the push may run ahead of the destination on this link. */
-  window = new PushWindow();
+  window: PushWindow;
 
   /**
    * `order`: the pages the destination lacks, in push order; `indexOf`: each page's position in
@@ -33,7 +33,9 @@ export class PushQueue {
     return this.sent;
   }
 
-  constructor(readonly order: Uint32Array, private readonly indexOf: Int32Array, pages: number) {
+  /** `linkRttMs`: the current link's round trip (its pings), for the push window. */
+  constructor(readonly order: Uint32Array, private readonly indexOf: Int32Array, pages: number, linkRttMs?: () => number | undefined) {
+    this.window = new PushWindow(linkRttMs);
     this.sent = new Uint8Array(pages);
     this.left = order.length;
   }
@@ -78,7 +80,7 @@ export class PushQueue {
    * page of the push goes out (again, if it was sent before and lost). Returns how many of those
    * had been sent already. The destination counts acknowledged bytes per link.
    */
-  resync(received: Uint8Array): number {
+  resync(received: Uint8Array, linkRttMs?: () => number | undefined): number {
     let left = 0;
     let resent = 0;
     for (let i = 0; i < this.order.length; i++) {
@@ -92,7 +94,7 @@ export class PushQueue {
       left++;
     }
     this.left = left;
-    this.window = new PushWindow();
+    this.window = new PushWindow(linkRttMs);
     return resent;
   }
 }

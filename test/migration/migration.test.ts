@@ -108,7 +108,9 @@ describe('pre-copy of a running deterministic VM reaches the unmigrated digest',
   });
 
   it('memstress migrated with a different instruction limit, twice: A → B → A', async () => {
-    const g: GuestSpec = { ...MEM8, insnLimit: 270_000_000 };
+    // Long enough to run through both migrations on a slow machine (at 270 M it halted during the
+    // first: pre-copy rounds of 8 MiB took 0.2-0.4 s on loopback beside a guest at 250-400 MIPS).
+    const g: GuestSpec = { ...MEM8, insnLimit: 1_000_000_000 };
     const oracle = oracleDigest(g);
     const { a, b, ca, cb } = await twoHosts();
     await ca.request('vm.create', createParams('pingpong', g));

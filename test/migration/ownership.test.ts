@@ -17,7 +17,12 @@ afterEach(async () => {
 });
 
 // Long enough not to halt before the switch-over on a loaded machine (a halted source copy would also never run, but the cells are about a paused one).
-const MEM8: GuestSpec = { program: 'memstress', memory: 32 * MiB, args: ['ws_mib=8'], insnLimit: 600_000_000 };
+/**
+ * Still running when its migration switches over, however slow the machine: the tests need a
+ * running guest there (at 600 M instructions a guest at 450 MIPS halted in pre-copy, with the
+ * relay's link at 23 MB/s, and the source's copy read 'halted').
+ */
+const MEM8: GuestSpec = { program: 'memstress', memory: 32 * MiB, args: ['ws_mib=8'], insnLimit: 1_500_000_000 };
 
 function status(c: ControlClient, name: string): Promise<MigrationInfo | undefined> {
   return c.request<MigrationInfo>('migrate.status', { name }).catch(() => undefined);
