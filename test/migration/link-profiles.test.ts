@@ -242,7 +242,8 @@ for (const profileName of ['lan', 'datacenter', 'wan'] as const) {
         // Mostly the guest catches up with the push and waits for the frame in flight that holds
         // its page, or asks for one behind what the push has queued: the window keeps both short.
         // (Both figures are the same histogram's, each within 1/16 of its true value. Measured
-        // today: the push added 0.13-0.77 ms over 9 runs; with no window on the network, 6-62 ms.)
+        // on 2026-12-01: the push added 0.26-0.77 ms over 5 runs; with no window on the network, the
+        // p50s were 7.9-63 ms.)
         expect(median).toBeLessThanOrEqual(demand50 + 1000);
       }, 120_000);
 
