@@ -1,11 +1,12 @@
 // 'auto' page encoding takes the link's rate only from a round that carried enough to measure it
 // (LINK_RATE_MIN_BYTES, src/migration/outgoing.ts). A round of a few pages measures the round
 // trip and the threads' wake-ups: one of 819 bytes read as 1 Mbit/s on loopback and turned
-// encoding on. Here a guest that dirties a few pages a round is held for three rounds by a policy:
+// encoding on. Here a guest that dirties a few pages a round is held for two rounds by a policy
+// (test/fixtures/two-rounds-policy.mjs):
 // no round is a measurement, so the pool is never asked and the frames stay plain.
 import { afterAll, beforeAll, expect, it, vi } from 'vitest';
 import type * as EncodePool from '../../src/migration/encode-pool.ts';
-import type { ConvergencePolicyFactory } from '../../src/migration/policies.ts';
+import { convergencePolicies } from '../fixtures/two-rounds-policy.mjs';
 
 let poolCalls = 0;
 vi.mock('../../src/migration/encode-pool.ts', async (importOriginal) => {
@@ -22,17 +23,9 @@ vi.mock('../../src/migration/encode-pool.ts', async (importOriginal) => {
 const { closeEncodePool } = await import('../../src/migration/encode-pool.ts');
 const { guestVm, referenceDigest, startCluster } = await import('../../src/testing/index.ts');
 
-const threeRounds: ConvergencePolicyFactory = {
-  name: 'three-rounds',
-  description: 'switch over after the third pre-copy round',
-  create: () => ({
-    afterRound: (r) => (r.rounds >= 3 ? { next: 'stop-and-copy', reason: 'three rounds' } : { next: 'round', throttle: 0 }),
-  }),
-};
-
 let cluster: Awaited<ReturnType<typeof startCluster>>;
 beforeAll(async () => {
-  cluster = await startCluster({ hosts: ['a', 'b'], policies: { convergence: [threeRounds] } });
+  cluster = await startCluster({ hosts: ['a', 'b'], policies: { convergence: convergencePolicies } });
 });
 afterAll(async () => {
   await cluster?.stop();
@@ -44,11 +37,11 @@ it('rounds of a few pages are no measurement of the link: the pool is not asked,
   const reference = referenceDigest(guest);
   const a = cluster.host('a').client;
   await a.createVm(guestVm('few', guest));
-  const m = await a.migrate('few', { to: cluster.host('b').url, convergencePolicy: 'three-rounds' });
+  const m = await a.migrate('few', { to: cluster.host('b').url, convergencePolicy: 'two-rounds' });
   const final = await m.done;
   expect(final.status, final['error-desc']).toBe('completed');
-  expect(final.rounds).toHaveLength(3);
-  for (const r of final.rounds.slice(1)) expect(r.bytes).toBeLessThan(1024 * 1024);
+  expect(final.rounds).toHaveLength(2);
+  for (const r of final.rounds) expect(r.bytes).toBeLessThan(1024 * 1024);
   expect(final.encoding ?? 'none', final['encoding-reason']).toBe('none');
   expect(poolCalls).toBe(0);
   await cluster.host('b').client.waitHalted('few');
